@@ -1,0 +1,236 @@
+"""Small helpers shared by every script: frame discovery, image I/O, atomic writes, CLI errors.
+
+This module imports no torch at import time, so that ``FrameExtraction.py`` (which needs no
+torch) can use it; the few torch helpers import it inside the function.
+
+Conventions used across the project:
+- Images on disk are read as ``uint8`` RGB arrays of shape (H, W, 3) (OpenCV reads BGR; we
+  convert once here and nowhere else).
+- A *frame* is an image file whose stem ends in a number (``frame7.png``,
+  ``ep01_000123.jpg``); frames are ordered by that number, whatever the prefix or padding.
+- A *shot* is one folder of numbered frames. Nothing ever pairs frames of two folders.
+
+Example:
+    python -c "import utils; print(utils.find_shot_dirs('frames/'))"
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+_TRAILING_NUMBER = re.compile(r"(\d+)$")
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one line, never as a traceback."""
+
+
+def run_cli(main, args) -> None:
+    """Run ``main(args)`` and turn a ``UserError`` into one line on stderr and exit code 2."""
+    try:
+        code = main(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+# ----------------------------------------------------------------------------- frame discovery
+def frame_number(path) -> int | None:
+    """The number at the end of a file's stem (``ep01_000123.jpg`` -> 123), or None."""
+    match = _TRAILING_NUMBER.search(Path(path).stem)
+    return int(match.group(1)) if match else None
+
+
+def natural_key(text) -> list:
+    """Sort key that orders embedded numbers numerically: ``shot2`` before ``shot10``."""
+    return [int(tok) if tok.isdigit() else tok.lower() for tok in re.split(r"(\d+)", str(text))]
+
+
+def is_image(path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def list_frames(folder) -> list[Path]:
+    """Numbered image files of one folder, ordered by their number (not recursive)."""
+    folder = Path(folder)
+    frames = [p for p in folder.iterdir() if p.is_file() and is_image(p)
+              and frame_number(p) is not None]
+    return sorted(frames, key=lambda p: (frame_number(p), natural_key(p.name)))
+
+
+def find_shot_dirs(root) -> list[Path]:
+    """Every folder under ``root`` (itself included) that holds numbered frames, in natural order.
+
+    Raises ``UserError`` with a clear message when ``root`` is missing, holds no images, or
+    holds only images without a frame number.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder")
+    shots, unnumbered = [], []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        dirnames.sort(key=natural_key)
+        images = [f for f in filenames if is_image(f)]
+        if any(frame_number(f) is not None for f in images):
+            shots.append(Path(dirpath))
+        elif images:
+            unnumbered.append(Path(dirpath))
+    if not shots:
+        if unnumbered:
+            raise UserError(f"{root} holds images but none is numbered (expected names like "
+                            f"frame0001.png), e.g. in {unnumbered[0]}")
+        raise UserError(f"{root} holds no image frames")
+    return sorted(shots, key=lambda p: natural_key(p.relative_to(root).as_posix()))
+
+
+# ----------------------------------------------------------------------------- image I/O
+def decode_rgb(data: bytes, name="image") -> np.ndarray:
+    """Decode encoded image bytes to uint8 RGB (H, W, 3); ``UserError`` naming ``name`` if bad.
+
+    OpenCV decodes a truncated JPEG without complaint (grey bottom rows), so a JPEG must end
+    with its end-of-image marker.
+    """
+    if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        raise UserError(f"cannot read image {name}: the JPEG file is truncated")
+    if data[:8] == _PNG_SIGNATURE:
+        return _decode_png(data, name)
+    array = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(array, cv2.IMREAD_COLOR) if array.size else None
+    if image is None:
+        raise UserError(f"cannot read image {name}: not a readable image file")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _decode_png(data: bytes, name) -> np.ndarray:
+    """PNG through libspng (pyspng): twice as fast as OpenCV's libpng here, the same pixels.
+    Data loading is bound by PNG decoding, so this sets the training input rate."""
+    import pyspng
+
+    try:
+        image = pyspng.load(data)
+    except Exception:  # pyspng raises a bare RuntimeError for a broken stream
+        raise UserError(f"cannot read image {name}: corrupt or truncated PNG file") from None
+    if image.dtype != np.uint8:  # 16-bit PNG: keep the high byte
+        image = (image >> 8).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
+    if image.shape[2] == 2:  # grey + alpha
+        return cv2.cvtColor(np.ascontiguousarray(image[..., 0]), cv2.COLOR_GRAY2RGB)
+    return image
+
+
+def read_rgb(path) -> np.ndarray:
+    """Read an image file as uint8 RGB (H, W, 3); ``UserError`` naming the file if unreadable."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read image {path}: {err.strerror or err}") from None
+    return decode_rgb(data, path)
+
+
+def read_grey(path) -> np.ndarray:
+    """Read an image file as uint8 greyscale (H, W)."""
+    return cv2.cvtColor(read_rgb(path), cv2.COLOR_RGB2GRAY)
+
+
+def encode_image(image: np.ndarray, ext: str = ".png", jpeg_quality: int = 95) -> bytes:
+    """Encode a uint8 RGB (H, W, 3) or grey (H, W) array to PNG/JPEG bytes."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality] if ext.lower() in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, image, params)
+    if not ok:
+        raise UserError(f"cannot encode image as {ext}")
+    return buf.tobytes()
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
+    so that a crash never leaves a half-written file under the final name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_image(path, image: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Atomically write a uint8 RGB or grey array; the format follows the file's suffix."""
+    atomic_write_bytes(path, encode_image(image, Path(path).suffix, jpeg_quality))
+
+
+# ----------------------------------------------------------------------------- torch helpers
+def atomic_torch_save(obj, path) -> None:
+    """``torch.save`` through a temporary file and a rename (never a half-written checkpoint)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def read_checkpoint(path) -> dict:
+    """``torch.load(weights_only=True)`` to the CPU, with one clear line for a missing, corrupt
+    or foreign file (torch raises many exception types for those)."""
+    import torch
+
+    if not Path(path).is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"cannot read checkpoint {path}: not a PyTorch checkpoint, or it holds "
+                        "objects other than tensors and plain types") from None
+    except Exception as err:
+        first = str(err).strip().splitlines()[0][:120] if str(err).strip() else ""
+        raise UserError(f"cannot read checkpoint {path}: corrupt or truncated file ({first})") from None
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path} is not a TCVC checkpoint (no dict inside)")
+    return ckpt
+
+
+def resolve_device(name: str = "auto"):
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ``UserError``."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is available "
+                        "(use --device cpu or auto)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
