@@ -1,0 +1,140 @@
+"""Throughput of the training data pipeline: triples per second from 640x480 PNG frames.
+
+Writes SHOTS x FRAMES frames of 640x480 into a temporary folder (frames of the shared clip
+../shared/data/clips/lvcd_sample1.mp4 when it exists, else synthetic shapes), builds
+TripletDataset(train=True, canny line art, prev_prob 0.5) and times shuffled passes of a
+DataLoader (batch 16) after a warm-up pass, best of --repeat, with num_workers=0 and with
+--workers workers. Per triple: one PNG read (two when the previous frame is used), resize to 288x288, Canny,
+the same random 256x256 crop and flip on all three. The headline rate leaves out the first
+batch (worker start-up, amortised over a real epoch); the last line is ``triples_per_s=N``
+for --workers. ``--ext .jpg`` writes JPEG frames (the original data set's format) instead.
+
+Example:
+    python benchmarks/bench_data.py --frames 40 --size 256 --workers 1
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import dataset  # noqa: E402
+import utils  # noqa: E402
+
+CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "lvcd_sample1.mp4"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=40, help="frames per shot")
+    p.add_argument("--shots", type=int, default=2, help="number of shot folders")
+    p.add_argument("--size", type=int, default=256, help="network image size")
+    p.add_argument("--workers", type=int, default=1, help="DataLoader workers, headline figure")
+    p.add_argument("--batch_size", type=int, default=16, help="the original's batch size")
+    p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
+    p.add_argument("--ext", default=".png", choices=[".png", ".jpg"], help="frame file format")
+    p.add_argument("--skip_main_process", action="store_true",
+                   help="do not also time num_workers=0")
+    return p
+
+
+def clip_frames(n: int) -> list[np.ndarray]:
+    """``n`` frames of the shared clip (cycled), 640x480 RGB; [] when it is absent."""
+    if not CLIP.is_file():
+        return []
+    cap, frames = cv2.VideoCapture(str(CLIP)), []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(cv2.resize(bgr, (640, 480), interpolation=cv2.INTER_AREA),
+                                   cv2.COLOR_BGR2RGB))
+    cap.release()
+    return [frames[i % len(frames)] for i in range(n)] if frames else []
+
+
+def synthetic_frame(k: int, rng: np.random.Generator) -> np.ndarray:
+    """Flat-coloured moving shapes with outlines on a gradient: cartoon-like content."""
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[:] = np.linspace(40, 200, 640, dtype=np.uint8)[None, :, None]
+    for j in range(12):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        centre = (int(50 * j + 7 * k) % 640, int(37 * j + 3 * k) % 480)
+        cv2.circle(frame, centre, 20 + 5 * j, colour, -1)
+        cv2.circle(frame, centre, 20 + 5 * j, (0, 0, 0), 2)
+    return frame
+
+
+def write_shots(root: Path, shots: int, frames: int, ext: str = ".png") -> str:
+    real = clip_frames(shots * frames)
+    rng = np.random.default_rng(0)
+    for s in range(shots):
+        for k in range(frames):
+            image = real[s * frames + k] if real else synthetic_frame(k, rng)
+            utils.write_image(root / f"shot{s:02d}" / f"frame_{k:04d}{ext}", image)
+    return CLIP.name if real else "synthetic shapes"
+
+
+def stage_times(ds) -> str:
+    """Mean milliseconds per frame of each step of a triple, in this process."""
+    paths = [p for frames in ds.shot_frames for p in frames]
+    start = time.perf_counter()
+    rgbs = [utils.read_rgb(p) for p in paths]
+    t_read = time.perf_counter()
+    small = [dataset.resize(rgb, ds.load_size) for rgb in rgbs]
+    t_resize = time.perf_counter()
+    for rgb in small:
+        dataset.make_line_art(rgb, ds.line_art)
+    t_line = time.perf_counter()
+    ms = [1000 * t / len(paths) for t in (t_read - start, t_resize - t_read, t_line - t_resize)]
+    return (f"per frame: read+decode {ms[0]:.2f} ms, resize to {ds.load_size} {ms[1]:.2f} ms, "
+            f"{ds.line_art} line art {ms[2]:.2f} ms")
+
+
+def time_pass(ds, workers: int, batch_size: int, repeat: int = 1) -> tuple[float, float]:
+    """Shuffled passes after a warm-up pass (page cache, imports); the best of ``repeat``:
+    (seconds for the pass, steady triples/s after its first batch, i.e. without the worker
+    start-up that a long epoch amortises). Best-of-N, as timeit does: other processes on the
+    same cores only ever slow a pass down."""
+    best = (float("inf"), 0.0)
+    for epoch in range(repeat + 1):
+        ds.set_epoch(epoch)
+        loader = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers)
+        start, first, sizes = time.perf_counter(), None, []
+        for batch in loader:
+            sizes.append(len(batch["index"]))
+            first = first or time.perf_counter()
+        end = time.perf_counter()
+        assert sum(sizes) == len(ds)
+        if epoch > 0:
+            best = min(best[0], end - start), max(best[1], (sum(sizes) - sizes[0]) / (end - first))
+    return best
+
+
+def main(args) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
+        source = write_shots(Path(tmp), args.shots, args.frames, args.ext)
+        ds = dataset.TripletDataset.from_root(tmp, image_size=args.size, train=True,
+                                              line_art="canny", prev_prob=0.5, seed=0)
+        print(f"{len(ds)} triples, 640x480 {args.ext} frames from {source}, image_size "
+              f"{args.size}, batch {args.batch_size}, cv2 {cv2.__version__}")
+        print(stage_times(ds))
+        rate = 0.0
+        for workers in ([] if args.skip_main_process else [0]) + [args.workers]:
+            seconds, rate = time_pass(ds, workers, args.batch_size, args.repeat)
+            print(f"num_workers={workers}: full pass {seconds:.2f} s ({len(ds) / seconds:.1f} "
+                  f"triples/s with start-up); steady {rate:.1f} triples/s, "
+                  f"{1000 / rate:.1f} ms each")
+    print(f"triples_per_s={rate:.1f}")
+    return rate
+
+
+if __name__ == "__main__":
+    main(build_parser().parse_args())

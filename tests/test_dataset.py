@@ -1,0 +1,351 @@
+"""Tests of dataset.py: shot discovery, previous-frame pairing, line art, crops, errors."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+from skimage.color import rgb2gray
+from skimage.feature import canny as sk_canny
+from torch.utils.data import DataLoader
+
+import dataset
+import utils
+from utils import UserError
+
+
+# ----------------------------------------------------------------------------- helpers
+def as_tensor(rgb):
+    """Plain reference for to_tensor: uint8 (H, W, 3) -> float (3, H, W) / 255."""
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).double().div(255).float()
+
+
+def write_shot(folder, names, make, size=32, seed=0):
+    """Write frames ``make(i, size, size, seed)`` under the given names; return the arrays."""
+    frames = [make(i, size, size, seed) for i in range(len(names))]
+    for name, frame in zip(names, frames):
+        utils.write_image(folder / name, frame)
+    return frames
+
+
+def edge_f1(ours, ref):
+    """F1 of two boolean edge maps, a pixel counting as matched within 1 pixel."""
+    grow = np.ones((3, 3), bool)
+    precision = (ours & ndi.binary_dilation(ref, grow)).sum() / max(ours.sum(), 1)
+    recall = (ref & ndi.binary_dilation(ours, grow)).sum() / max(ref.sum(), 1)
+    return 2 * precision * recall / max(precision + recall, 1e-9)
+
+
+# ------------------------------------------------------------------------ order, previous frame
+def test_frames_are_ordered_by_number_whatever_the_padding(tmp_path, frame_factory):
+    names = ["frame10.png", "frame2.png", "frame_0009.png", "frame1.png"]
+    frames = write_shot(tmp_path, names, frame_factory)
+    ds = dataset.TripletDataset([tmp_path], image_size=32, train=False, prev_prob=1.0)
+    assert [p.name for p in ds.shot_frames[0]] == ["frame1.png", "frame2.png", "frame_0009.png",
+                                                   "frame10.png"]
+    # frame10 follows frame_0009 (names[2]); a string sort would put it after frame1
+    assert torch.equal(ds[3]["prev"], as_tensor(frames[2]))
+    assert torch.equal(ds[3]["target"], as_tensor(frames[0]))
+
+
+def test_previous_frame_is_frame_before_with_zero_padding(tmp_path, frame_factory):
+    """The original looked up ``frame{N}.jpg`` unpadded and never found it."""
+    names = [f"frame_{k:04d}.png" for k in (8, 9, 10, 11)]
+    frames = write_shot(tmp_path, names, frame_factory)
+    ds = dataset.TripletDataset([tmp_path], image_size=32, train=False, prev_prob=1.0)
+    for i in range(1, 4):
+        sample = ds[i]
+        assert sample["has_prev"].item() == 1.0
+        assert torch.equal(sample["prev"], as_tensor(frames[i - 1]))
+        assert torch.equal(sample["target"], as_tensor(frames[i]))
+
+
+def test_previous_frame_with_episode_prefix_jpeg(tmp_path, frame_factory):
+    names = ["ep01_000125.jpg", "ep01_000123.jpg", "ep01_000124.jpg"]
+    write_shot(tmp_path, names, frame_factory)
+    ds = dataset.TripletDataset([tmp_path], image_size=32, train=False, prev_prob=1.0)
+    decoded = {n: utils.read_rgb(tmp_path / n) for n in names}
+    prev = ds[2]["prev"]  # target ep01_000125
+    assert torch.equal(prev, as_tensor(decoded["ep01_000124.jpg"]))
+    assert not torch.allclose(prev, as_tensor(decoded["ep01_000123.jpg"]), atol=0.05)
+
+
+def test_first_frame_black_and_never_crosses_folders(tmp_path, frame_factory):
+    shot_a = write_shot(tmp_path / "a", ["f1.png", "f2.png", "f3.png"], frame_factory, seed=1)
+    shot_b = write_shot(tmp_path / "b", ["f1.png", "f2.png", "f3.png"], frame_factory, seed=2)
+    ds = dataset.TripletDataset.from_root(tmp_path, image_size=32, train=False, prev_prob=1.0)
+    has_prev = [ds[i]["has_prev"].item() for i in range(6)]
+    assert has_prev == [0, 1, 1, 0, 1, 1]
+    assert ds[0]["prev"].abs().sum() == 0 and ds[3]["prev"].abs().sum() == 0
+    assert torch.equal(ds[4]["prev"], as_tensor(shot_b[0]))
+    assert not torch.equal(ds[3]["target"], as_tensor(shot_a[2]))
+
+
+def test_prev_prob_zero_one_and_half(tmp_path, frame_factory):
+    write_shot(tmp_path, ["f1.png", "f2.png", "f3.png"], frame_factory)
+    never = dataset.TripletDataset([tmp_path], image_size=32, prev_prob=0.0)
+    always = dataset.TripletDataset([tmp_path], image_size=32, prev_prob=1.0)
+    half = dataset.TripletDataset([tmp_path], image_size=32, prev_prob=0.5)
+    for i in range(3):
+        assert never[i]["has_prev"] == 0 and never[i]["prev"].abs().sum() == 0
+        assert always[i]["has_prev"] == (i > 0) and (always[i]["prev"].sum() > 0) == (i > 0)
+    used = 0
+    for epoch in range(100):
+        half.set_epoch(epoch)
+        used += sum(int(half[i]["has_prev"]) for i in (1, 2))
+    assert 70 <= used <= 130  # Binomial(200, 0.5): mean 100, sd 7
+
+
+# ----------------------------------------------------------------------------- line art
+def square_image(size=64):
+    rgb = np.zeros((size, size, 3), np.uint8)
+    rgb[16:48, 16:48] = 255
+    return rgb
+
+
+def test_canny_square_black_lines_on_white_like_skimage():
+    rgb = square_image()
+    line = dataset.make_line_art(rgb, "canny")
+    assert line.dtype == np.uint8 and set(np.unique(line)) == {0, 255}
+    edges = line == 0
+    # lines lie within 2 pixels of the square's border, nowhere else
+    border = np.zeros((64, 64), bool)
+    border[16:48, 16:48] = True
+    near = ndi.binary_dilation(border, iterations=2) & ~ndi.binary_erosion(border, iterations=2)
+    assert edges.sum() > 100 and not (edges & ~near).any()
+    assert edge_f1(edges, sk_canny(rgb2gray(rgb), sigma=1)) > 0.9
+
+
+def test_canny_thresholds_match_skimage_on_weak_and_strong_edges():
+    """Discs of contrast 6 to 70 grey levels on grey: which of them get edges depends on the
+    blur and both thresholds (OpenCV's usual 100/200 finds only the strongest discs)."""
+    grey = np.full((96, 96), 100, np.uint8)
+    for j, contrast in enumerate((6, 12, 20, 35, 70)):
+        cv2.circle(grey, (20 + (j // 3) * 45, 20 + (j % 3) * 30), 10, 100 + contrast, -1)
+    rgb = np.repeat(grey[:, :, None], 3, 2)
+    ours = dataset.make_line_art(rgb, "canny") == 0
+    assert edge_f1(ours, sk_canny(rgb2gray(rgb), sigma=1)) > 0.95  # 1.0 measured
+
+
+def test_canny_agrees_with_skimage_on_real_frames(shared_clips):
+    cap = cv2.VideoCapture(str(shared_clips / "lvcd_sample1.mp4"))
+    scores = []
+    for _ in range(2):
+        ok, bgr = cap.read()
+        assert ok
+        rgb = dataset.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 256)
+        ours = dataset.make_line_art(rgb, "canny") == 0
+        scores.append(edge_f1(ours, sk_canny(rgb2gray(rgb), sigma=1)))
+    assert min(scores) > 0.95  # measured 0.975 to 0.99 on the shared clips
+
+
+def test_grey_mode_is_the_grey_frame(frame_factory):
+    rgb = frame_factory(3, 32, 32)
+    assert np.array_equal(dataset.make_line_art(rgb, "grey"), cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
+
+
+def make_line_tree(tmp_path, frame_factory):
+    """root/ep1/shot1/{f1,f2}.png and line/ep1/shot1/{f1.png, f2.bmp} (another extension)."""
+    shot = tmp_path / "root" / "ep1" / "shot1"
+    write_shot(shot, ["f1.png", "f2.png"], frame_factory)
+    rng = np.random.default_rng(0)
+    lines = [rng.integers(0, 256, (32, 32), dtype=np.uint8) for _ in range(2)]
+    line_dir = tmp_path / "line" / "ep1" / "shot1"
+    utils.write_image(line_dir / "f1.png", lines[0])
+    utils.write_image(line_dir / "f2.bmp", lines[1])
+    return tmp_path / "root", tmp_path / "line", lines
+
+
+def test_given_line_art_is_returned(tmp_path, frame_factory):
+    root, line_root, lines = make_line_tree(tmp_path, frame_factory)
+    ds = dataset.TripletDataset.from_root(root, image_size=32, train=False, line_art="given",
+                                          line_root=line_root)
+    for i in range(2):
+        assert torch.equal(ds[i]["line"], torch.from_numpy(lines[i]).float()[None] / 255)
+    frame = root / "ep1" / "shot1" / "f2.png"
+    assert np.array_equal(dataset.read_given_line_art(frame, line_root, root), lines[1])
+
+
+def test_given_line_art_is_resized_to_the_frame():
+    given = np.zeros((64, 64), np.uint8)
+    given[:, 32:] = 255
+    line = dataset.make_line_art(np.zeros((32, 32, 3), np.uint8), "given", given)
+    expected = np.zeros((32, 32), np.uint8)
+    expected[:, 16:] = 255
+    assert np.array_equal(line, expected)
+
+
+def test_missing_given_line_art_is_named_at_construction(tmp_path, frame_factory):
+    root, line_root, _ = make_line_tree(tmp_path, frame_factory)
+    (line_root / "ep1" / "shot1" / "f2.bmp").unlink()
+    with pytest.raises(UserError, match=str(line_root / "ep1" / "shot1" / "f2.png")):
+        dataset.TripletDataset.from_root(root, line_art="given", line_root=line_root)
+
+
+# ----------------------------------------------------------------------------- crop, flip, tensors
+def gradient_frame(k, size=36):
+    """R = 7x, G = 7y (position recoverable from any crop), B tells the frame apart."""
+    y, x = np.mgrid[:size, :size]
+    return np.stack([7 * x, 7 * y, np.full_like(x, 40 * k + 10)], -1).astype(np.uint8)
+
+
+def recover_crop(target):
+    """(top, left, flipped) of a 32x32 crop of ``gradient_frame`` from its pixels."""
+    rgb = (target * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    flip = rgb[0, 0, 0] > rgb[0, -1, 0]
+    return int(rgb[0, 0, 1]) // 7, int(min(rgb[0, 0, 0], rgb[0, -1, 0])) // 7, bool(flip)
+
+
+def test_same_crop_and_flip_on_line_target_and_prev(tmp_path):
+    frames = [gradient_frame(k) for k in range(4)]
+    for k, frame in enumerate(frames):
+        utils.write_image(tmp_path / "shot" / f"f{k}.png", frame)
+        utils.write_image(tmp_path / "line" / f"f{k}.png", cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
+    ds = dataset.TripletDataset([tmp_path / "shot"], image_size=32, train=True, line_art="given",
+                                line_root=tmp_path / "line", prev_prob=1.0)
+    assert ds.load_size == 36  # frames are 36x36: the crop is taken from the unresized frame
+    seen = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for i in (1, 2, 3):
+            sample = ds[i]
+            top, left, flip = recover_crop(sample["target"])
+            seen.add((top, left, flip))
+
+            def crop(img):
+                part = img[top:top + 32, left:left + 32]
+                return np.ascontiguousarray(part[:, ::-1] if flip else part)
+            grey = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
+            assert torch.equal(sample["target"], as_tensor(crop(frames[i])))
+            assert torch.equal(sample["line"][0], torch.from_numpy(crop(grey)).float() / 255)
+            assert torch.equal(sample["prev"], as_tensor(crop(frames[i - 1])))
+    assert {f for _, _, f in seen} == {True, False} and len({(t, l) for t, l, _ in seen}) > 3
+
+
+def test_eval_resizes_whole_frame_and_prepare_frame_matches(tmp_path, frame_factory):
+    frame = frame_factory(5, 48, 64)
+    utils.write_image(tmp_path / "f1.png", frame)
+    small = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA)
+    line, colour = dataset.prepare_frame(frame, 32, "canny")
+    assert torch.equal(colour, as_tensor(small))
+    expected_line = torch.from_numpy(dataset.make_line_art(small, "canny")).float() / 255
+    assert torch.equal(line[0], expected_line)
+    sample = dataset.TripletDataset([tmp_path], image_size=32, train=False)[0]
+    assert torch.equal(sample["target"], colour) and torch.equal(sample["line"], line)
+    assert dataset.load_size_for(256) == 288
+
+
+def test_to_tensor_layout_and_range():
+    rgb = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3) * 14
+    out = dataset.to_tensor(rgb)
+    assert out.shape == (3, 2, 3) and out.dtype == torch.float32 and out.is_contiguous()
+    assert torch.equal(out, as_tensor(rgb))
+    assert dataset.to_tensor(rgb[:, :, 0]).shape == (1, 2, 3)
+    assert dataset.to_tensor(np.full((1, 1), 255, np.uint8)).item() == 1.0
+
+
+# ----------------------------------------------------------------------------- determinism
+def test_samples_depend_only_on_seed_epoch_index(tmp_path, frame_factory):
+    write_shot(tmp_path, [f"f{k}.png" for k in range(6)], frame_factory, size=40)
+
+    def make(seed=0):
+        return dataset.TripletDataset([tmp_path], image_size=32, seed=seed)
+    ds_a, ds_b = make(), make()
+    ds_a.set_epoch(2), ds_b.set_epoch(2)
+    first = {i: ds_a[i] for i in (0, 5, 3)}
+    again = {i: ds_b[i] for i in (3, 0, 5)}  # another object, another order: the same samples
+    assert all(torch.equal(first[i][key], again[i][key]) for i in first for key in first[i])
+    ds_b.set_epoch(3)
+    assert any(not torch.equal(ds_a[i]["target"], ds_b[i]["target"]) for i in range(6))
+    other_seed = make(seed=1)
+    other_seed.set_epoch(2)
+    assert any(not torch.equal(ds_a[i]["target"], other_seed[i]["target"]) for i in range(6))
+
+
+def test_worker_processes_give_the_same_batch(tmp_path, frame_factory):
+    write_shot(tmp_path, [f"f{k}.png" for k in range(4)], frame_factory, size=40)
+    ds = dataset.TripletDataset([tmp_path], image_size=32, seed=7)
+    ds.set_epoch(1)
+    batch = next(iter(DataLoader(ds, batch_size=4, num_workers=1, timeout=60)))
+    assert batch["line"].shape == (4, 1, 32, 32) and batch["prev"].shape == (4, 3, 32, 32)
+    assert batch["has_prev"].dtype == torch.float32 and batch["index"].tolist() == [0, 1, 2, 3]
+    for i in range(4):
+        assert torch.equal(batch["target"][i], ds[i]["target"])
+        assert torch.equal(batch["prev"][i], ds[i]["prev"])
+
+
+# ----------------------------------------------------------------------------- splits and folders
+def test_split_shots_by_whole_shots():
+    shots = [f"shot{i}" for i in range(10)]
+    train, val = dataset.split_shots(shots, 0.3, seed=0)
+    assert len(val) == 3 and len(train) == 7 and sorted(train + val) == sorted(shots)
+    assert train == [s for s in shots if s in train]  # input order kept
+    assert dataset.split_shots(shots, 0.3, seed=0) == (train, val)
+    assert dataset.split_shots(shots, 0.3, seed=1) != (train, val)
+    assert dataset.split_shots(shots, 0.0, seed=0) == (shots, [])
+    assert dataset.split_shots(["only"], 0.5, seed=0) == (["only"], [])
+    assert [len(x) for x in dataset.split_shots(shots[:2], 0.9, seed=0)] == [1, 1]
+    assert [len(x) for x in dataset.split_shots(shots[:5], 0.01, seed=0)] == [4, 1]
+    with pytest.raises(UserError):
+        dataset.split_shots(shots, 1.0, seed=0)
+
+
+def test_resolve_data_dirs_original_layout(tmp_path):
+    base, train = tmp_path / "R" / "D", tmp_path / "R" / "D" / "Train"
+    train.mkdir(parents=True)
+
+    def original():
+        return dataset.resolve_data_dirs(root=tmp_path / "R", dataset="D")
+    assert original() == (train, None)
+    (base / "Test").mkdir()
+    assert original() == (train, base / "Test")
+    (base / "val").mkdir()  # Val wins over Test, any case
+    assert original() == (train, base / "val")
+    assert dataset.resolve_data_dirs(data=train) == (train, None)
+    assert dataset.resolve_data_dirs(train, base / "Test") == (train, base / "Test")
+    with pytest.raises(UserError, match="Train"):
+        dataset.resolve_data_dirs(root=tmp_path / "R", dataset="missing")
+    with pytest.raises(UserError, match="not both"):
+        dataset.resolve_data_dirs(data=train, root=tmp_path / "R", dataset="D")
+    with pytest.raises(UserError, match="nowhere"):
+        dataset.resolve_data_dirs(data=tmp_path / "nowhere")
+    with pytest.raises(UserError):
+        dataset.resolve_data_dirs()
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def test_corrupt_png_is_named(tmp_path, frame_factory):
+    write_shot(tmp_path, ["frame1.png"], frame_factory)
+    (tmp_path / "frame2.png").write_bytes(b"this is not a png at all")
+    ds = dataset.TripletDataset([tmp_path], image_size=32, train=False)
+    with pytest.raises(UserError, match="frame2.png"):
+        ds[1]
+
+
+def test_truncated_jpeg_is_named(tmp_path, frame_factory):
+    write_shot(tmp_path, ["frame1.jpg"], frame_factory)
+    data = (tmp_path / "frame1.jpg").read_bytes()
+    (tmp_path / "frame1.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="frame1.jpg"):
+        dataset.TripletDataset([tmp_path], image_size=32)[0]
+
+
+def test_empty_root_and_unnumbered_images_are_named(tmp_path, frame_factory):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="empty"):
+        dataset.TripletDataset.from_root(empty)
+    utils.write_image(tmp_path / "stills" / "cat.png", frame_factory(0))
+    with pytest.raises(UserError, match="stills"):
+        dataset.TripletDataset.from_root(tmp_path / "stills")
+
+
+def test_two_files_with_one_frame_number_are_refused(tmp_path, frame_factory):
+    write_shot(tmp_path, ["frame9.png", "frame09.jpg"], frame_factory)
+    with pytest.raises(UserError, match="frame09.jpg|frame9.png"):
+        dataset.TripletDataset([tmp_path])
+
+
+def test_unknown_line_art_mode(tmp_path, frame_factory):
+    write_shot(tmp_path, ["frame1.png"], frame_factory)
+    with pytest.raises(UserError, match="canny"):
+        dataset.TripletDataset([tmp_path], line_art="sketch")
