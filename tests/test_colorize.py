@@ -1,0 +1,192 @@
+"""test.py: recurrent colorization of shots and videos, keyframes, outputs and bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import models
+import utils
+from utils import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import test as colorize_cli  # noqa: E402  (the top-level test.py script)
+
+SIZE = 32
+
+
+class EchoGenerator(nn.Module):
+    """Returns its previous-frame input brightened by 0.1: frame k of a chain started from
+    black comes out as 0.1 * (k + 1), so the outputs reveal what was fed back."""
+
+    def forward(self, x):  # (B, 4, H, W)
+        return (x[:, 1:4] + 0.1).clamp(0, 1)
+
+
+def write_shot(folder, frame_factory, n, seed=0, size=40):
+    for i in range(n):
+        utils.write_image(folder / f"frame_{i:03d}.png", frame_factory(i, size, size, seed=seed))
+
+
+def args_for(inp, out, ckpt="unused.pt", *extra):
+    return colorize_cli.build_parser().parse_args(
+        ["--checkpoint", str(ckpt), "--input", str(inp), "--output", str(out), "--device", "cpu", *extra])
+
+
+@pytest.fixture
+def echo(monkeypatch):
+    cfg = models.ModelConfig()
+    monkeypatch.setattr(models, "load_generator",
+                        lambda path, device: (EchoGenerator(), cfg, {"image_size": SIZE, "line_art": "canny"}))
+
+
+def mean_value(path) -> float:
+    return utils.read_rgb(path).mean() / 255.0
+
+
+def test_recurrence_feeds_previous_output_and_new_shot_restarts(tmp_path, frame_factory, echo):
+    write_shot(tmp_path / "in" / "a", frame_factory, 4)
+    write_shot(tmp_path / "in" / "b", frame_factory, 2, seed=1)
+    assert colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out")) == 0
+    a = [mean_value(tmp_path / "out" / "a" / f"frame_{i:03d}.png") for i in range(4)]
+    b = [mean_value(tmp_path / "out" / "b" / f"frame_{i:03d}.png") for i in range(2)]
+    assert a == pytest.approx([0.1, 0.2, 0.3, 0.4], abs=0.003)
+    assert b == pytest.approx([0.1, 0.2], abs=0.003)  # a new shot starts again from black
+    report = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert set(report["shots"]) == {"a", "b"} and report["overall"]["frames"] == 6
+
+
+def test_frame_by_frame_feeds_black_every_time(tmp_path, frame_factory, echo):
+    write_shot(tmp_path / "in", frame_factory, 3)
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--frame_by_frame"))
+    got = [mean_value(tmp_path / "out" / f"frame_{i:03d}.png") for i in range(3)]
+    assert got == pytest.approx([0.1, 0.1, 0.1], abs=0.003)
+
+
+def test_reference_keyframe_is_the_first_previous_frame(tmp_path, frame_factory, echo):
+    write_shot(tmp_path / "in", frame_factory, 3)
+    key = np.full((50, 70, 3), 102, np.uint8)  # 0.4 after scaling to [0, 1]
+    utils.write_image(tmp_path / "key.png", key)
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--reference", str(tmp_path / "key.png")))
+    got = [mean_value(tmp_path / "out" / f"frame_{i:03d}.png") for i in range(3)]
+    assert got == pytest.approx([0.5, 0.6, 0.7], abs=0.003)
+
+
+def test_reference_dir_gives_each_shot_its_keyframe(tmp_path, frame_factory, echo):
+    for shot in ("s1", "s2"):
+        write_shot(tmp_path / "in" / shot, frame_factory, 2)
+    utils.write_image(tmp_path / "keys" / "s1.png", np.full((8, 8, 3), 51, np.uint8))  # 0.2
+    utils.write_image(tmp_path / "keys" / "s2.png", np.full((8, 8, 3), 153, np.uint8))  # 0.6
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--reference_dir", str(tmp_path / "keys")))
+    assert mean_value(tmp_path / "out" / "s1" / "frame_000.png") == pytest.approx(0.3, abs=0.003)
+    assert mean_value(tmp_path / "out" / "s2" / "frame_001.png") == pytest.approx(0.8, abs=0.003)
+
+
+def test_full_res_keeps_input_size_and_side_by_side(tmp_path, frame_factory, echo):
+    write_shot(tmp_path / "in", frame_factory, 2, size=72)
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--full_res", "--side_by_side"))
+    assert utils.read_rgb(tmp_path / "out" / "frame_000.png").shape == (72, 72, 3)
+    assert utils.read_rgb(tmp_path / "out" / "side_by_side" / "frame_000.png").shape == (SIZE, 3 * SIZE, 3)
+
+
+def test_full_res_puts_colour_on_input_luminance(tmp_path, echo):
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[:, 32:] = 200  # a sharp edge the 32x32 network output cannot hold
+    utils.write_image(tmp_path / "in" / "f_0.png", frame)
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--full_res"))
+    out = utils.read_rgb(tmp_path / "out" / "f_0.png")
+    luma = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY).astype(int)
+    assert abs(luma[:, 31].mean() - 0) < 6 and abs(luma[:, 32].mean() - 200) < 6
+
+
+def write_video(path, frame_factory, n_a=6, n_b=5, size=64):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12, (size, size))
+    for i in range(n_a + n_b):
+        frame = frame_factory(i, size, size, seed=0 if i < n_a else 7)
+        if i >= n_a:
+            frame = 255 - frame  # a hard cut to very different content
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def test_video_input_is_split_into_shots_and_video_written(tmp_path, frame_factory, echo):
+    write_video(tmp_path / "clip.avi", frame_factory)
+    colorize_cli.main(args_for(tmp_path / "clip.avi", tmp_path / "out", "x.pt",
+                               "--video", str(tmp_path / "res.mp4"), "--side_by_side"))
+    shots = sorted(p.name for p in (tmp_path / "out").iterdir() if p.name.startswith("shot_"))
+    assert shots == ["shot_0001", "shot_0002"]
+    assert len(list((tmp_path / "out" / "shot_0002").glob("*.png"))) == 5
+    assert mean_value(tmp_path / "out" / "shot_0002" / "frame_000006.png") == pytest.approx(0.1, abs=0.003)
+    cap = cv2.VideoCapture(str(tmp_path / "res.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 11
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12, abs=0.01)
+    ok, first = cap.read()
+    assert ok and first.shape == (SIZE, 3 * SIZE, 3)
+
+
+def test_original_checkpoint_format_runs(tmp_path, frame_factory):
+    torch.manual_seed(0)
+    torch.save({"generator": models.ResNetGenerator().state_dict()}, tmp_path / "G.pth")
+    write_shot(tmp_path / "in", frame_factory, 2)
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", tmp_path / "G.pth",
+                               "--image_size", str(SIZE), "--no_metrics"))
+    out = utils.read_rgb(tmp_path / "out" / "frame_001.png")
+    assert out.shape == (SIZE, SIZE, 3) and out.std() > 0
+
+
+def test_training_checkpoint_and_lineart_input(tmp_path, frame_factory):
+    cfg = models.ModelConfig(ngf=8)
+    G = models.build_generator(cfg)
+    torch.save(models.generator_export(G, cfg, SIZE, "canny"), tmp_path / "export.pt")
+    write_shot(tmp_path / "in", frame_factory, 2)
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", tmp_path / "export.pt", "--input_type", "lineart"))
+    assert utils.read_rgb(tmp_path / "out" / "frame_000.png").shape == (SIZE, SIZE, 3)
+    assert not (tmp_path / "out" / "metrics.json").exists()  # no ground truth for line art
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_corrupt_frame_leaves_no_output(tmp_path, frame_factory, echo):
+    write_shot(tmp_path / "in", frame_factory, 3)
+    (tmp_path / "in" / "frame_001.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(UserError, match="frame_001.png"):
+        colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no output, no partial folder
+
+
+@pytest.mark.parametrize("case", ["empty", "inside", "exists", "missing_reference"])
+def test_bad_arguments_are_user_errors(tmp_path, frame_factory, echo, case):
+    (tmp_path / "in").mkdir()
+    if case != "empty":
+        write_shot(tmp_path / "in", frame_factory, 2)
+    out, extra = tmp_path / "out", []
+    if case == "inside":
+        out = tmp_path / "in" / "out"
+    if case == "exists":
+        out.mkdir()
+    if case == "missing_reference":
+        extra = ["--reference", str(tmp_path / "nope.png")]
+    with pytest.raises(UserError):
+        colorize_cli.main(args_for(tmp_path / "in", out, "x.pt", *extra))
+
+
+def run_cli(*argv):
+    return subprocess.run([sys.executable, str(ROOT / "test.py"), *map(str, argv)], capture_output=True, text=True)
+
+
+def test_missing_and_foreign_checkpoints_give_one_line(tmp_path, frame_factory):
+    write_shot(tmp_path / "in", frame_factory, 1)
+    torch.save({"discriminator": models.PatchDiscriminator().state_dict()}, tmp_path / "D.pth")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    for ckpt, message in ((tmp_path / "none.pt", "does not exist"), (tmp_path / "D.pth", "not a generator"),
+                          (tmp_path / "other.pt", "not a TCVC checkpoint")):
+        res = run_cli("--checkpoint", ckpt, "--input", tmp_path / "in", "--output", tmp_path / "out")
+        assert res.returncode == 2 and "Traceback" not in res.stderr
+        lines = [line for line in res.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], res.stderr
+        assert not (tmp_path / "out").exists()
