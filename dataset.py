@@ -334,9 +334,12 @@ class TripletDataset(Dataset):
         crop = crop_in_source(image, self.load_size, top, left, self.image_size)
         return crop[:, ::-1] if flip else crop
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index) -> dict:
+        """``index`` or ``(epoch, index)``: a sampler may carry the epoch with the index, for
+        persistent DataLoader workers whose copy of the dataset never sees ``set_epoch``."""
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         shot, pos = self.locate(int(index))
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
+        rng = np.random.default_rng([self.seed, int(epoch), int(index)])
         # Always draw all three numbers, in this order, so each stays tied to (seed, epoch, index).
         use_prev = rng.random() < self.prev_prob
         top, left = rng.integers(0, self.load_size - self.image_size + 1, size=2).tolist()

@@ -138,7 +138,9 @@ class ResumableSampler(DistributedSampler):
         return order[self.rank::self.num_replicas]
 
     def __iter__(self):
-        return iter(self._remaining())
+        # (epoch, index): persistent workers hold a copy of the dataset that never sees
+        # set_epoch, so the epoch travels with every index
+        return iter([(self.epoch, i) for i in self._remaining()])
 
     def __len__(self):
         return len(self._remaining())
@@ -161,7 +163,8 @@ def build_loader(args, train_dir, train_shots, rank, world, device):
                                  root_for_relpaths=train_dir, prev_prob=args.prev_prob, seed=args.seed)
     sampler = ResumableSampler(ds, world, rank, args.seed)
     loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False, drop_last=False)
+                        pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0,
+                        drop_last=False)
     return ds, sampler, loader
 
 
@@ -382,6 +385,8 @@ def prepare(args):
     ds, sampler, loader = build_loader(args, train_dir, train_shots, rank, world, device)
     cfg, G, D, opt_g, opt_d = build_models(args, device)
     vgg = losses.load_vgg19(args.vgg_weights).to(device)
+    if device.type == "cuda":  # channels_last: tensor cores read NHWC without transposes
+        G, D, vgg = (m.to(memory_format=torch.channels_last) for m in (G, D, vgg))
     if args.compile:
         G, D = torch.compile(G), torch.compile(D)
     if world > 1:

@@ -138,3 +138,19 @@ def test_time_budget_stops_after_the_current_step(shots, tmp_path):
     assert train.main(tiny_args(shots, run_dir, max_steps=50, max_minutes=0)) == 0
     assert [p.name for p in (run_dir / "checkpoints").glob("step_*")] == ["step_00000001.pt"]
     assert (run_dir / "generator.pt").is_file()
+
+
+def test_persistent_workers_see_each_epoch(shots, tmp_path):
+    """The sampler carries the epoch, so a worker that never saw set_epoch still draws the
+    epoch's own crops and previous-frame choices."""
+    args = tiny_args(shots, tmp_path / "run", num_workers=1)
+    ds, sampler, loader = train.build_loader(args, shots, utils.find_shot_dirs(shots), 0, 1, torch.device("cpu"))
+    assert loader.persistent_workers
+    batches = []
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        batches.append({int(i): line for b in loader for i, line in zip(b["index"], b["line"])})
+    ds.set_epoch(1)  # the in-process reference for epoch 1
+    for index, line in batches[1].items():
+        assert torch.equal(line, ds[index]["line"])
+    assert any(not torch.equal(batches[0][i], batches[1][i]) for i in batches[0])

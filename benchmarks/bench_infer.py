@@ -1,0 +1,158 @@
+"""test.py end to end against the bare generator, and its memory on long inputs.
+
+    python benchmarks/bench_infer.py                 # default UNet, 640x480 shot, CPU
+    python benchmarks/bench_infer.py --frames 60 --device cuda
+
+1. Overhead: test.py on a 640x480 PNG shot (decode, line art, network, PNG writing; metrics
+   off) against the bare recurrent generator forward on the same frames, already prepared as
+   tensors. ``pipeline_overhead`` = end-to-end time / forward time - 1.
+2. Memory: peak resident memory of test.py on a 1000-frame against a 100-frame 640x480 video
+   (a small generator, so that the run takes seconds: the question is whether memory grows
+   with the length of the input, which the network's size does not change).
+The weights are random (speed and memory do not depend on them). The shot's frames come from
+``../shared/data/clips/lvcd_sample1.mp4`` when present, else from generated shapes.
+Last line: ``pipeline_overhead=X``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import dataset as data_lib  # noqa: E402
+import FrameExtraction  # noqa: E402
+import models  # noqa: E402
+import utils  # noqa: E402
+
+CLIP = ROOT.parent / "shared" / "data" / "clips" / "lvcd_sample1.mp4"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--frames", type=int, default=30, help="frames of the timed 640x480 shot")
+    p.add_argument("--image_size", type=int, default=256)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--skip_memory", action="store_true")
+    return p
+
+
+def source_frames(n: int, width=640, height=480):
+    """n frames of 640x480: the real clip (looped) when present, else moving shapes."""
+    if CLIP.is_file():
+        clip = [cv2.resize(f, (width, height), interpolation=cv2.INTER_AREA)
+                for f in FrameExtraction.read_video(CLIP)]
+        for i in range(n):
+            yield clip[i % len(clip)]
+        return
+    for i in range(n):
+        frame = np.full((height, width, 3), (40 + i) % 255, np.uint8)
+        cv2.circle(frame, (100 + 5 * i, 240), 80, (200, 90, 30), -1)
+        cv2.rectangle(frame, (400, 100 + 3 * i), (560, 300), (20, 160, 220), 3)
+        yield frame
+
+
+def export(path: Path, cfg: models.ModelConfig, image_size: int) -> None:
+    torch.manual_seed(0)
+    torch.save(models.generator_export(models.build_generator(cfg), cfg, image_size, "canny"), path)
+
+
+def bare_forward_seconds(ckpt: Path, shot: Path, image_size: int, device) -> float:
+    G = models.load_generator(ckpt, device)[0]
+    tensors = [data_lib.prepare_frame(utils.read_rgb(p), image_size, "canny")[0][None]
+               for p in utils.list_frames(shot)]
+    prev = torch.zeros(1, 3, image_size, image_size, device=device)
+    with torch.no_grad():
+        G(torch.cat([tensors[0].to(device), prev], 1))  # warm-up
+        start = time.perf_counter()
+        for line in tensors:
+            prev = G(torch.cat([line.to(device), prev], 1)).clamp(0, 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def pipeline_seconds(ckpt: Path, shot: Path, out: Path, device_name: str) -> float:
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, str(ROOT / "test.py"), "--checkpoint", str(ckpt), "--input", str(shot),
+                          "--output", str(out), "--device", device_name, "--no_metrics"],
+                         capture_output=True, text=True)
+    if run.returncode:
+        raise SystemExit(run.stderr)
+    return time.perf_counter() - start
+
+
+def startup_seconds(ckpt: Path, tmp: Path, device_name: str) -> float:
+    """test.py on a one-frame shot: the process start, imports and model load to subtract."""
+    one = tmp / "one"
+    utils.write_image(one / "frame_0.png", next(source_frames(1)))
+    return pipeline_seconds(ckpt, one, tmp / "one_out", device_name)
+
+
+def peak_rss_mib(cmd, log: Path) -> float:
+    """Peak resident memory of one child process (its own rusage, from wait4)."""
+    with open(log, "wb") as err:  # a file, not a pipe: a full pipe would stall the child
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+    if status:
+        raise SystemExit(log.read_text()[-2000:])
+    return usage.ru_maxrss / 1024
+
+
+def write_video(path: Path, n: int) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 24, (640, 480))
+    for frame in source_frames(n):
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def memory_ratio(tmp: Path) -> tuple[float, float]:
+    small = tmp / "small.pt"
+    export(small, models.ModelConfig(ngf=8), 64)
+    peaks = []
+    for n in (100, 1000):
+        write_video(tmp / f"v{n}.avi", n)
+        peaks.append(peak_rss_mib([sys.executable, str(ROOT / "test.py"), "--checkpoint", str(small),
+                                   "--input", str(tmp / f"v{n}.avi"), "--output", str(tmp / f"m{n}"),
+                                   "--device", "cpu"], tmp / f"m{n}.log"))
+    return peaks[0], peaks[1]
+
+
+def main(args) -> int:
+    device = utils.resolve_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        ckpt = tmp / "G.pt"
+        export(ckpt, models.ModelConfig(), args.image_size)
+        shot = tmp / "shot"
+        for i, frame in enumerate(source_frames(args.frames)):
+            utils.write_image(shot / f"frame_{i:04d}.png", frame)
+        forward = bare_forward_seconds(ckpt, shot, args.image_size, device)
+        startup = startup_seconds(ckpt, tmp, args.device)
+        total = pipeline_seconds(ckpt, shot, tmp / "out", args.device)
+        pipeline = total - startup + forward / args.frames  # the start-up run held one frame
+        overhead = pipeline / forward - 1
+        print(f"device {device}; {args.frames} frames of 640x480 -> {args.image_size}^2, default UNet, "
+              f"torch threads {torch.get_num_threads()}")
+        print(f"bare generator forward: {forward:.2f} s ({args.frames / forward:.2f} fps)")
+        print(f"test.py end to end:     {total:.2f} s, of which {startup:.2f} s start-up (imports, model "
+              f"load, one frame) -> {pipeline:.2f} s for the frames ({args.frames / pipeline:.2f} fps)")
+        if not args.skip_memory:
+            m100, m1000 = memory_ratio(tmp)
+            print(f"peak memory: 100 frames {m100:.0f} MiB, 1000 frames {m1000:.0f} MiB, "
+                  f"ratio {m1000 / m100:.3f} (target <= 1.1)")
+        print(f"pipeline_overhead={overhead:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    utils.run_cli(main, build_parser().parse_args())

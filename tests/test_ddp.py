@@ -1,0 +1,111 @@
+"""DistributedDataParallel on the CPU: two gloo processes against one process, same samples."""
+import os
+import socket
+
+import torch
+import torch.multiprocessing as mp
+
+import train
+from test_train import tiny_args, write_shots
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, argv, out_dir):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    args = train.build_parser().parse_args(argv)
+    code, state = train.run_training(args)
+    torch.save({"code": code, "G": train.unwrap(state["G"]).state_dict(),
+                "D": train.unwrap(state["D"]).state_dict(), "grads": last_grads(state)},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+def last_grads(state) -> dict:
+    """Gradients of the last step (DDP-averaged under DDP), still held in ``.grad``."""
+    return {f"{net}.{name}": p.grad.clone() for net in ("G", "D")
+            for name, p in train.unwrap(state[net]).named_parameters()}
+
+
+def argv_for(data, run_dir, steps, batch, resume=None):
+    args = ["--data", str(data), "--run_dir", str(run_dir), "--image_size", "32", "--batch_size", str(batch),
+            "--ngf", "8", "--ndf", "8", "--num_workers", "0", "--vgg_weights", "random", "--device", "cpu",
+            "--val_frames", "2", "--val_fraction", "0", "--max_steps", str(steps), "--save_every", "1"]
+    return args + (["--resume", resume] if resume else [])
+
+
+def run_single(argv):
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        os.environ.pop(key, None)
+    code, state = train.run_training(train.build_parser().parse_args(argv))
+    assert code == 0
+    return train.unwrap(state["G"]).state_dict(), last_grads(state)
+
+
+def relative_gap(a, b) -> float:
+    """|a - b| / |b| over a whole tensor (entries that cancel out do not blow it up)."""
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def fraction_apart(a, b, tol=1e-6):
+    """Share of weight entries that differ by more than ``tol``, and the largest difference."""
+    diff = torch.cat([(a[k].float() - b[k].float()).abs().flatten() for k in a])
+    return (diff > tol).float().mean().item(), diff.max().item()
+
+
+def test_two_gloo_ranks_match_each_other_and_one_process(tmp_path, frame_factory):
+    data = write_shots(tmp_path / "frames", frame_factory, shots=2, frames=6)
+    ddp_run = tmp_path / "ddp"
+    mp.start_processes(_worker, args=(2, free_port(), argv_for(data, ddp_run, 1, 1), str(tmp_path)),
+                       nprocs=2, start_method="spawn")
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert r0["code"] == r1["code"] == 0
+    for net in ("G", "D"):
+        for key in r0[net]:
+            assert torch.equal(r0[net][key], r1[net][key]), (net, key)  # ranks never drift apart
+
+    # One process with twice the batch sees exactly the union of the two ranks' batches, so its
+    # gradient equals DDP's average up to float rounding, and so do the weights after the step.
+    # (Adam's first update is lr * g / (|g| + eps): where InstanceNorm makes a gradient entry
+    # zero in exact arithmetic, rounding picks its sign, so a few weights may differ by 2 lr.)
+    g_single, grads_single = run_single(argv_for(data, tmp_path / "single", 1, 2))
+    same = max(relative_gap(g, grads_single[k]) for k, g in r0["grads"].items())
+    print("largest relative gradient gap, same samples:", same)
+    share, largest = fraction_apart(r0["G"], g_single)
+    assert share < 0.02 and largest <= 2 * 1e-4 + 1e-6, (share, largest)
+
+    # negative control: other inputs (grey frames instead of Canny line art) give other gradients
+    _, grads_other = run_single(argv_for(data, tmp_path / "other", 1, 2) + ["--line_art", "grey"])
+    other = max(relative_gap(g, grads_other[k]) for k, g in r0["grads"].items())
+    print("largest relative gradient gap, other inputs:", other)
+    assert same < 1e-2 and other > 0.1
+
+    # resume across a changed world size: the 2-rank checkpoint continues on one process
+    g_resumed, _ = run_single(argv_for(data, tmp_path / "resumed", 3, 2,
+                                       resume=str(ddp_run / "checkpoints" / "step_00000001.pt")))
+    ckpt = torch.load(tmp_path / "resumed" / "checkpoints" / "step_00000003.pt", weights_only=True)
+    assert ckpt["step"] == 3 and ckpt["consumed"] == 2 + 2 * 2
+
+
+def test_resumable_sampler_continues_across_world_sizes():
+    """2 ranks consume 2 batches of 2, then one process takes the rest of the epoch: every
+    sample of the epoch is seen exactly once."""
+    data = list(range(21))
+    ranks = [train.ResumableSampler(data, 2, r, seed=5) for r in (0, 1)]
+    for s in ranks:
+        s.set_epoch(3)
+    indices = lambda sampler: [i for epoch, i in sampler if epoch == 3]  # noqa: E731
+    seen = [i for s in ranks for i in indices(s)[:4]]
+    single = train.ResumableSampler(data, 1, 0, seed=5)
+    single.set_epoch(3)
+    single.consumed = len(seen)
+    rest = indices(single)
+    assert sorted(seen + rest) == data
+    full = train.ResumableSampler(data, 1, 0, seed=5)
+    full.set_epoch(3)
+    assert set(indices(full)[:8]) == set(seen) and indices(full)[8:] == rest
