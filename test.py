@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="also write an H.264 MP4 at the source frame rate")
     p.add_argument("--side_by_side", action="store_true",
                    help="also write line art | result | ground truth frames (and use them for --video)")
+    p.add_argument("--line_art", choices=["canny", "grey"], default=None,
+                   help="line art for colour input (default: the checkpoint's; original-format files: canny)")
     p.add_argument("--frame_by_frame", action="store_true",
                    help="no recurrence: every frame gets a black previous frame (the per-frame baseline)")
     p.add_argument("--image_size", type=int, default=None, help="network resolution (default: the training size)")
@@ -371,7 +373,7 @@ def main(args) -> int:
     device = utils.resolve_device(args.device)
     G, cfg, meta = models.load_generator(args.checkpoint, device)
     args.image_size = args.image_size or meta.get("image_size") or 256
-    line_mode = meta.get("line_art") or "canny"
+    line_mode = args.line_art or meta.get("line_art") or "canny"
     if args.input_type == "colour" and line_mode == "given":
         raise UserError("this model was trained on artist line art: pass that line art with --input_type lineart")
     out_tmp = Path(args.output).with_name(f".{Path(args.output).name}.partial")

@@ -368,8 +368,9 @@ class Logger:
             f.write(json.dumps(record) + "\n")
         if self.logfile:
             with open(self.logfile, "a") as f:
-                f.write(" ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
-                                 for k, v in record.items()) + "\n")
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["time"]))
+                f.write(stamp + " " + " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
+                                               for k, v in record.items() if k != "time") + "\n")
         if self.tb is not None:
             for key, value in record.items():
                 if isinstance(value, float):
@@ -413,8 +414,8 @@ def total_steps(args, state) -> int:
 
 def announce(args, state, total):
     G = unwrap(state["G"])
-    lines = [f"train: {len(state['ds'])} frames in {state['n_train_shots']} shots; validation: "
-             f"{state['n_val_shots']} shots; {state['world']} process(es) on {state['device']}",
+    lines = [f"train: {len(state['ds'])} frames in {state['n_train_shots']} shot(s); validation: "
+             f"{state['n_val_shots']} shot(s); {state['world']} process(es) on {state['device']}",
              f"generator {state['cfg'].generator}: {models.count_parameters(G) / 1e6:.2f} M parameters; "
              f"{total} steps of batch {args.batch_size} x {state['world']}"]
     if getattr(state["vgg"], "is_random", False):
@@ -444,14 +445,14 @@ def train(args, state) -> int:
                 state["consumed"] += len(batch["index"]) * state["world"]
                 seen += len(batch["index"]) * state["world"]
                 rate = seen / max(time.time() - t0, 1e-9)
-                if state["step"] % args.log_every == 0 or state["step"] == total:
+                end_of_run = state["step"] >= total or out_of_time(args, t0, state)
+                if state["step"] % args.log_every == 0 or end_of_run:
                     record = {k: float(v) for k, v in logs.items()}
                     bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in record.items()}
                                     | {"img/s": f"{rate:.1f}"})
                     logger.log(state["step"], record | {"epoch": state["epoch"], "img_per_s": rate,
                                                          "vgg": vgg_note})
                 bar.update(1)
-                end_of_run = state["step"] >= total or out_of_time(args, t0, state)
                 if args.val_every and state["step"] % args.val_every == 0 and not end_of_run:
                     evaluate_and_save(args, state, logger, best_only=True)
                 if state["step"] % args.save_every == 0 and not end_of_run and is_main:
