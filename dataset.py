@@ -13,6 +13,9 @@ A batch from a DataLoader over ``TripletDataset`` is a dict:
     'has_prev'  (B,)         float32   1.0 where 'prev' is the real frame t-1, 0.0 where black
     'index'     (B,)         int64     the sample's index in the dataset
 The generator sees ``torch.cat([batch['line'], batch['prev']], 1)``: (B, 4, H, W).
+``TripletDataset(..., uint8=True)``, what train.py uses, keeps 'line', 'target' and 'prev' as
+uint8 (C, H, W) in 0-255 until ``to_device`` turns them into the float32 [0, 1] above on the
+training device: a quarter of the bytes to pass between processes and to copy to a GPU.
 
 Data on disk
 ------------
@@ -219,6 +222,18 @@ def _unknown_mode(mode) -> UserError:
     return UserError(f"unknown line-art mode '{mode}' (choose from {', '.join(LINE_ART_MODES)})")
 
 
+def to_uint8_tensor(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W) or (H, W, C) -> uint8 (C, H, W), values unchanged."""
+    chw = image[:, :, None] if image.ndim == 2 else image
+    return torch.from_numpy(np.ascontiguousarray(chw.transpose(2, 0, 1)))
+
+
+def to_device(images: torch.Tensor, device) -> torch.Tensor:
+    """A batch of images as float32 in [0, 1] on ``device``; uint8 batches are scaled there."""
+    images = images.to(device, non_blocking=True)
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 (H, W) or (H, W, C) -> float32 (C, H, W) = image / 255, in [0, 1]."""
     if image.dtype != np.uint8:
@@ -275,7 +290,7 @@ class TripletDataset(Dataset):
 
     def __init__(self, shot_dirs, image_size: int = 256, train: bool = True,
                  line_art: str = "canny", line_root=None, root_for_relpaths=None,
-                 prev_prob: float = 0.5, seed: int = 0):
+                 prev_prob: float = 0.5, seed: int = 0, uint8: bool = False):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
         if not 0.0 <= prev_prob <= 1.0:
@@ -290,6 +305,7 @@ class TripletDataset(Dataset):
         self.image_size, self.train, self.line_art = image_size, train, line_art
         self.load_size = load_size_for(image_size) if train else image_size
         self.prev_prob, self.seed, self.epoch = prev_prob, seed, 0
+        self.convert = to_uint8_tensor if uint8 else to_tensor
         self.shot_frames = [_frames_of(s) for s in self.shot_dirs]
         self._starts = np.cumsum([0] + [len(f) for f in self.shot_frames]).tolist()
         self.line_paths = self._given_paths(line_root, root_for_relpaths)
@@ -349,11 +365,11 @@ class TripletDataset(Dataset):
 
         target = self._read(shot, pos, top, left, flip)  # (S, S, 3)
         given = self._read(shot, pos, top, left, flip, given=True) if self.line_paths else None
-        line_t = to_tensor(make_line_art(target, self.line_art, given))  # (1, S, S)
-        target_t = to_tensor(target)
-        prev_t = to_tensor(self._read(shot, pos - 1, top, left, flip)) if has_prev else None
+        line_t = self.convert(make_line_art(target, self.line_art, given))  # (1, S, S)
+        target_t = self.convert(target)
+        prev_t = self.convert(self._read(shot, pos - 1, top, left, flip)) if has_prev else None
         # np.zeros, not torch.zeros: see to_tensor
-        black = torch.from_numpy(np.zeros((3, size, size), np.float32))
+        black = torch.from_numpy(np.zeros((3, size, size), target_t.numpy().dtype))
         return {"line": line_t, "target": target_t, "prev": prev_t if has_prev else black,
                 "has_prev": torch.tensor(float(has_prev)),
                 "index": torch.tensor(int(index), dtype=torch.long)}

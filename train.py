@@ -160,7 +160,8 @@ def resolve_data(args):
 def build_loader(args, train_dir, train_shots, rank, world, device):
     ds = data_lib.TripletDataset(train_shots, image_size=args.image_size, train=True,
                                  line_art=args.line_art, line_root=args.line_root,
-                                 root_for_relpaths=train_dir, prev_prob=args.prev_prob, seed=args.seed)
+                                 root_for_relpaths=train_dir, prev_prob=args.prev_prob, seed=args.seed,
+                                 uint8=True)
     sampler = ResumableSampler(ds, world, rank, args.seed)
     loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0,
@@ -265,7 +266,7 @@ def autocast_context(device, amp: str):
 def gan_step(batch, state, args, update_d: bool) -> dict:
     """One D step on a detached fake (when ``update_d``), then one G step with D frozen."""
     G, D, device = state["G"], state["D"], state["device"]
-    line, prev, target = (batch[k].to(device, non_blocking=True) for k in ("line", "prev", "target"))
+    line, prev, target = (data_lib.to_device(batch[k], device) for k in ("line", "prev", "target"))
     cond = torch.cat([line, prev], dim=1)  # (B, 4, H, W)
     with state["autocast"]:
         fake = G(cond)  # (B, 3, H, W) in [0, 1]

@@ -2,9 +2,11 @@
 
 Writes SHOTS x FRAMES frames of 640x480 into a temporary folder (frames of the shared clip
 ../shared/data/clips/lvcd_sample1.mp4 when it exists, else synthetic shapes), builds
-TripletDataset(train=True, canny line art, prev_prob 0.5) and times shuffled passes of a
+TripletDataset(train=True, canny line art, prev_prob 0.5, uint8=True: as train.py loads
+it) and times shuffled passes of a
 DataLoader (batch 16) after a warm-up pass, best of --repeat, with num_workers=0 and with
---workers workers. Per triple: one PNG read (two when the previous frame is used), resize to 288x288, Canny,
+--workers workers. Per triple: one PNG read (two when the previous frame is used), the crop's source region
+resized to 256x256, Canny,
 the same random 256x256 crop and flip on all three. The headline rate leaves out the first
 batch (worker start-up, amortised over a real epoch); the last line is ``triples_per_s=N``
 for --workers. ``--ext .jpg`` writes JPEG frames (the original data set's format) instead.
@@ -121,7 +123,7 @@ def time_pass(ds, workers: int, batch_size: int, repeat: int = 1) -> tuple[float
 def main(args) -> float:
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
         source = write_shots(Path(tmp), args.shots, args.frames, args.ext)
-        ds = dataset.TripletDataset.from_root(tmp, image_size=args.size, train=True,
+        ds = dataset.TripletDataset.from_root(tmp, image_size=args.size, train=True, uint8=True,
                                               line_art="canny", prev_prob=0.5, seed=0)
         print(f"{len(ds)} triples, 640x480 {args.ext} frames from {source}, image_size "
               f"{args.size}, batch {args.batch_size}, cv2 {cv2.__version__}")

@@ -349,3 +349,16 @@ def test_unknown_line_art_mode(tmp_path, frame_factory):
     write_shot(tmp_path, ["frame1.png"], frame_factory)
     with pytest.raises(UserError, match="canny"):
         dataset.TripletDataset([tmp_path], line_art="sketch")
+
+
+def test_uint8_samples_become_the_float_samples_on_the_device(tmp_path, frame_factory):
+    for i in range(3):
+        utils.write_image(tmp_path / "s" / f"f_{i}.png", frame_factory(i, 40, 40))
+    kwargs = dict(image_size=32, train=True, prev_prob=1.0, seed=3)
+    as_float = dataset.TripletDataset.from_root(tmp_path, **kwargs)
+    as_uint8 = dataset.TripletDataset.from_root(tmp_path, uint8=True, **kwargs)
+    for index in range(3):
+        a, b = as_float[index], as_uint8[index]
+        for key in ("line", "target", "prev"):
+            assert b[key].dtype == torch.uint8
+            assert torch.allclose(dataset.to_device(b[key][None], "cpu")[0], a[key], atol=1e-6)
