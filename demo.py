@@ -124,7 +124,7 @@ def summary(report: dict, vgg: str, seconds: float, run_dir: Path, args) -> str:
         f"| {fmt(o['cdc'], '.4f')} | {fmt(o['tc_ratio'], '.2f')} |", "",
         "Files: side_by_side.mp4 and side_by_side.gif (line art | result | original), frames/ "
         "(results), frames/metrics.json.", "",
-        "Be honest with these numbers: a few minutes of CPU training learn rough colours only, and "
+        "Read these numbers with care: a few minutes of CPU training learn rough colours only, and "
         "the colorized frames come from the same shot as the training frames.",
     ]
     if vgg == "random":
