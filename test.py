@@ -134,6 +134,11 @@ def prefetch(iterable, depth: int = 8):
             yield item
     finally:
         stop.set()
+        while thread.is_alive():  # unblock a worker waiting on a full queue, let it end
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
 
 
 # ----------------------------------------------------------------------------- references
