@@ -6,7 +6,7 @@ import torch
 import torch.multiprocessing as mp
 
 import train
-from test_train import tiny_args, write_shots
+from test_train import write_shots
 
 
 def free_port() -> int:
