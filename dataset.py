@@ -228,6 +228,13 @@ def to_uint8_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(chw.transpose(2, 0, 1)))
 
 
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """The inverse of ``to_tensor``: float (C, H, W) in [0, 1] -> uint8 (H, W, 3), rounded;
+    one-channel line art is repeated to RGB."""
+    image = image.detach().float().clamp(0, 1).expand(3, -1, -1)
+    return (image.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+
+
 def to_device(images: torch.Tensor, device) -> torch.Tensor:
     """A batch of images as float32 in [0, 1] on ``device``; uint8 batches are scaled there."""
     images = images.to(device, non_blocking=True)

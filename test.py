@@ -174,12 +174,6 @@ def full_resolution(result: np.ndarray, frame: Frame, input_type: str) -> np.nda
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
-def to_uint8(t: torch.Tensor) -> np.ndarray:
-    """(C, S, S) float in [0, 1] -> uint8 (S, S, 3)."""
-    t = t.float().clamp(0, 1).expand(3, -1, -1)
-    return (t.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-
-
 class Writer:
     """Writes results into the temporary output folder and, optionally, the MP4."""
 
@@ -193,7 +187,8 @@ class Writer:
         utils.write_image(self.out / frame.shot / f"{frame.name}.png", image)
         panel = None
         if self.args.side_by_side:
-            panels = [to_uint8(frame.line), result] + ([to_uint8(frame.target)] if frame.target is not None else [])
+            panels = [data_lib.to_uint8(frame.line), result]
+            panels += [data_lib.to_uint8(frame.target)] if frame.target is not None else []
             panel = np.concatenate(panels, axis=1)
             utils.write_image(self.out / "side_by_side" / frame.shot / f"{frame.name}.png", panel)
         if self.args.video:
@@ -304,7 +299,7 @@ class Sink:
         if frame.target is not None and self.with_metrics:
             if frame.shot not in self.per_shot:
                 self.per_shot[frame.shot] = metrics_lib.VideoMetrics()
-            self.per_shot[frame.shot].update(result, to_uint8(frame.target))
+            self.per_shot[frame.shot].update(result, data_lib.to_uint8(frame.target))
 
 
 def run(args, G, line_mode, device, out_tmp: Path) -> dict:
@@ -320,7 +315,7 @@ def run(args, G, line_mode, device, out_tmp: Path) -> dict:
     count, t0 = 0, time.time()
     try:
         for frame in bar:
-            output.put(frame, to_uint8(colorize(frame)))
+            output.put(frame, data_lib.to_uint8(colorize(frame)))
             count += 1
             bar.set_postfix(fps=f"{count / max(time.time() - t0, 1e-9):.1f}", shot=frame.shot)
         output.close()

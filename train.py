@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 import dataset as data_lib
 import losses
+import metrics as metrics_lib
 import models
 import utils
 from utils import UserError
@@ -312,10 +313,10 @@ class NonFiniteLoss(UserError):
 @torch.no_grad()
 def validate(state, args, val_shot) -> dict:
     """Colorize the fixed validation shot recurrently (each frame fed the previous output),
-    as at inference; log L1 and PSNR, save a strip (line art | generated | target)."""
+    as at inference; log L1 and test.py's metrics, save a strip (line art | generated | target)."""
     G, device = unwrap(state["G"]), state["device"]
     G.eval()
-    prev, l1s, psnrs, rows = None, [], [], []
+    prev, l1s, rows, video = None, [], [], metrics_lib.VideoMetrics()
     for i, path in enumerate(val_shot[:args.val_frames]):
         line, target = data_lib.prepare_frame(utils.read_rgb(path), args.image_size, args.line_art,
                                               given=given_line_art(args, path))
@@ -324,25 +325,21 @@ def validate(state, args, val_shot) -> dict:
         with state["autocast"]:
             prev = G(torch.cat([line, prev], 1)).float().clamp(0, 1)
         l1s.append(F.l1_loss(prev, target).item())
-        psnrs.append(psnr(prev, target))
+        video.update(data_lib.to_uint8(prev[0]), data_lib.to_uint8(target[0]))
         if i < 6:
-            rows.append(torch.cat([line.expand(-1, 3, -1, -1), prev, target], 3)[0])
+            rows.append(np.concatenate([data_lib.to_uint8(t[0]) for t in (line, prev, target)], 1))
     G.train()
-    strip = (torch.cat(rows, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
     sample = Path(args.run_dir) / "samples" / f"val_step_{state['step']:08d}.png"
-    utils.write_image(sample, strip)
-    return {"val_l1": float(np.mean(l1s)), "val_psnr": float(np.mean(psnrs)), "val_sample": str(sample)}
+    utils.write_image(sample, np.concatenate(rows, 0))
+    result = video.result()
+    return {"val_l1": float(np.mean(l1s)), "val_psnr": result["psnr"], "val_ssim": result["ssim"],
+            "val_tc_ratio": result["tc_ratio"], "val_sample": str(sample)}
 
 
 def given_line_art(args, frame_path):
     if args.line_art != "given":
         return None
     return data_lib.read_given_line_art(frame_path, args.line_root, args.val_root)
-
-
-def psnr(a, b) -> float:
-    mse = F.mse_loss(a, b).item()
-    return 100.0 if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
 # ----------------------------------------------------------------------------- logging

@@ -23,7 +23,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -127,7 +126,7 @@ def per_frame_psnr(eval_root: Path, out: Path, image_size: int) -> dict:
 
 
 def truth_image(path: Path, size: int) -> np.ndarray:
-    return cv2.resize(utils.read_rgb(path), (size, size), interpolation=cv2.INTER_AREA)
+    return data_lib.resize(utils.read_rgb(path), size)  # as test.py's ground truth
 
 
 # ----------------------------------------------------------------------------- pictures

@@ -362,3 +362,10 @@ def test_uint8_samples_become_the_float_samples_on_the_device(tmp_path, frame_fa
         for key in ("line", "target", "prev"):
             assert b[key].dtype == torch.uint8
             assert torch.allclose(dataset.to_device(b[key][None], "cpu")[0], a[key], atol=1e-6)
+
+
+def test_to_uint8_inverts_to_tensor_and_spreads_line_art_to_rgb(frame_factory):
+    rgb = frame_factory(3, 20, 24)
+    assert (dataset.to_uint8(dataset.to_tensor(rgb)) == rgb).all()
+    grey = rgb[..., 0]
+    assert (dataset.to_uint8(dataset.to_tensor(grey)) == np.repeat(grey[..., None], 3, 2)).all()

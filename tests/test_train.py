@@ -154,3 +154,12 @@ def test_persistent_workers_see_each_epoch(shots, tmp_path):
     for index, line in batches[1].items():
         assert torch.equal(line, ds[index]["line"])
     assert any(not torch.equal(batches[0][i], batches[1][i]) for i in batches[0])
+
+
+def test_validation_logs_the_metrics_of_test_py(shots, tmp_path):
+    run_dir = tmp_path / "run"
+    train.main(tiny_args(shots, run_dir, max_steps=1))
+    val = [r for r in read_log(run_dir) if "val_psnr" in r][-1]
+    assert 0 < val["val_psnr"] < 100 and 0 <= val["val_ssim"] <= 1 and val["val_tc_ratio"] > 0
+    strip = utils.read_rgb(val["val_sample"])
+    assert strip.shape == (3 * 32, 3 * 32, 3)  # 3 validation frames x (line | generated | target)
