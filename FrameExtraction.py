@@ -72,8 +72,7 @@ from tqdm import tqdm  # noqa: E402
 import utils  # noqa: E402
 from utils import UserError  # noqa: E402
 
-VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
-              ".flv", ".ts", ".m2ts")
+VIDEO_EXTS = utils.VIDEO_EXTS
 ANALYSIS_SIZE = 64  # longest side of the frames the cut detector compares
 _SHOT_DIR = re.compile(r"shot_\d+")
 _FRAME_FILE = re.compile(r"frame_\d+\.(png|jpg)")
@@ -340,6 +339,16 @@ def check_destination(dest: Path, overwrite: bool) -> None:
         raise UserError(f"{dest} already holds extracted frames (use --overwrite to replace them)")
 
 
+def remove_own_partial(partial: Path) -> None:
+    """Remove a ``.NAME.partial`` folder that an interrupted run of ours left; one that lacks our
+    marker is somebody else's and is never touched."""
+    if not partial.exists():
+        return
+    if not (partial / utils.PARTIAL_MARKER).is_file():
+        raise UserError(f"{partial} exists and was not left by FrameExtraction.py: move it away first")
+    shutil.rmtree(partial)
+
+
 def _move_into_place(partial: Path, dest: Path, overwrite: bool) -> None:
     """Replace earlier outputs (only our shot folders and frame files, nothing else)."""
     if overwrite:
@@ -424,12 +433,17 @@ def extract_video(video_path, output_dir, options: ExtractOptions | None = None)
                         f"({info.frame_count} frames)")
     check_destination(dest, options.overwrite)
     partial = dest.parent / f".{dest.name}.partial"
-    shutil.rmtree(partial, ignore_errors=True)  # left over by a killed run
+    remove_own_partial(partial)  # left over by a killed run of ours
     partial.mkdir(parents=True)
+    (partial / utils.PARTIAL_MARKER).write_bytes(b"")
     t0 = time.time()
     total = min(info.frame_count, options.end or info.frame_count) - options.start
     try:
         counts = _extract_frames(video, partial, options, max(0, total))
+        if counts["written"] == 0:
+            raise UserError(f"no frame of {video} was kept ({counts['read']} read; dropped: every_n "
+                            f"{counts['every_n']}, blank {counts['blank']}, held {counts['held']})")
+        (partial / utils.PARTIAL_MARKER).unlink()
         _move_into_place(partial, dest, options.overwrite)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

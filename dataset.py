@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import threading
 from pathlib import Path
 
 import cv2
@@ -279,17 +280,70 @@ def crop_in_source(image: np.ndarray, load_size: int, top: int, left: int, size:
     return resize_to(region, size, size)
 
 
+# ----------------------------------------------------------------------------- optical flow
+# DIS optical flow (Kroeger et al., ECCV 2016), OpenCV's MEDIUM preset: 1.4 ms at 128x128 and
+# 5.6 ms at 256x256 on one core here. On the shared clips, chaining the first colour frame
+# through it along the line art held the colours 1-3 dB better than copying it (the
+# ULTRAFAST and FAST presets gained about half as much).
+FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+# Line art is mostly white: the distance to the nearest line (x 16, clipped to 255) gives the
+# flow a texture everywhere (16 held up better than 4 or 64 on the shared clips).
+FLOW_DISTANCE_SCALE = 16.0
+_dis = threading.local()
+
+
+def flow_image(line: np.ndarray, mode: str) -> np.ndarray:
+    """The uint8 image optical flow is computed on, from uint8 line art (H, W): for sparse line
+    art (canny, given) the distance to the nearest line; grey line art is used as it is."""
+    if mode == "grey":
+        return line
+    distance = cv2.distanceTransform((line > 127).astype(np.uint8), cv2.DIST_L2, 3)
+    # line art without a single line: distances are huge, clip before scaling
+    return (np.minimum(distance, 255.0 / FLOW_DISTANCE_SCALE) * FLOW_DISTANCE_SCALE).astype(np.uint8)
+
+
+def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny") -> np.ndarray:
+    """Optical flow (H, W, 2) float32, (dx, dy) in pixels, from frame t to frame s, computed on
+    their uint8 line art: ``models.warp(s, flow)`` brings frame s onto frame t. Identical line
+    art (a held drawing) gets an exact zero flow, so that the copy is exact."""
+    if np.array_equal(line_t, line_s):
+        return np.zeros((*line_t.shape, 2), np.float32)
+    dis = getattr(_dis, "engine", None)
+    if dis is None:  # one engine per thread: DIS objects are not thread-safe
+        dis = _dis.engine = cv2.DISOpticalFlow_create(FLOW_PRESET)
+    return dis.calc(flow_image(line_t, mode), flow_image(line_s, mode), None)
+
+
+def flow_tensor(flow: np.ndarray, half: bool = False) -> torch.Tensor:
+    """(H, W, 2) float32 -> (2, H, W), float16 when ``half`` (what uint8 batches carry)."""
+    chw = np.ascontiguousarray(flow.transpose(2, 0, 1))
+    return torch.from_numpy(chw.astype(np.float16) if half else chw)
+
+
 # ----------------------------------------------------------------------------- dataset
 class TripletDataset(Dataset):
     """All frames of the given shots as (line art t, colour t, colour t-1) samples.
 
     train=True: resize to load_size_for(image_size), then the same random crop and
-    horizontal flip on the three images. train=False: plain resize to image_size.
+    horizontal flip on every image of a sample. train=False: plain resize to image_size.
     The previous frame is real with probability ``prev_prob`` (the original's 0.5), else
     black; a shot's first frame always gets black. Every random choice comes from
     ``np.random.default_rng([seed, epoch, index])``, so a sample depends only on those three
     numbers, not on DataLoader workers or order (call ``set_epoch`` before each epoch's
     iterator is made; persistent workers would keep the old epoch).
+
+    ``extended=True`` (what the propagating generator trains on) adds, with the same crop:
+    - 'prev_line' (1, S, S) line art of the previous frame, 'flow' (2, S, S) optical flow from
+      frame t to it (``line_flow``; zeros unless ``flows``);
+    - a keyframe with probability ``ref_prob``: 'ref', 'ref_line', 'ref_flow', 'has_ref', another
+      frame of the same shot at a random distance of at most ``ref_max_distance``;
+    - with probability ``rollout_prob`` a rollout (frame t has a previous frame): 'rollout' = 1,
+      and the frame before the previous one, 'prev2', 'prev2_line', 'flow2' (previous frame to it),
+      'has_prev2', with 'ref_flow2' (previous frame to the keyframe). Training then feeds frame t
+      the generator's own output for the previous frame, made from these;
+    - with probability ``reverse_prob`` the chain runs backward in time: "previous" is frame
+      t+1 (and t+2), as when colouring toward an earlier keyframe.
+    Absent images are zeros and their flags 0.
 
     No ``cv2.setNumThreads`` in DataLoader workers: with OpenCV 5.0 it deadlocked a forked
     worker in one run of two once the parent had used OpenCV's thread pool.
@@ -297,21 +351,30 @@ class TripletDataset(Dataset):
 
     def __init__(self, shot_dirs, image_size: int = 256, train: bool = True,
                  line_art: str = "canny", line_root=None, root_for_relpaths=None,
-                 prev_prob: float = 0.5, seed: int = 0, uint8: bool = False):
+                 prev_prob: float = 0.5, seed: int = 0, uint8: bool = False,
+                 extended: bool = False, flows: bool = True, ref_prob: float = 0.0,
+                 ref_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
-        if not 0.0 <= prev_prob <= 1.0:
-            raise UserError(f"prev_prob must be in [0, 1], got {prev_prob}")
+        for name, value in (("prev_prob", prev_prob), ("ref_prob", ref_prob),
+                            ("rollout_prob", rollout_prob), ("reverse_prob", reverse_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise UserError(f"{name} must be in [0, 1], got {value}")
         if image_size < 8:
             raise UserError(f"image_size must be at least 8, got {image_size}")
         if seed < 0:
             raise UserError(f"seed must be >= 0 (it seeds numpy's generator), got {seed}")
+        if ref_max_distance < 1:
+            raise UserError(f"ref_max_distance must be at least 1, got {ref_max_distance}")
         self.shot_dirs = [Path(s) for s in shot_dirs]
         if not self.shot_dirs:
             raise UserError("no shot folders to read frames from")
         self.image_size, self.train, self.line_art = image_size, train, line_art
         self.load_size = load_size_for(image_size) if train else image_size
         self.prev_prob, self.seed, self.epoch = prev_prob, seed, 0
+        self.extended, self.flows, self.ref_prob = extended, flows, ref_prob
+        self.ref_max_distance, self.rollout_prob, self.reverse_prob = ref_max_distance, rollout_prob, reverse_prob
+        self.uint8 = uint8
         self.convert = to_uint8_tensor if uint8 else to_tensor
         self.shot_frames = [_frames_of(s) for s in self.shot_dirs]
         self._starts = np.cumsum([0] + [len(f) for f in self.shot_frames]).tolist()
@@ -357,6 +420,12 @@ class TripletDataset(Dataset):
         crop = crop_in_source(image, self.load_size, top, left, self.image_size)
         return crop[:, ::-1] if flip else crop
 
+    def _view(self, shot, pos, crop) -> tuple[np.ndarray, np.ndarray]:
+        """(colour (S, S, 3), line art (S, S)) of one frame, uint8, under the sample's crop."""
+        colour = self._read(shot, pos, *crop)
+        given = self._read(shot, pos, *crop, given=True) if self.line_paths else None
+        return colour, make_line_art(colour, self.line_art, given)
+
     def __getitem__(self, index) -> dict:
         """``index`` or ``(epoch, index)``: a sampler may carry the epoch with the index, for
         persistent DataLoader workers whose copy of the dataset never sees ``set_epoch``."""
@@ -367,16 +436,83 @@ class TripletDataset(Dataset):
         use_prev = rng.random() < self.prev_prob
         top, left = rng.integers(0, self.load_size - self.image_size + 1, size=2).tolist()
         flip = bool(rng.random() < 0.5) and self.train
+        crop = (top, left, flip)
+        if self.extended:
+            return self._extended(shot, pos, int(index), use_prev, crop, rng)
         has_prev = use_prev and pos > 0
         size = self.image_size
-
-        target = self._read(shot, pos, top, left, flip)  # (S, S, 3)
-        given = self._read(shot, pos, top, left, flip, given=True) if self.line_paths else None
-        line_t = self.convert(make_line_art(target, self.line_art, given))  # (1, S, S)
-        target_t = self.convert(target)
-        prev_t = self.convert(self._read(shot, pos - 1, top, left, flip)) if has_prev else None
+        target, line = self._view(shot, pos, crop)
+        prev_t = self.convert(self._read(shot, pos - 1, *crop)) if has_prev else None
         # np.zeros, not torch.zeros: see to_tensor
-        black = torch.from_numpy(np.zeros((3, size, size), target_t.numpy().dtype))
-        return {"line": line_t, "target": target_t, "prev": prev_t if has_prev else black,
+        black = torch.from_numpy(np.zeros((3, size, size), np.uint8 if self.uint8 else np.float32))
+        return {"line": self.convert(line), "target": self.convert(target),
+                "prev": prev_t if has_prev else black,
                 "has_prev": torch.tensor(float(has_prev)),
                 "index": torch.tensor(int(index), dtype=torch.long)}
+
+    def _extended(self, shot: int, pos: int, index: int, use_prev: bool, crop, rng) -> dict:
+        n = len(self.shot_frames[shot])
+        # further draws, always all of them and in this order (see __getitem__)
+        step = 1 if rng.random() < self.reverse_prob else -1  # where "previous" lies
+        rollout = rng.random() < self.rollout_prob
+        use_ref = rng.random() < self.ref_prob
+        ref_draw = rng.random()
+        p1, p2 = pos + step, pos + 2 * step
+        exists = lambda p: 0 <= p < n  # noqa: E731
+        rollout = rollout and exists(p1)
+        if rollout:  # frame t always gets a previous frame: the generator's own output
+            has_prev, has_prev2 = True, use_prev and exists(p2)
+        else:
+            has_prev, has_prev2 = use_prev and exists(p1), False
+        ref_pos = _pick_reference(pos, n, self.ref_max_distance, ref_draw) if use_ref else None
+
+        views = {}
+
+        def view(p):
+            if p not in views:
+                views[p] = self._view(shot, p, crop)
+            return views[p]
+
+        def flow(a, b):
+            flow = line_flow(view(a)[1], view(b)[1], self.line_art) if self.flows else None
+            return self._flow_out(flow)
+
+        target, line = view(pos)
+        sample = {"line": self.convert(line), "target": self.convert(target),
+                  "has_prev": torch.tensor(float(has_prev)), "rollout": torch.tensor(float(rollout)),
+                  "has_prev2": torch.tensor(float(has_prev2)),
+                  "has_ref": torch.tensor(float(ref_pos is not None)),
+                  "index": torch.tensor(index, dtype=torch.long)}
+        sample.update(self._source("prev", view(p1) if has_prev else None, flow(pos, p1) if has_prev else None))
+        sample.update(self._source("prev2", view(p2) if has_prev2 else None, flow(p1, p2) if has_prev2 else None))
+        ref = view(ref_pos) if ref_pos is not None else None
+        sample.update(self._source("ref", ref, flow(pos, ref_pos) if ref is not None else None))
+        sample["ref_flow2"] = flow(p1, ref_pos) if ref is not None and rollout else self._flow_out(None)
+        return sample
+
+    def _source(self, name: str, view, flow) -> dict:
+        """'<name>' colour, '<name>_line' and its flow key, zeros when the source is absent."""
+        size = self.image_size
+        if view is None:
+            colour, line = np.zeros((size, size, 3), np.uint8), np.zeros((size, size), np.uint8)
+            flow = self._flow_out(None)
+        else:
+            colour, line = view
+        flow_key = {"prev": "flow", "prev2": "flow2", "ref": "ref_flow"}[name]
+        return {name: self.convert(colour), f"{name}_line": self.convert(line), flow_key: flow}
+
+    def _flow_out(self, flow) -> torch.Tensor:
+        if flow is None:
+            flow = np.zeros((self.image_size, self.image_size, 2), np.float32)
+        return flow_tensor(flow, half=self.uint8)
+
+
+def _pick_reference(pos: int, n: int, max_distance: int, u: float) -> int | None:
+    """A frame of the shot other than ``pos``, uniformly among those within ``max_distance``
+    (either direction), from one uniform number ``u`` in [0, 1); None for a one-frame shot."""
+    lo, hi = max(0, pos - max_distance), min(n - 1, pos + max_distance)
+    choices = hi - lo  # frames in [lo, hi] except pos
+    if choices < 1:
+        return None
+    k = lo + min(int(u * choices), choices - 1)
+    return k + 1 if k >= pos else k

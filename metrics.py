@@ -301,6 +301,33 @@ def _weighted_mean(shots, key, weight):
     return sum(v * w for v, w in pairs) / total if total else None
 
 
+LAST_FRAMES = 10  # psnr_last10: the end of a shot, where drift shows
+
+
+def score_frames(outputs: dict, truths: dict, scored: dict | None = None) -> dict:
+    """Metrics of whole shots held in memory, on chosen frames (how the study and the demo
+    compare a model with the answers that need none). ``outputs`` and ``truths``: {shot: [uint8
+    RGB frames 0 .. N-1]}; ``scored``: {shot: [frame indices]}, default 1 to N-1 (frame 0 is
+    given where a keyframe starts the shot). Returns {"overall": ``summarize`` + psnr_last10 and
+    psnr_frame0 (means over shots), "shots": {shot: ``VideoMetrics.result()`` + psnr_last10
+    (mean PSNR of its last 10 scored frames), psnr_frame0, scored_frames}, "per_frame_psnr":
+    {shot: [PSNR of each scored frame]}}. Warping errors pair consecutive scored frames."""
+    shots, curves = {}, {}
+    for shot, truth in truths.items():
+        out = outputs[shot]
+        if len(out) != len(truth):
+            raise utils.UserError(f"{shot}: {len(out)} output frames for {len(truth)} true frames")
+        keep = list(scored[shot]) if scored is not None else list(range(1, len(truth)))
+        video = VideoMetrics()
+        curves[shot] = [video.update(out[i], truth[i])["psnr"] for i in keep]
+        shots[shot] = video.result() | {"psnr_last10": float(np.mean(curves[shot][-LAST_FRAMES:])),
+                                        "psnr_frame0": psnr(out[0], truth[0]), "scored_frames": keep}
+    overall = summarize(shots)
+    for key in ("psnr_last10", "psnr_frame0"):
+        overall[key] = float(np.mean([r[key] for r in shots.values()]))
+    return {"overall": overall, "shots": shots, "per_frame_psnr": curves}
+
+
 # ----------------------------------------------------------------------------- reporting
 _COLUMNS = (("frames", "frames", "{:d}"), ("psnr", "PSNR", "{:.2f}"), ("ssim", "SSIM", "{:.4f}"),
             ("warp_error", "Ewarp", "{:.5f}"), ("warp_error_gt", "Ewarp_GT", "{:.5f}"),

@@ -32,9 +32,20 @@ import torch.nn.functional as F
 import utils
 
 GENERATORS = ("unet", "resnet")
+WARP_MODES = ("flow", "none")
 # Per-generator defaults for the fields left as None in ModelConfig. The resnet values are
 # the original's and the only ones its published weights fit.
-_DEFAULTS = {"unet": {"ngf": 32, "n_blocks": 2}, "resnet": {"ngf": 64, "n_blocks": 8}}
+_DEFAULTS = {"unet": {"ngf": 32, "n_blocks": 2, "propagate": True, "reference": True, "warp": "flow"},
+             "resnet": {"ngf": 64, "n_blocks": 8, "propagate": False, "reference": False, "warp": "none"}}
+# A config saved before propagation existed has none of these keys: it is the plain U-Net fed
+# cat(line art, previous frame), and loads as exactly that network.
+_LEGACY = {"propagate": False, "reference": False, "warp": "none"}
+
+# Channels of the extended generator input (``assemble_input``), in this order:
+#   0 line art t | 1-3 previous colour, warped onto t | 4 its line art, warped | 5 previous present
+#   6-8 reference colour, warped onto t | 9 its line art, warped | 10 reference present
+# The original layout is channels 0-4 only: cat(line art t, previous colour).
+PREV, PREV_MASK, REF, REF_MASK = slice(1, 4), slice(5, 6), slice(6, 9), slice(10, 11)
 
 
 # ----------------------------------------------------------------------------- config
@@ -42,13 +53,18 @@ _DEFAULTS = {"unet": {"ngf": 32, "n_blocks": 2}, "resnet": {"ngf": 64, "n_blocks
 class ModelConfig:
     """Everything needed to rebuild the networks; saved in every checkpoint."""
     generator: str = "unet"       # 'unet' (ours, default) | 'resnet' (the original)
-    in_channels: int = 4          # generator input: 1 line-art + 3 previous-frame channels
+    in_channels: int | None = None  # generator input; None -> derived from the three below
     out_channels: int = 3         # RGB
     ngf: int | None = None        # generator base width; None -> 32 (unet) / 64 (resnet)
     n_blocks: int | None = None   # residual blocks in the bottleneck; None -> 2 / 8
     depth: int = 4                # unet only: downsamplings; H and W must divide by 2**depth
     ndf: int = 64                 # discriminator base width (64 -> 64, 128, 256, 512)
     d_in_channels: int = 7        # discriminator input: line art + previous + real/fake
+    propagate: bool | None = None  # unet: output blends generated colour, warped previous
+    #                                and warped reference per pixel (the copy path)
+    reference: bool | None = None  # unet: a coloured keyframe (and its line art) at every frame
+    warp: str | None = None        # 'flow': previous frame and keyframe are warped onto frame t
+    #                                by optical flow between line arts; 'none'
 
     def __post_init__(self):
         if self.generator not in GENERATORS:
@@ -57,29 +73,60 @@ class ModelConfig:
         for name, value in _DEFAULTS[self.generator].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        if self.warp not in WARP_MODES:
+            raise utils.UserError(f"unknown warp mode {self.warp!r} (choose from {', '.join(WARP_MODES)})")
+        if self.generator == "resnet" and self.extended_inputs:
+            raise utils.UserError("the resnet generator is the original network: it takes no reference, "
+                                  "no propagation and no warping (use --generator unet for those)")
+        if self.in_channels is None:
+            self.in_channels = self.expected_in_channels
+        for name in ("propagate", "reference"):
+            if not isinstance(getattr(self, name), bool):
+                raise utils.UserError(f"model setting {name} must be true or false, got {getattr(self, name)!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name != "generator" and (not isinstance(value, int) or value < 1):
+            if field.name not in ("generator", "warp", "propagate", "reference") and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise utils.UserError(f"model setting {field.name} must be a positive "
                                       f"integer, got {value!r}")
+        if self.in_channels != self.expected_in_channels:
+            raise utils.UserError(f"model setting in_channels is {self.in_channels}, but these inputs "
+                                  f"need {self.expected_in_channels}")
+
+    @property
+    def extended_inputs(self) -> bool:
+        """False: the original input cat(line art, previous colour), 4 channels."""
+        return self.propagate or self.reference or self.warp != "none"
+
+    @property
+    def expected_in_channels(self) -> int:
+        if not self.extended_inputs:
+            return 4
+        return 11 if self.reference else 6
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        """Rebuild from ``to_dict()``; unknown keys are a ``UserError`` (never silently lost)."""
+    def from_dict(cls, d) -> "ModelConfig":
+        """Rebuild from ``to_dict()``; unknown keys are a ``UserError`` (never silently lost).
+        A config saved before propagation existed (no ``propagate`` key) is the plain U-Net."""
+        if not isinstance(d, dict):
+            raise utils.UserError(f"the checkpoint's model settings are not a dict (got {type(d).__name__})")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise utils.UserError(f"unknown model setting(s) in checkpoint: {', '.join(unknown)}")
+        if "propagate" not in d and d.get("generator", "unet") == "unet":
+            d = {**_LEGACY, **d}
         return cls(**d)
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
     if cfg.generator == "resnet":
         return ResNetGenerator(cfg.in_channels, cfg.out_channels, cfg.ngf, cfg.n_blocks)
-    return UNetGenerator(cfg.in_channels, cfg.out_channels, cfg.ngf, cfg.depth, cfg.n_blocks)
+    return UNetGenerator(cfg.in_channels, cfg.out_channels, cfg.ngf, cfg.depth, cfg.n_blocks,
+                         propagate=cfg.propagate, reference=cfg.reference)
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
@@ -211,7 +258,7 @@ class UpBlock(nn.Module):
 
 
 class UNetGenerator(nn.Module):
-    """U-Net generator (the default): line art + previous colour frame -> RGB in [0, 1].
+    """U-Net generator (the default): line art + previous colour frame (+ keyframe) -> RGB in [0, 1].
 
     Channels at level i (resolution H/2^i): ngf * 2^min(i, 3); defaults ngf=32, depth=4:
     32 @ H, 64 @ H/2, 128 @ H/4, 256 @ H/8, 256 @ H/16.
@@ -221,15 +268,25 @@ class UNetGenerator(nn.Module):
       256x256 frame, so colours can be chosen from the whole frame);
     - up (x depth): bilinear x2 + conv3x3, concat the skip of that level, conv3x3;
     - head: conv3x3 -> 3, then (tanh + 1) / 2.
+
+    ``propagate=True`` (the default) adds the copy path. Instance norm removes every feature
+    map's mean, so flat colours of the previous frame cannot cross the network intact; instead
+    the head also sees the raw input and returns, per pixel, softmax weights over the sources
+    {generated colour, warped previous frame, warped keyframe}: output = w_g * generated +
+    w_p * previous + w_r * keyframe (vid2vid's composition, with the keyframe as a third
+    source). A source that is absent (its presence channel is 0) gets weight 0. Where the line
+    art did not change, the network can pass the previous colours through exactly.
+
     Cost with the defaults: 7.26 M parameters and 26.8 GFLOPs per 256x256 frame (the
-    original generator: 10.77 M and 97.4 GFLOPs), counted by ``gflops_per_frame``.
-    Input H and W must be multiples of 2**depth and at least 2**(depth + 1) (instance norm
-    needs more than one pixel at the bottleneck).
+    original generator: 10.77 M and 97.4 GFLOPs), counted by ``gflops_per_frame``; the copy
+    path adds a few thousand parameters. Input H and W must be multiples of 2**depth and at
+    least 2**(depth + 1) (instance norm needs more than one pixel at the bottleneck).
     """
 
-    def __init__(self, in_channels=4, out_channels=3, ngf=32, depth=4, n_blocks=2):
+    def __init__(self, in_channels=4, out_channels=3, ngf=32, depth=4, n_blocks=2,
+                 propagate=False, reference=False):
         super().__init__()
-        self.in_channels = in_channels
+        self.in_channels, self.propagate, self.reference = in_channels, propagate, reference
         self.size_multiple, self.min_size = 2 ** depth, 2 ** (depth + 1)
         ch = [ngf * 2 ** min(i, 3) for i in range(depth + 1)]
         self.stem = nn.Sequential(conv_in_relu(in_channels, ch[0]), conv_in_relu(ch[0], ch[0]))
@@ -239,10 +296,13 @@ class UNetGenerator(nn.Module):
             for i in range(depth))
         self.bottleneck = nn.Sequential(*[ResidualBlock(ch[depth]) for _ in range(n_blocks)])
         self.up = nn.ModuleList(UpBlock(ch[i + 1], ch[i]) for i in reversed(range(depth)))
-        self.head = nn.Conv2d(ch[0], out_channels, 3, padding=1, padding_mode="reflect")
+        n_sources = 1 + int(reference)  # previous frame (+ keyframe)
+        head_in = ch[0] + (in_channels if propagate else 0)
+        head_out = out_channels + (1 + n_sources if propagate else 0)
+        self.head = nn.Conv2d(head_in, head_out, 3, padding=1, padding_mode="reflect")
         init_normal_(self)
 
-    def forward(self, x):                          # (B, 4, H, W)
+    def forward(self, x):                          # (B, C_in, H, W)
         check_size(x, self.size_multiple, self.min_size, "the unet generator")
         h = self.stem(x)                           # (B, ngf, H, W)
         skips = []
@@ -252,7 +312,77 @@ class UNetGenerator(nn.Module):
         h = self.bottleneck(h)                     # (B, C_depth, H/2^depth, W/2^depth)
         for up, skip in zip(self.up, reversed(skips)):
             h = up(h, skip)                        # (B, C_{i-1}, H/2^(i-1), W/2^(i-1))
-        return (torch.tanh(self.head(h)) + 1) / 2  # (B, 3, H, W)
+        if not self.propagate:
+            return (torch.tanh(self.head(h)) + 1) / 2  # (B, 3, H, W)
+        out = self.head(torch.cat([h, x], 1)).float()  # (B, 3 + 1 + n_sources, H, W)
+        return blend_sources(out, x.float(), self.reference)
+
+
+def blend_sources(head_out: torch.Tensor, x: torch.Tensor, reference: bool) -> torch.Tensor:
+    """The copy path: (B, 3 + S + 1, H, W) head output -> RGB, a per-pixel convex blend of the
+    generated colour (tanh of the first 3 channels) and the S sources found in the input ``x``
+    (previous frame, keyframe). Logits of absent sources are pushed to -1e4 (weight 0). fp32."""
+    colour = (torch.tanh(head_out[:, :3]) + 1) / 2                    # (B, 3, H, W)
+    sources, present = [x[:, PREV]], [x[:, PREV_MASK]]
+    if reference:
+        sources.append(x[:, REF])
+        present.append(x[:, REF_MASK])
+    logits = head_out[:, 3:]                                          # (B, 1 + S, H, W)
+    absent = torch.cat([torch.zeros_like(present[0])] + [1 - p for p in present], 1)
+    weights = torch.softmax(logits - 1e4 * absent, dim=1)             # (B, 1 + S, H, W)
+    out = weights[:, :1] * colour
+    for k, source in enumerate(sources, start=1):
+        out = out + weights[:, k:k + 1] * source
+    return out
+
+
+# ----------------------------------------------------------------------------- inputs
+def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """out(x) = image(x + flow(x)), bilinear, borders repeated; (B, C, H, W) and flow
+    (B, 2, H, W) in pixels, (dx, dy). With the flow from frame t to frame s, this brings frame s
+    onto frame t's pixel grid. fp32; a zero flow returns the image (to ~1e-6)."""
+    b, _, h, w = flow.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=torch.float32),
+                            torch.arange(w, device=flow.device, dtype=torch.float32), indexing="ij")
+    gx = (xs + flow[:, 0].float()) * (2.0 / max(w - 1, 1)) - 1.0
+    gy = (ys + flow[:, 1].float()) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack([gx, gy], dim=-1)                              # (B, H, W, 2)
+    return F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def _plane(flag: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) presence flags -> (B, 1, H, W) constant planes shaped like ``like``."""
+    return flag.float().view(-1, 1, 1, 1).expand(-1, 1, *like.shape[-2:])
+
+
+def assemble_input(cfg: ModelConfig, line, prev, has_prev, prev_line=None, flow=None,
+                   ref=None, ref_line=None, has_ref=None, ref_flow=None) -> torch.Tensor:
+    """The generator input for frame t, all tensors float in [0, 1] on one device:
+    line (B, 1, H, W); prev (B, 3, H, W) the previous colour frame and prev_line its line art;
+    has_prev (B,) 1 where a previous frame exists (else prev is ignored: black); flow
+    (B, 2, H, W) from frame t to the previous frame; ref / ref_line / has_ref / ref_flow the
+    same for the keyframe. The original layout is cat(line, prev); the extended one is listed
+    at ``PREV`` above, with previous frame and keyframe warped onto frame t when
+    ``cfg.warp == 'flow'``. Absent inputs are zeros."""
+    prev = prev.float() * has_prev.float().view(-1, 1, 1, 1)
+    if not cfg.extended_inputs:
+        return torch.cat([line.float(), prev], 1)                    # (B, 4, H, W)
+    parts = [line.float()] + _warped(cfg, prev, prev_line, flow, has_prev)
+    if cfg.reference:
+        if ref is None:
+            ref, ref_line = torch.zeros_like(prev), torch.zeros_like(line)
+            has_ref = torch.zeros_like(has_prev)
+        parts += _warped(cfg, ref.float() * has_ref.float().view(-1, 1, 1, 1), ref_line, ref_flow, has_ref)
+    return torch.cat(parts, 1)                                        # (B, 6 or 11, H, W)
+
+
+def _warped(cfg, colour, line, flow, present) -> list:
+    """[colour, line art, presence] of one source, warped onto frame t when there is a flow."""
+    line = torch.zeros_like(colour[:, :1]) if line is None else line.float() * present.float().view(-1, 1, 1, 1)
+    if cfg.warp == "flow" and flow is not None:
+        both = warp(torch.cat([colour, line], 1), flow)
+        colour, line = both[:, :3], both[:, 3:]
+    return [colour, line, _plane(present, colour)]
 
 
 # ----------------------------------------------------------------------------- discriminator
@@ -382,7 +512,14 @@ def load_generator(path, device="cpu") -> tuple[nn.Module, ModelConfig, dict]:
     if "model_config" in ckpt and "generator" in ckpt:
         cfg = ModelConfig.from_dict(ckpt["model_config"])
         run = ckpt.get("run_config") or ckpt
+        if not isinstance(run, dict):
+            raise utils.UserError(f"{path} has a broken run_config ({type(run).__name__}, not a dict)")
         meta = {"image_size": run.get("image_size"), "line_art": run.get("line_art")}
+        size = meta["image_size"]
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise utils.UserError(f"{path} records an impossible image_size {size!r}")
+        if meta["line_art"] not in (None, "canny", "grey", "given"):
+            raise utils.UserError(f"{path} records an unknown line_art {meta['line_art']!r}")
         state = ckpt["generator"]
     else:
         try:
@@ -401,6 +538,8 @@ def load_generator(path, device="cpu") -> tuple[nn.Module, ModelConfig, dict]:
 def load_state_strict(model: nn.Module, state_dict: dict, what: str = "generator") -> None:
     """``model.load_state_dict(state_dict)`` that fails with one clear ``UserError`` line
     (what the state dict looks like, which keys are missing / unexpected / misshapen)."""
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise utils.UserError(f"the {what} weights are not a state dict of tensors")
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]

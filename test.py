@@ -19,7 +19,10 @@ interrupted run leaves no folder that looks finished. The original README's flag
 from __future__ import annotations
 
 import argparse
-import contextlib
+import itertools
+import json
+import math
+import os
 import queue
 import shutil
 import threading
@@ -33,30 +36,34 @@ import torch
 from tqdm import tqdm
 
 import FrameExtraction
+import chains
 import dataset as data_lib
 import metrics as metrics_lib
 import models
 import utils
 from utils import UserError
 
-VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", "--model", dest="checkpoint",
                    help="training checkpoint, generator export, or the original's {'generator': ...} file")
     p.add_argument("--input", help="folder of frames, folder of shot folders, or a video file")
-    p.add_argument("--output", help="folder for the colorized frames (must not exist yet, unless --overwrite)")
+    p.add_argument("--output", help="folder for the colorized frames; must not exist yet, unless --overwrite")
     p.add_argument("--root", help="original layout: colorize ROOT/DATASET/Test")
     p.add_argument("--dataset", help="original layout, see --root")
     p.add_argument("--input_type", choices=["colour", "lineart", "grey"], default="colour",
                    help="colour frames (line art derived, frames kept as ground truth), artist line art, or grey")
     p.add_argument("--reference", help="coloured keyframe fed as the previous frame of every shot's first frame")
     p.add_argument("--reference_dir", help="one keyframe per shot: REFERENCE_DIR/<shot path>.png")
+    p.add_argument("--keyframes", help="coloured keyframes for any frames of any shots, named after the frame they "
+                   "colour: KEYFRAMES/<shot path>/<frame file name> (any number per shot; frame folders only)")
+    p.add_argument("--batch_chains", type=int, default=1,
+                   help="colour up to N independent chains (shots, keyframe segments) at once: faster on a GPU, "
+                        "the same result; holds their shots in memory")
     p.add_argument("--full_res", action="store_true",
                    help="write at the input's resolution: generated colour on the full-resolution luminance / line art")
-    p.add_argument("--video", help="also write an H.264 MP4 at the source frame rate")
+    p.add_argument("--video", help="also write an H.264 MP4 at the source frame rate (a new file, or with "
+                   "--overwrite the one an earlier run wrote with the same --output)")
     p.add_argument("--side_by_side", action="store_true",
                    help="also write line art | result | ground truth frames (and use them for --video)")
     p.add_argument("--line_art", choices=["canny", "grey"], default=None,
@@ -69,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=["auto", "off", "bf16"], default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
     p.add_argument("--fps", type=float, default=None, help="frame rate of --video for frame folders (default 24)")
     p.add_argument("--no_metrics", action="store_true", help="skip the metrics even when ground truth is known")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace our own earlier output: an --output folder that test.py wrote (it holds "
+                        f"{utils.OUTPUT_MARKER}) and the --video it wrote with it; never anything else, never a "
+                        "folder holding the input, the checkpoint or a keyframe")
     return p
 
 
@@ -78,16 +88,16 @@ class Frame:
     """One input frame as it flows through the pipeline."""
     shot: str             # shot key: relative folder of the shot ('.' for a single folder)
     name: str             # output file stem
-    rgb: np.ndarray       # full-resolution input, uint8 (H, W, 3)
-    line: torch.Tensor    # (1, S, S) network line art in [0, 1]
-    target: torch.Tensor | None  # (3, S, S) ground truth, or None
+    rgb: np.ndarray | None  # full-resolution input, uint8 (H, W, 3); kept for --full_res only
+    line: np.ndarray      # (S, S) uint8 line art at network resolution
+    target: np.ndarray | None  # (S, S, 3) uint8 ground truth at network resolution, or None
 
 
 # ----------------------------------------------------------------------------- input
 def iter_raw_frames(input_path: Path):
     """Yield ``(shot_key, frame_stem, rgb)`` in order, one frame at a time (never a whole shot)."""
     if input_path.is_file():
-        if input_path.suffix.lower() not in VIDEO_EXTS:
+        if input_path.suffix.lower() not in utils.VIDEO_EXTS:
             raise UserError(f"{input_path} is neither a folder of frames nor a video file")
         for shot, index, rgb in FrameExtraction.iter_video_shots(input_path):
             yield f"shot_{shot + 1:04d}", f"frame_{index:06d}", rgb
@@ -99,13 +109,13 @@ def iter_raw_frames(input_path: Path):
 
 
 def to_frame(shot, name, rgb, args, line_mode) -> Frame:
-    """Network inputs for one frame, with the very function training used for line art."""
+    """Network inputs for one frame, with the very functions training used to resize and to
+    make line art."""
+    small = data_lib.resize(rgb, args.image_size)
+    full = rgb if args.full_res else None
     if args.input_type == "colour":
-        line, target = data_lib.prepare_frame(rgb, args.image_size, line_mode)
-        return Frame(shot, name, rgb, line, target)
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    small = cv2.resize(grey, (args.image_size, args.image_size), interpolation=cv2.INTER_AREA)
-    return Frame(shot, name, rgb, data_lib.to_tensor(small), None)
+        return Frame(shot, name, full, data_lib.make_line_art(small, line_mode), small)
+    return Frame(shot, name, full, cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), None)
 
 
 def prefetch(iterable, depth: int = 8):
@@ -142,6 +152,53 @@ def prefetch(iterable, depth: int = 8):
 
 
 # ----------------------------------------------------------------------------- references
+def find_keyframes(args) -> dict:
+    """``--keyframes DIR`` -> {shot: {frame stem: keyframe path}}, checked before any work: every
+    image under DIR must be named after a frame of the input (DIR/<shot path>/<frame file name>,
+    any image extension) and have that frame's size, and every folder must mirror a shot."""
+    root, inp = Path(args.keyframes), Path(args.input)
+    if not root.is_dir():
+        raise UserError(f"--keyframes {root} is not a folder")
+    if inp.is_file():
+        raise UserError("--keyframes needs frame folders as --input (keyframes are named after frame files): "
+                        "split the video with FrameExtraction.py first")
+    shots = {d.relative_to(inp).as_posix(): {p.stem: p for p in utils.list_frames(d)}
+             for d in utils.find_shot_dirs(inp)}
+    found: dict = {}
+    for folder, dirs, files in os.walk(root):
+        rel = Path(folder).relative_to(root).as_posix()
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if rel != "." and rel not in shots and not any(s.startswith(rel + "/") for s in shots):
+            raise UserError(f"keyframe folder {folder} mirrors no shot of {inp} (shots: {', '.join(sorted(shots))})")
+        for name in sorted(f for f in files if utils.is_image(f) and not f.startswith(".")):
+            key = Path(folder) / name
+            frame = shots.get(rel, {}).get(Path(name).stem)
+            if frame is None:
+                raise UserError(f"keyframe {key} matches no frame: expected the name of a frame of shot "
+                                f"'{rel}' in {inp}")
+            if Path(name).stem in found.setdefault(rel, {}):
+                raise UserError(f"two keyframes for frame {Path(name).stem} of shot '{rel}': "
+                                f"{found[rel][Path(name).stem]} and {key}")
+            if image_size(key) != image_size(frame):
+                raise UserError(f"keyframe {key} is {image_size(key)[0]}x{image_size(key)[1]} but its frame "
+                                f"{frame} is {image_size(frame)[0]}x{image_size(frame)[1]}")
+            found[rel][Path(name).stem] = key
+    if not any(found.values()):
+        raise UserError(f"--keyframes {root} holds no keyframe images")
+    return found
+
+
+def image_size(path) -> tuple[int, int]:
+    """(width, height) of an image file from its header; a bad file is a one-line error."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (OSError, UnidentifiedImageError):
+        raise UserError(f"cannot read image {path}: not a readable image file") from None
+
+
 def reference_for(shot: str, args) -> np.ndarray | None:
     """The keyframe of a shot: ``--reference`` for all, or ``--reference_dir/<shot>.<ext>``."""
     if args.reference:
@@ -155,17 +212,13 @@ def reference_for(shot: str, args) -> np.ndarray | None:
     raise UserError(f"no keyframe for shot '{shot}' in --reference_dir (expected {stem}.png)")
 
 
-def reference_tensor(rgb, size, device) -> torch.Tensor:
-    small = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
-    return data_lib.to_tensor(small)[None].to(device)
-
-
 # ----------------------------------------------------------------------------- output
-def full_resolution(result: np.ndarray, frame: Frame, input_type: str) -> np.ndarray:
+def full_resolution(result: np.ndarray, frame: Frame, input_type: str, colour=None) -> np.ndarray:
     """Put the generated colour onto the input's own full-resolution detail: its luminance for
-    colour / grey input (chroma from the network, upsampled), or its lines for line art."""
+    colour / grey input (chroma from the network, upsampled), or its lines for line art.
+    ``colour``: a full-resolution colour to use instead of the upsampled result (a keyframe)."""
     h, w = frame.rgb.shape[:2]
-    up = cv2.resize(result, (w, h), interpolation=cv2.INTER_CUBIC)
+    up = colour if colour is not None else cv2.resize(result, (w, h), interpolation=cv2.INTER_CUBIC)
     if input_type == "lineart":
         lines = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
         return (up.astype(np.float32) * lines[..., None] + 0.5).astype(np.uint8)
@@ -177,18 +230,19 @@ def full_resolution(result: np.ndarray, frame: Frame, input_type: str) -> np.nda
 class Writer:
     """Writes results into the temporary output folder and, optionally, the MP4."""
 
-    def __init__(self, out_tmp: Path, args, fps: float):
-        self.out, self.args, self.fps = out_tmp, args, fps
+    def __init__(self, out_tmp: Path, args, fps: float, video_tmp: Path | None = None):
+        self.out, self.args, self.fps, self.video_tmp = out_tmp, args, fps, video_tmp
         self.video = None
         self.video_size = None
 
-    def write(self, frame: Frame, result: np.ndarray) -> None:
-        image = full_resolution(result, frame, self.args.input_type) if self.args.full_res else result
+    def write(self, frame: Frame, result: np.ndarray, keyframe=None) -> None:
+        """``keyframe``: the full-resolution keyframe when this frame is one (for --full_res)."""
+        image = full_resolution(result, frame, self.args.input_type, keyframe) if self.args.full_res else result
         utils.write_image(self.out / frame.shot / f"{frame.name}.png", image)
         panel = None
         if self.args.side_by_side:
-            panels = [data_lib.to_uint8(frame.line), result]
-            panels += [data_lib.to_uint8(frame.target)] if frame.target is not None else []
+            panels = [np.repeat(frame.line[..., None], 3, 2), result]
+            panels += [frame.target] if frame.target is not None else []
             panel = np.concatenate(panels, axis=1)
             utils.write_image(self.out / "side_by_side" / frame.shot / f"{frame.name}.png", panel)
         if self.args.video:
@@ -198,14 +252,11 @@ class Writer:
         if self.video is None:
             h, w = image.shape[:2]
             self.video_size = (w + w % 2, h + h % 2)  # yuv420p needs even sizes
+            self.video_tmp.parent.mkdir(parents=True, exist_ok=True)
             self.video = open_video_writer(self.video_tmp, self.video_size, self.fps)
         if image.shape[1::-1] != self.video_size:
             image = cv2.resize(image, self.video_size, interpolation=cv2.INTER_AREA)
         self.video.send(np.ascontiguousarray(image))
-
-    @property
-    def video_tmp(self) -> Path:
-        return self.out / ".video.partial.mp4"
 
     def close(self) -> None:
         if self.video is not None:
@@ -226,29 +277,81 @@ def open_video_writer(path: Path, size, fps: float):
 
 # ----------------------------------------------------------------------------- the loop
 class Colorizer:
-    """Recurrent colorization: one chain per shot, each frame fed the previous result."""
+    """Recurrent colorization, shot by shot, in input order (``colorize``).
 
-    def __init__(self, G, device, amp: bool, args):
-        self.G, self.device, self.args = G, device, args
-        self.ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
-        self.shot, self.prev = None, None
+    A shot without keyframes inside it is one chain (``chains.Chain``) streamed frame by frame,
+    started from its ``--reference`` / ``--reference_dir`` keyframe (which colours its first
+    frame) or from black. A shot with ``--keyframes`` is planned by ``chains.plan``: chains run
+    forward and backward from every keyframe and frames between two keyframes blend both; its
+    frames are held in memory until it is done, and its keyframes are output as they are. With
+    ``--batch_chains N`` up to N chains of consecutive shots run together."""
 
-    @torch.no_grad()
-    def __call__(self, frame: Frame) -> torch.Tensor:
-        if frame.shot != self.shot:  # a new shot starts a new chain
-            self.shot = frame.shot
-            ref = reference_for(frame.shot, self.args)
-            size = self.args.image_size
-            self.prev = (reference_tensor(ref, size, self.device) if ref is not None
-                         else torch.zeros(1, 3, size, size, device=self.device))
-        line = frame.line[None].to(self.device, non_blocking=True)
-        with self.ctx:
-            out = self.G(torch.cat([line, self.prev], 1))  # (1, 3, S, S)
-        self.prev = out.float().clamp(0, 1)
-        result = self.prev[0]
-        if self.args.frame_by_frame:
-            self.prev = torch.zeros_like(self.prev)
-        return result
+    def __init__(self, G, cfg, device, line_mode: str, amp: bool, args, keyframes: dict | None = None):
+        self.G, self.cfg, self.device, self.line_mode, self.args = G, cfg, device, line_mode, args
+        self.autocast = utils.autocast_context(device, "bf16" if amp else "off")
+        self.keyframes = keyframes or {}  # {shot: {frame stem: keyframe path}}
+
+    def new_chain(self) -> chains.Chain:
+        return chains.Chain(self.G, self.cfg, self.device, self.line_mode, self.autocast)
+
+    def source(self, rgb: np.ndarray, line: np.ndarray) -> chains.Source:
+        return chains.Source.of(data_lib.resize(rgb, self.args.image_size), line, self.device)
+
+    def colorize(self, frames):
+        """Yield (frame, uint8 result (S, S, 3), full-resolution keyframe or None) in input order."""
+        pending, n_jobs = [], 0  # shots held for one batch of chains, and about how many chains they give
+        for shot, group in itertools.groupby(frames, key=lambda f: f.shot):
+            if self.args.batch_chains == 1 and not self.keyframes.get(shot):
+                yield from self._stream(shot, group)
+                continue
+            frames_of_shot = list(group)
+            pending.append((shot, frames_of_shot))
+            n_jobs += len(frames_of_shot) if self.args.frame_by_frame else 1 + 2 * len(self.keyframes.get(shot, ()))
+            if n_jobs >= self.args.batch_chains:
+                yield from self._planned(pending)
+                pending, n_jobs = [], 0
+        if pending:
+            yield from self._planned(pending)
+
+    def _start(self, shot: str, first: Frame) -> chains.Source | None:
+        ref = reference_for(shot, self.args)
+        return self.source(ref, first.line) if ref is not None else None
+
+    def _stream(self, shot, group):
+        chain = self.new_chain()
+        for i, frame in enumerate(group):
+            if i == 0:
+                chain.start(self._start(shot, frame))
+            elif self.args.frame_by_frame:
+                chain.start(None)
+            yield frame, data_lib.to_uint8(chain.step(frame.line)[0]), None
+
+    def _planned(self, shots):
+        """Plan every shot's chains, run them all (``--batch_chains`` at a time), blend, yield."""
+        jobs, plans = [], []
+        for shot, frames in shots:
+            keys = {i: utils.read_rgb(self.keyframes[shot][f.name]) for i, f in enumerate(frames)
+                    if f.name in self.keyframes.get(shot, {})}
+            if self.args.frame_by_frame:
+                shot_jobs = [chains.Job([t], None) for t in range(len(frames))]
+                weights = {t: [(t, 1.0)] for t in range(len(frames))}
+            else:
+                shot_jobs, weights = chains.plan(len(frames), keys)
+            first = len(jobs)
+            for job in shot_jobs:
+                start = (self.source(keys[job.key], frames[job.key].line) if job.key is not None
+                         else None if self.args.frame_by_frame or keys else self._start(shot, frames[0]))
+                jobs.append(([frames[t].line for t in job.frames], start))
+            plans.append((frames, keys, shot_jobs, weights, first))
+        results = chains.run_jobs(jobs, self.new_chain, self.args.batch_chains)
+        for frames, keys, shot_jobs, weights, first in plans:
+            position = [{t: k for k, t in enumerate(job.frames)} for job in shot_jobs]
+            for t, frame in enumerate(frames):
+                if t in keys:
+                    yield frame, data_lib.resize(keys[t], self.args.image_size), keys[t]
+                    continue
+                colour = sum(w * results[first + j][position[j][t]][0] for j, w in weights[t])
+                yield frame, data_lib.to_uint8(colour), None
 
 
 class Background:
@@ -294,28 +397,30 @@ class Sink:
         self.writer, self.with_metrics = writer, with_metrics
         self.per_shot: dict = {}
 
-    def __call__(self, frame: Frame, result: np.ndarray) -> None:
-        self.writer.write(frame, result)
+    def __call__(self, frame: Frame, result: np.ndarray, keyframe=None) -> None:
+        self.writer.write(frame, result, keyframe)
         if frame.target is not None and self.with_metrics:
             if frame.shot not in self.per_shot:
                 self.per_shot[frame.shot] = metrics_lib.VideoMetrics()
-            self.per_shot[frame.shot].update(result, data_lib.to_uint8(frame.target))
+            self.per_shot[frame.shot].update(result, frame.target)
 
 
-def run(args, G, line_mode, device, out_tmp: Path) -> dict:
+def run(args, G, cfg, line_mode, device, out_tmp: Path, keyframes: dict | None = None,
+        video_tmp: Path | None = None) -> dict:
     """Colorize every frame; returns per-shot metrics (empty without ground truth)."""
     input_path = Path(args.input)
     fps = args.fps or (FrameExtraction.video_fps(input_path) if input_path.is_file() else 24.0)
     use_amp = args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda")
-    colorize, writer = Colorizer(G, device, use_amp, args), Writer(out_tmp, args, fps)
+    colorize = Colorizer(G, cfg, device, line_mode, use_amp, args, keyframes)
+    writer = Writer(out_tmp, args, fps, video_tmp)
     sink = Sink(writer, not args.no_metrics)
     output = Background(sink)
     frames = prefetch(to_frame(*raw, args, line_mode) for raw in iter_raw_frames(input_path))
     bar = tqdm(frames, unit="frame", dynamic_ncols=True)
     count, t0 = 0, time.time()
     try:
-        for frame in bar:
-            output.put(frame, data_lib.to_uint8(colorize(frame)))
+        for frame, result, keyframe in colorize.colorize(bar):
+            output.put(frame, result, keyframe)
             count += 1
             bar.set_postfix(fps=f"{count / max(time.time() - t0, 1e-9):.1f}", shot=frame.shot)
         output.close()
@@ -338,54 +443,167 @@ def resolve_args(args) -> None:
     for flag in ("checkpoint", "input", "output"):
         if not getattr(args, flag):
             raise UserError(f"--{flag} is required")
-    inp, out = Path(args.input).resolve(), Path(args.output).resolve()
-    if not inp.exists():
+    if not Path(args.input).exists():
         raise UserError(f"input {args.input} does not exist")
-    if inp.is_dir() and (out == inp or inp in out.parents):
-        raise UserError(f"the output folder {args.output} lies inside the input {args.input}")
-    if out.exists() and not args.overwrite:
-        raise UserError(f"{args.output} already exists (pass --overwrite to replace it)")
-    if args.reference and args.reference_dir:
-        raise UserError("give --reference or --reference_dir, not both")
-    if args.frame_by_frame and (args.reference or args.reference_dir):
+    if sum(bool(k) for k in (args.reference, args.reference_dir, args.keyframes)) > 1:
+        raise UserError("give one of --reference, --reference_dir and --keyframes")
+    if args.frame_by_frame and (args.reference or args.reference_dir or args.keyframes):
         raise UserError("--frame_by_frame feeds no previous frame, so it takes no keyframe")
+    if args.batch_chains < 1:
+        raise UserError(f"--batch_chains must be at least 1, got {args.batch_chains}")
+    if args.image_size is not None and args.image_size < 1:
+        raise UserError(f"--image_size must be a positive number of pixels, got {args.image_size}")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise UserError(f"--fps must be a positive number, got {args.fps}")
+    for flag in ("reference", "reference_dir", "keyframes"):
+        path = getattr(args, flag)
+        if path and not Path(path).exists():
+            raise UserError(f"--{flag} {path} does not exist")
     if args.reference and not Path(args.reference).is_file():
-        raise UserError(f"reference keyframe {args.reference} does not exist")
+        raise UserError(f"--reference {args.reference} is a folder: give one keyframe image "
+                        "(or --reference_dir / --keyframes for a folder)")
+    check_output(args)
+    if args.video:
+        check_video(args)
 
 
-def finish(out_tmp: Path, args, per_shot: dict, note: dict) -> None:
-    """Metrics, then the renames that make the output visible only when complete."""
+def protected_paths(args) -> list[tuple[str, Path]]:
+    """What test.py reads: an output may never replace or hold any of these."""
+    named = [("input", args.input), ("checkpoint", args.checkpoint), ("reference", args.reference),
+             ("reference folder", args.reference_dir), ("keyframe folder", args.keyframes)]
+    return [(what, Path(p).resolve()) for what, p in named if p]
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output(args) -> None:
+    """--output is a new folder, or (with --overwrite) a folder test.py wrote before; it never
+    contains, nor lies inside, the input, the checkpoint or a keyframe."""
+    out = Path(args.output).resolve()
+    for what, path in protected_paths(args):
+        if _within(path, out):
+            raise UserError(f"--output {args.output} holds the {what} {path}: choose an output folder of its own")
+        if what == "input" and path.is_dir() and _within(out, path):
+            raise UserError(f"the output folder {args.output} lies inside the input {args.input}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output {args.output} is an existing file, not a folder")
+    if out.exists() and not args.overwrite:
+        raise UserError(f"{args.output} already exists (pass --overwrite to replace an earlier output of test.py)")
+    if out.exists() and not (out / utils.OUTPUT_MARKER).is_file():
+        raise UserError(f"{args.output} was not written by test.py (it lacks {utils.OUTPUT_MARKER}); "
+                        "--overwrite replaces only test.py's own outputs: choose another --output")
+
+
+def check_video(args) -> None:
+    """--video is a new file, or (with --overwrite) the video an earlier run wrote with the same
+    --output; never a folder, never the input, the checkpoint or a keyframe, never in the input."""
+    video, out = Path(args.video).resolve(), Path(args.output).resolve()
+    if video.is_dir():
+        raise UserError(f"--video {args.video} is an existing folder, not a video file")
+    for what, path in protected_paths(args):
+        if _within(video, path):
+            raise UserError(f"--video {args.video} would overwrite or go inside the {what} {path}")
+    if video.exists() and not _within(video, out):
+        earlier = read_marker(out).get("video") if args.overwrite else None
+        if earlier != str(video):
+            raise UserError(f"--video {args.video} already exists and is not the video test.py wrote with "
+                            f"--output {args.output}: choose a new file name")
+
+
+def read_marker(out: Path) -> dict:
+    try:
+        marker = json.loads((out / utils.OUTPUT_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def video_paths(args, out_tmp: Path) -> tuple[Path | None, Path | None]:
+    """(where the video is written while the run lasts, where it goes when complete). A video
+    inside --output is written inside the temporary output and moves with it; any other is
+    written beside its final name, so that the last rename never crosses file systems."""
+    if not args.video:
+        return None, None
+    video, out = Path(args.video).resolve(), Path(args.output).resolve()
+    if _within(video, out):
+        return out_tmp / video.relative_to(out), None
+    return partial_video(video), video
+
+
+def partial_video(video: Path) -> Path:
+    """Where ``video`` is written until complete: hidden, beside it, with its extension (ffmpeg
+    picks the container from it)."""
+    return video.with_name(f".{video.stem}.partial{video.suffix}")
+
+
+def start_output(args) -> Path:
+    """The temporary output folder, with our marker; a stale one of ours (from a killed run) is
+    removed first, one that is not ours is refused."""
+    out = Path(args.output).resolve()
+    out_tmp = out.with_name(f".{out.name}.partial")
+    if out_tmp.exists():
+        if not (out_tmp / utils.OUTPUT_MARKER).is_file():
+            raise UserError(f"{out_tmp} exists and was not left by test.py: move it away first")
+        shutil.rmtree(out_tmp)
+    out_tmp.mkdir(parents=True)
+    video = str(Path(args.video).resolve()) if args.video else None
+    utils.atomic_write_bytes(out_tmp / utils.OUTPUT_MARKER,
+                             json.dumps({"tool": "test.py", "video": video}).encode())
+    return out_tmp
+
+
+def finish(out_tmp: Path, args, per_shot: dict, note: dict, video_final: Path | None) -> None:
+    """Metrics, then the renames that make the output visible only when complete. An earlier
+    output of ours is set aside first and removed only once the new one is in place."""
     if per_shot:
         overall = metrics_lib.summarize(per_shot)
         metrics_lib.write_metrics_json(out_tmp / "metrics.json", per_shot, overall, extra=note)
         print(metrics_lib.format_table(per_shot, overall))
-    out = Path(args.output)
-    if args.video:
-        Path(args.video).parent.mkdir(parents=True, exist_ok=True)
-        (out_tmp / ".video.partial.mp4").replace(args.video)
-    if out.exists():
-        shutil.rmtree(out)
-    out_tmp.replace(out)
+    if video_final is not None:
+        os.replace(partial_video(video_final), video_final)
+    out = Path(args.output).resolve()
+    old = None
+    if out.exists():  # checked at start: our own output, and --overwrite was given
+        old = out.with_name(f".{out.name}.replaced-{os.getpid()}-{time.time_ns()}")
+        os.replace(out, old)
+    os.replace(out_tmp, out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def check_model_size(G, args) -> None:
+    multiple = getattr(G, "size_multiple", 1)
+    if args.image_size % multiple or args.image_size < getattr(G, "min_size", 1):
+        raise UserError(f"--image_size {args.image_size} does not fit this generator: it needs a multiple of "
+                        f"{multiple} of at least {getattr(G, 'min_size', 1)}")
 
 
 def main(args) -> int:
     resolve_args(args)
+    keyframes = find_keyframes(args) if args.keyframes else None
     device = utils.resolve_device(args.device)
+    if args.amp == "bf16" and device.type != "cuda":
+        raise UserError("--amp bf16 is for CUDA GPUs; on the CPU use --amp off (or auto)")
     G, cfg, meta = models.load_generator(args.checkpoint, device)
     args.image_size = args.image_size or meta.get("image_size") or 256
+    check_model_size(G, args)
     line_mode = args.line_art or meta.get("line_art") or "canny"
     if args.input_type == "colour" and line_mode == "given":
         raise UserError("this model was trained on artist line art: pass that line art with --input_type lineart")
-    out_tmp = Path(args.output).with_name(f".{Path(args.output).name}.partial")
-    shutil.rmtree(out_tmp, ignore_errors=True)
-    out_tmp.mkdir(parents=True)
+    out_tmp = start_output(args)
+    video_tmp, video_final = video_paths(args, out_tmp)
     try:
-        per_shot = run(args, G, line_mode, device, out_tmp)
+        per_shot = run(args, G, cfg, line_mode, device, out_tmp, keyframes, video_tmp)
         finish(out_tmp, args, per_shot, {"checkpoint": str(args.checkpoint), "generator": cfg.generator,
                                          "image_size": args.image_size, "line_art": line_mode,
-                                         "reference": args.reference or args.reference_dir})
+                                         "reference": args.reference or args.reference_dir or args.keyframes},
+                video_final)
     except BaseException:
         shutil.rmtree(out_tmp, ignore_errors=True)
+        if video_final is not None:
+            partial_video(video_final).unlink(missing_ok=True)
         raise
     print(f"wrote {args.output}" + (f" and {args.video}" if args.video else ""))
     return 0

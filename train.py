@@ -21,11 +21,15 @@ The run folder holds ``config.json``, ``log.jsonl``, ``checkpoints/`` and ``samp
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import json
 import math
 import os
+import re
+import signal
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +40,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+import chains
 import dataset as data_lib
 import losses
 import metrics as metrics_lib
@@ -43,7 +48,7 @@ import models
 import utils
 from utils import UserError
 
-CHECKPOINT_FORMAT = "tcvc-train-1"
+CHECKPOINT_FORMAT = "tcvc-train-2"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,11 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--line_art", choices=["canny", "grey", "given"], default="canny", help="how line art is made")
     g.add_argument("--line_root", help="with --line_art given: folder mirroring --data with real line art")
     g.add_argument("--prev_prob", type=float, default=0.5, help="chance a sample gets its real previous frame (else black)")
+    g.add_argument("--ref_prob", type=float, default=0.5,
+                   help="chance a sample gets a keyframe: another frame of its shot (generators with --reference on)")
+    g.add_argument("--ref_max_distance", type=int, default=1000, help="furthest keyframe from the frame, in frames")
+    g.add_argument("--rollout_prob", type=float, default=0.5,
+                   help="chance a sample's previous frame is the generator's own output for it (extended generators)")
+    g.add_argument("--rollout_grad", action="store_true",
+                   help="backpropagate through that output too (a 2-frame unroll) instead of detaching it")
+    g.add_argument("--reverse_prob", type=float, default=0.5,
+                   help="chance a sample's chain runs backward in time (previous frame = frame t+1)")
     g.add_argument("--num_workers", type=int, default=2, help="DataLoader workers per process")
     g = p.add_argument_group("model")
     g.add_argument("--generator", choices=["unet", "resnet"], default="unet", help="resnet = the original's network")
     g.add_argument("--ngf", type=int, default=None, help="generator base channels (default: the network's own)")
     g.add_argument("--ndf", type=int, default=64, help="discriminator base channels")
+    g.add_argument("--propagate", choices=["on", "off"], default=None,
+                   help="unet: blend generated colour with the warped previous frame and keyframe per pixel (default on)")
+    g.add_argument("--reference", choices=["on", "off"], default=None,
+                   help="unet: a coloured keyframe input at every frame (default on)")
+    g.add_argument("--warp", choices=["flow", "none"], default=None,
+                   help="unet: warp previous frame and keyframe onto frame t by line-art optical flow (default flow)")
     g.add_argument("--checkpoint_path_G", "--init_generator", dest="init_generator",
                    help="start G from these weights (ours or the original's {'generator': ...})")
     g.add_argument("--checkpoint_path_D", "--init_discriminator", dest="init_discriminator",
@@ -86,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--vgg_weights", default="imagenet",
                    help="imagenet (torchvision cache) | PATH | random (offline smoke runs only)")
     g = p.add_argument_group("run")
-    g.add_argument("--run_dir", default="runs/tcvc", help="checkpoints, samples and logs go here")
-    g.add_argument("--resume", default=None, help="auto (newest checkpoint in --run_dir) or PATH")
+    g.add_argument("--run_dir", default="runs/tcvc",
+                   help="checkpoints, samples and logs go here: a new folder, or with --resume the run's own")
+    g.add_argument("--resume", default=None,
+                   help="auto: the newest checkpoint in --run_dir (a new run if there is none), or PATH; training "
+                        "continues exactly and writes only into --run_dir, never over another run")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the networks (weights stay loadable)")
@@ -146,6 +169,78 @@ class ResumableSampler(DistributedSampler):
         return len(self._remaining())
 
 
+# ----------------------------------------------------------------------------- run state
+@dataclass
+class Progress:
+    """Where training stands; saved and restored as one unit (``to_dict`` / ``from_dict``)."""
+    step: int = 0                   # optimisation steps done
+    epoch: int = 0                  # current epoch
+    consumed: int = 0               # samples of this epoch's permutation already used, all ranks
+    best_psnr: float | None = None  # best validation PSNR so far (best.pt)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, path) -> "Progress":
+        names = {f.name for f in dataclasses.fields(cls)}
+        if not isinstance(d, dict) or set(d) != names:
+            raise UserError(f"{path} holds no valid training progress (expected {sorted(names)})")
+        return cls(**d)
+
+
+@dataclass
+class Nets:
+    """The networks and optimisers, by the names they have in a checkpoint. Saving and
+    restoring walk over these fields, so a field added here can never be left out of either."""
+    generator: torch.nn.Module
+    discriminator: torch.nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None = None
+
+    def items(self):
+        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+
+    def state_dicts(self) -> dict:
+        return {name: None if obj is None else unwrap(obj).state_dict() for name, obj in self.items()}
+
+    def load_state_dicts(self, ckpt: dict, path) -> None:
+        for name, obj in self.items():
+            if name not in ckpt:
+                raise UserError(f"{path} lacks '{name}': it is not a complete training checkpoint")
+            if obj is None or ckpt[name] is None:
+                continue
+            if isinstance(obj, torch.nn.Module):
+                models.load_state_strict(unwrap(obj), ckpt[name], name)
+            else:
+                obj.load_state_dict(ckpt[name])
+
+
+@dataclass
+class Run:
+    """What stays fixed during a run: options, processes, data, model config, loss, precision."""
+    args: argparse.Namespace
+    rank: int
+    world: int
+    device: torch.device
+    cfg: models.ModelConfig
+    ds: data_lib.TripletDataset
+    sampler: "ResumableSampler"
+    loader: DataLoader
+    val_shot: list | None           # frames of the fixed validation shot
+    val_root: Path                  # data root of the validation shots (for given line art)
+    g_loss: losses.GeneratorLoss
+    autocast: object
+    vgg_random: bool
+    n_train_shots: int
+    n_val_shots: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
 # ----------------------------------------------------------------------------- setup
 def resolve_data(args):
     train_dir, val_dir = data_lib.resolve_data_dirs(args.data, args.val_data, args.root, args.dataset)
@@ -157,23 +252,29 @@ def resolve_data(args):
     return train_dir, train_shots, val_dir or train_dir, val_shots
 
 
-def build_loader(args, train_dir, train_shots, rank, world, device):
+def model_config(args) -> models.ModelConfig:
+    onoff = lambda v: None if v is None else v == "on"  # noqa: E731
+    overrides = {"generator": args.generator, "ndf": args.ndf, "ngf": args.ngf, "warp": args.warp,
+                 "propagate": onoff(args.propagate), "reference": onoff(args.reference)}
+    return models.ModelConfig(**overrides)
+
+
+def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
     ds = data_lib.TripletDataset(train_shots, image_size=args.image_size, train=True,
                                  line_art=args.line_art, line_root=args.line_root,
                                  root_for_relpaths=train_dir, prev_prob=args.prev_prob, seed=args.seed,
-                                 uint8=True)
+                                 uint8=True, extended=cfg.extended_inputs, flows=cfg.warp == "flow",
+                                 ref_prob=args.ref_prob if cfg.reference else 0.0,
+                                 ref_max_distance=args.ref_max_distance, rollout_prob=args.rollout_prob,
+                                 reverse_prob=args.reverse_prob)
     sampler = ResumableSampler(ds, world, rank, args.seed)
     loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0,
-                        drop_last=False)
+                        drop_last=False, worker_init_fn=ignore_stop_signals)
     return ds, sampler, loader
 
 
-def build_models(args, device):
-    overrides = {"generator": args.generator, "ndf": args.ndf}
-    if args.ngf is not None:
-        overrides["ngf"] = args.ngf
-    cfg = models.ModelConfig(**overrides)
+def build_nets(args, cfg, device) -> Nets:
     G, D = models.build_generator(cfg).to(device), models.build_discriminator(cfg).to(device)
     if args.init_generator:
         models.load_state_strict(G, load_weights(args.init_generator, "generator"), "generator")
@@ -182,7 +283,8 @@ def build_models(args, device):
     fused = device.type == "cuda"
     opt_g = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2), fused=fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2), fused=fused)
-    return cfg, G, D, opt_g, opt_d
+    scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
+    return Nets(G, D, opt_g, opt_d, scaler)
 
 
 def load_weights(path, key):
@@ -198,20 +300,15 @@ def checkpoint_dir(run_dir) -> Path:
     return Path(run_dir) / "checkpoints"
 
 
-def save_checkpoint(state, args, name=None) -> Path:
-    """One dict of plain types, written atomically; the newest ``--keep_last`` step files kept."""
+def save_checkpoint(run: Run, nets: Nets, progress: Progress, health: "Health", name=None) -> Path:
+    """One dict of plain types, written atomically once ``health`` says every loss was finite;
+    the newest ``--keep_last`` step files are kept."""
+    health.check()
+    args = run.args
     folder = checkpoint_dir(args.run_dir)
-    path = folder / (name or f"step_{state['step']:08d}.pt")
-    ckpt = {
-        "format": CHECKPOINT_FORMAT,
-        "generator": unwrap(state["G"]).state_dict(),
-        "discriminator": unwrap(state["D"]).state_dict(),
-        "opt_g": state["opt_g"].state_dict(), "opt_d": state["opt_d"].state_dict(),
-        "scaler": state["scaler"].state_dict() if state["scaler"] is not None else None,
-        "step": state["step"], "epoch": state["epoch"], "consumed": state["consumed"],
-        "best_psnr": state["best_psnr"],
-        "model_config": state["cfg"].to_dict(), "run_config": run_config(args),
-    }
+    path = folder / (name or f"step_{progress.step:08d}.pt")
+    ckpt = {"format": CHECKPOINT_FORMAT, **nets.state_dicts(), "progress": progress.to_dict(),
+            "model_config": run.cfg.to_dict(), "run_config": run_config(args)}
     utils.atomic_torch_save(ckpt, path)
     if name is None:
         for old in sorted(folder.glob("step_*.pt"))[:-args.keep_last]:
@@ -228,22 +325,19 @@ def find_resume(args):
     return found[-1] if found else None
 
 
-def restore(state, path):
-    """Load a training checkpoint into ``state`` so that training continues exactly."""
+def restore(run: Run, nets: Nets, path) -> Progress:
+    """Load a training checkpoint into ``nets``; returns its progress, to continue exactly."""
     ckpt = utils.read_checkpoint(path)
+    if ckpt.get("format") == "tcvc-train-1":
+        raise UserError(f"{path} was written by an earlier version of train.py and cannot be resumed; "
+                        "start a new run from its weights with --checkpoint_path_G / --checkpoint_path_D")
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise UserError(f"{path} is not a TCVC training checkpoint (use --checkpoint_path_G for weights only)")
     saved_cfg = models.ModelConfig.from_dict(ckpt["model_config"])
-    if saved_cfg != state["cfg"]:
-        raise UserError(f"{path} was trained with {saved_cfg}, not the {state['cfg']} asked for")
-    models.load_state_strict(unwrap(state["G"]), ckpt["generator"], "generator")
-    models.load_state_strict(unwrap(state["D"]), ckpt["discriminator"], "discriminator")
-    state["opt_g"].load_state_dict(ckpt["opt_g"])
-    state["opt_d"].load_state_dict(ckpt["opt_d"])
-    if state["scaler"] is not None and ckpt.get("scaler"):
-        state["scaler"].load_state_dict(ckpt["scaler"])
-    for key in ("step", "epoch", "consumed", "best_psnr"):
-        state[key] = ckpt[key]
+    if saved_cfg != run.cfg:
+        raise UserError(f"{path} was trained with {saved_cfg}, not the {run.cfg} asked for")
+    nets.load_state_dicts(ckpt, path)
+    return Progress.from_dict(ckpt.get("progress"), path)
 
 
 def run_config(args) -> dict:
@@ -256,45 +350,62 @@ def requires_grad(model, flag: bool) -> None:
         param.requires_grad_(flag)
 
 
-def autocast_context(device, amp: str):
-    """nanoGPT's single switch for mixed precision (CUDA only; CPU runs stay fp32)."""
-    if amp == "off" or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+def generator_input(run: Run, nets: Nets, b: dict) -> torch.Tensor:
+    """The generator input for frame t of every sample of the batch ``b`` (on the device).
+
+    For rollout samples the previous frame is the generator's own output for it, made from the
+    frame before (detached, or with gradient under ``--rollout_grad``), so that the model learns
+    to correct its own drift as at inference."""
+    cfg = run.cfg
+    if not cfg.extended_inputs:
+        return models.assemble_input(cfg, b["line"], b["prev"], b["has_prev"])
+    ref = (b.get("ref"), b.get("ref_line"), b["has_ref"])
+    prev = b["prev"]
+    if run.args.rollout_prob > 0:
+        x_prev = models.assemble_input(cfg, b["prev_line"], b["prev2"], b["has_prev2"], b["prev2_line"],
+                                       b["flow2"], *ref, b["ref_flow2"])
+        with torch.set_grad_enabled(run.args.rollout_grad), run.autocast:
+            # the bare G: DDP allows one forward per backward
+            own = unwrap(nets.generator)(x_prev).float()
+        prev = torch.where(b["rollout"].view(-1, 1, 1, 1) > 0, own, prev)
+    return models.assemble_input(cfg, b["line"], prev, b["has_prev"], b["prev_line"], b["flow"],
+                                 *ref, b["ref_flow"])
 
 
-def gan_step(batch, state, args, update_d: bool) -> dict:
-    """One D step on a detached fake (when ``update_d``), then one G step with D frozen."""
-    G, D, device = state["G"], state["D"], state["device"]
-    line, prev, target = (data_lib.to_device(batch[k], device) for k in ("line", "prev", "target"))
-    cond = torch.cat([line, prev], dim=1)  # (B, 4, H, W)
-    with state["autocast"]:
-        fake = G(cond)  # (B, 3, H, W) in [0, 1]
+def gan_step(batch, run: Run, nets: Nets, health: "Health", update_d: bool) -> dict:
+    """One D step on a detached fake (when ``update_d``), then one G step with D frozen. Nothing
+    here waits for the device: the losses come back as device tensors, and a non-finite loss is
+    only recorded in ``health``, which is read at log steps and before every save."""
+    G, D = nets.generator, nets.discriminator
+    b = {k: data_lib.to_device(v, run.device) for k, v in batch.items() if k != "index"}
+    x = generator_input(run, nets, b)
+    target = b["target"]
+    cond = x[:, :4]  # line art + (warped) previous frame: what D is conditioned on
+    with run.autocast:
+        fake = G(x)  # (B, 3, H, W) in [0, 1]
     logs = {}
     if update_d:
         requires_grad(D, True)
-        with state["autocast"]:
+        with run.autocast:
             # real and fake in one D call: one DDP forward per backward
             logits = D(torch.cat([torch.cat([cond, target], 1), torch.cat([cond, fake.detach()], 1)]))
             real_logits, fake_logits = logits.float().chunk(2)
-            loss_d = losses.d_loss(real_logits, fake_logits, args.gan_loss)
-        backward_step(loss_d, state["opt_d"], state["scaler"], "discriminator", state)
+            loss_d = losses.d_loss(real_logits, fake_logits, run.args.gan_loss)
+        backward_step(loss_d, nets.opt_d, nets.scaler)
+        health.record("discriminator", loss_d)
         logs["loss_d"] = loss_d.detach()
     requires_grad(D, False)
-    with state["autocast"]:
+    with run.autocast:
         # the bare D: no gradient reaches its weights here, so DDP must not wait for them
         fake_logits = unwrap(D)(torch.cat([cond, fake], 1)).float()
-    total, parts = state["g_loss"](fake_logits, fake.float(), target)
-    backward_step(total, state["opt_g"], state["scaler"], "generator", state)
+    total, parts = run.g_loss(fake_logits, fake.float(), target)
+    backward_step(total, nets.opt_g, nets.scaler)
+    health.record("generator", total)
     logs.update(parts)
     return logs
 
 
-def backward_step(loss, optimizer, scaler, what, state) -> None:
-    if not torch.isfinite(loss.detach()):
-        raise NonFiniteLoss(f"the {what} loss became {loss.item()} at step {state['step']}; "
-                            f"training stopped, the last checkpoint is intact (try a lower learning rate "
-                            f"or --amp bf16 instead of fp16)")
+def backward_step(loss, optimizer, scaler) -> None:
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
@@ -309,37 +420,65 @@ class NonFiniteLoss(UserError):
     """A loss turned NaN or infinite: training stops without saving."""
 
 
+class Health:
+    """Whether every loss so far was finite, kept on the device so that the training step never
+    waits for it. ``check`` reads it (one sync) at log steps and before every save, so that a
+    non-finite loss never reaches a checkpoint; it names the first step that went wrong."""
+
+    def __init__(self, device):
+        self.first_bad = {what: torch.full((), -1, dtype=torch.long, device=device)
+                          for what in ("discriminator", "generator")}
+        self.step = 0  # the step being computed, 1-based, set by the loop
+
+    def record(self, what: str, loss: torch.Tensor) -> None:
+        first = self.first_bad[what]
+        bad = ~torch.isfinite(loss.detach()) & (first < 0)
+        self.first_bad[what] = torch.where(bad, torch.full_like(first, self.step), first)
+
+    def check(self) -> None:
+        steps = torch.stack(list(self.first_bad.values())).tolist()
+        bad = [(step, what) for what, step in zip(self.first_bad, steps) if step >= 0]
+        if bad:
+            step, what = min(bad)
+            raise NonFiniteLoss(f"the {what} loss became non-finite (nan or inf) at step {step}; training "
+                                "stopped and saved nothing, the last checkpoint is intact (try a lower learning "
+                                "rate, or --amp bf16 instead of fp16)")
+
+
 # ----------------------------------------------------------------------------- validation
 @torch.no_grad()
-def validate(state, args, val_shot) -> dict:
-    """Colorize the fixed validation shot recurrently (each frame fed the previous output),
-    as at inference; log L1 and test.py's metrics, save a strip (line art | generated | target)."""
-    G, device = unwrap(state["G"]), state["device"]
+def validate(run: Run, nets: Nets, progress: Progress) -> dict:
+    """Colorize the fixed validation shot recurrently, as at inference: each frame is fed the
+    previous output, and a generator with a reference input gets the shot's true first frame as
+    its keyframe. Logs L1 and test.py's metrics, saves a strip (line art | generated | target)."""
+    args, G = run.args, unwrap(nets.generator)
     G.eval()
-    prev, l1s, rows, video = None, [], [], metrics_lib.VideoMetrics()
-    for i, path in enumerate(val_shot[:args.val_frames]):
-        line, target = data_lib.prepare_frame(utils.read_rgb(path), args.image_size, args.line_art,
-                                              given=given_line_art(args, path))
-        line, target = line[None].to(device), target[None].to(device)
-        prev = torch.zeros_like(target) if prev is None else prev
-        with state["autocast"]:
-            prev = G(torch.cat([line, prev], 1)).float().clamp(0, 1)
-        l1s.append(F.l1_loss(prev, target).item())
-        video.update(data_lib.to_uint8(prev[0]), data_lib.to_uint8(target[0]))
+    chain = chains.Chain(G, run.cfg, run.device, args.line_art, run.autocast)
+    l1s, rows, video = [], [], metrics_lib.VideoMetrics()
+    for i, path in enumerate(run.val_shot[:args.val_frames]):
+        given = given_line_art(args, run.val_root, path)
+        small = data_lib.resize(utils.read_rgb(path), args.image_size)
+        line = data_lib.make_line_art(small, args.line_art, given)
+        target = data_lib.to_tensor(small)[None].to(run.device)
+        if i == 0:
+            chain.start(chains.Source.of(small, line, run.device) if run.cfg.reference else None)
+        out = chain.step(line)
+        l1s.append(F.l1_loss(out, target).item())
+        video.update(data_lib.to_uint8(out[0]), small)
         if i < 6:
-            rows.append(np.concatenate([data_lib.to_uint8(t[0]) for t in (line, prev, target)], 1))
+            rows.append(np.concatenate([np.repeat(line[..., None], 3, 2), data_lib.to_uint8(out[0]), small], 1))
     G.train()
-    sample = Path(args.run_dir) / "samples" / f"val_step_{state['step']:08d}.png"
+    sample = Path(args.run_dir) / "samples" / f"val_step_{progress.step:08d}.png"
     utils.write_image(sample, np.concatenate(rows, 0))
     result = video.result()
     return {"val_l1": float(np.mean(l1s)), "val_psnr": result["psnr"], "val_ssim": result["ssim"],
             "val_tc_ratio": result["tc_ratio"], "val_sample": str(sample)}
 
 
-def given_line_art(args, frame_path):
+def given_line_art(args, val_root, frame_path):
     if args.line_art != "given":
         return None
-    return data_lib.read_given_line_art(frame_path, args.line_root, args.val_root)
+    return data_lib.read_given_line_art(frame_path, args.line_root, val_root)
 
 
 # ----------------------------------------------------------------------------- logging
@@ -375,14 +514,15 @@ class Logger:
 
 
 # ----------------------------------------------------------------------------- main loop
-def prepare(args):
-    """Everything the loop needs, in one dict: data, networks, optimisers, VGG, counters."""
+def prepare(args) -> tuple[Run, Nets]:
+    """Everything the loop needs: the fixed run context, and the networks with their optimisers."""
     rank, world, device = setup_distributed(args.device)
     train_dir, train_shots, val_dir, val_shots = resolve_data(args)
-    args.val_root = str(val_dir)
-    ds, sampler, loader = build_loader(args, train_dir, train_shots, rank, world, device)
-    cfg, G, D, opt_g, opt_d = build_models(args, device)
+    cfg = model_config(args)
+    ds, sampler, loader = build_loader(args, cfg, train_dir, train_shots, rank, world, device)
+    nets = build_nets(args, cfg, device)
     vgg = losses.load_vgg19(args.vgg_weights).to(device)
+    G, D = nets.generator, nets.discriminator
     if device.type == "cuda":  # channels_last: tensor cores read NHWC without transposes
         G, D, vgg = (m.to(memory_format=torch.channels_last) for m in (G, D, vgg))
     if args.compile:
@@ -390,146 +530,295 @@ def prepare(args):
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
         G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
+    nets.generator, nets.discriminator = G, D
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     g_loss = losses.GeneratorLoss(vgg, args.gan_loss, adv=args.adv_weight, l1=args.l1_weight,
                                   content=args.content_weight, style=args.style_weight)
-    scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
-    return {"rank": rank, "world": world, "device": device, "ds": ds, "sampler": sampler,
-            "loader": loader, "val_shot": utils.list_frames(val_shots[0]) if val_shots else None,
-            "cfg": cfg, "G": G, "D": D, "opt_g": opt_g, "opt_d": opt_d, "vgg": vgg, "scaler": scaler,
-            "g_loss": g_loss, "autocast": autocast_context(device, args.amp),
-            "step": 0, "epoch": 0, "consumed": 0, "best_psnr": None,
-            "n_train_shots": len(train_shots), "n_val_shots": len(val_shots)}
+    run = Run(args=args, rank=rank, world=world, device=device, cfg=cfg, ds=ds, sampler=sampler,
+              loader=loader, val_shot=utils.list_frames(val_shots[0]) if val_shots else None,
+              val_root=Path(val_dir), g_loss=g_loss, autocast=utils.autocast_context(device, args.amp),
+              vgg_random=getattr(vgg, "is_random", False), n_train_shots=len(train_shots),
+              n_val_shots=len(val_shots))
+    return run, nets
 
 
-def total_steps(args, state) -> int:
-    per_epoch = math.ceil(len(state["ds"]) / (args.batch_size * state["world"]))
+def total_steps(run: Run) -> int:
+    args = run.args
+    per_epoch = math.ceil(len(run.ds) / (args.batch_size * run.world))
     steps = per_epoch * args.epochs
     return min(steps, args.max_steps) if args.max_steps is not None else steps
 
 
-def announce(args, state, total):
-    G = unwrap(state["G"])
-    lines = [f"train: {len(state['ds'])} frames in {state['n_train_shots']} shot(s); validation: "
-             f"{state['n_val_shots']} shot(s); {state['world']} process(es) on {state['device']}",
-             f"generator {state['cfg'].generator}: {models.count_parameters(G) / 1e6:.2f} M parameters; "
-             f"{total} steps of batch {args.batch_size} x {state['world']}"]
-    if getattr(state["vgg"], "is_random", False):
+def announce(run: Run, nets: Nets, total: int) -> None:
+    args, cfg = run.args, run.cfg
+    G = unwrap(nets.generator)
+    lines = [f"train: {len(run.ds)} frames in {run.n_train_shots} shot(s); validation: "
+             f"{run.n_val_shots} shot(s); {run.world} process(es) on {run.device}",
+             f"generator {cfg.generator}: {models.count_parameters(G) / 1e6:.2f} M parameters "
+             f"(propagate {cfg.propagate}, reference {cfg.reference}, warp {cfg.warp}); "
+             f"{total} steps of batch {args.batch_size} x {run.world}"]
+    if run.vgg_random:
         lines.append("WARNING: VGG19 has RANDOM weights (--vgg_weights random): perceptual and style "
                      "losses are not ImageNet features; use this for smoke runs only")
     for line in lines:
         tqdm.write(line)
 
 
-def train(args, state) -> int:
-    total, is_main = total_steps(args, state), state["rank"] == 0
-    logger = Logger(args, is_main)
-    vgg_note = "random" if getattr(state["vgg"], "is_random", False) else args.vgg_weights
-    if is_main:
-        announce(args, state, total)
-    bar = tqdm(total=total, initial=state["step"], disable=not is_main, dynamic_ncols=True, unit="step")
-    seen, t0, end_of_run = 0, time.time(), False
+class StopRequest:
+    """Ctrl-C (SIGINT) and SIGTERM (what SLURM, Kubernetes and torchrun send before they kill a
+    job) only set a flag; the loop finishes the step it is in, saves a checkpoint there and exits,
+    so that ``--resume auto`` continues exactly. Under DDP the ranks agree on the step to stop at
+    (an all-reduce each step). A second Ctrl-C stops at once, saving nothing."""
+
+    EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+    def __init__(self):
+        self.signum, self._previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.EXIT_CODES:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum, frame):
+        if self.signum == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = self.signum or signum
+
+    def agreed(self, run: Run) -> int | None:
+        """The signal every rank stops for, or None to go on."""
+        if run.world == 1:
+            return self.signum
+        flag = torch.tensor([float(self.signum or 0)], device=run.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item()) or None
+
+
+def ignore_stop_signals(_worker_id=None) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the main process, which finishes its step."""
+    for signum in StopRequest.EXIT_CODES:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def train(run: Run, nets: Nets, progress: Progress) -> int:
+    args = run.args
+    total = total_steps(run)
+    logger = Logger(args, run.is_main)
+    health = Health(run.device)
+    if run.is_main:
+        announce(run, nets, total)
+    bar = tqdm(total=total, initial=progress.step, disable=not run.is_main, dynamic_ncols=True, unit="step")
     try:
-        while state["step"] < total and not end_of_run:
-            state["sampler"].set_epoch(state["epoch"])
-            state["sampler"].consumed = state["consumed"]
-            state["ds"].set_epoch(state["epoch"])
-            for batch in state["loader"]:
-                update_d = state["step"] % args.d_every == 0
-                logs = gan_step(batch, state, args, update_d)
-                state["step"] += 1
-                state["consumed"] += len(batch["index"]) * state["world"]
-                seen += len(batch["index"]) * state["world"]
-                rate = seen / max(time.time() - t0, 1e-9)
-                end_of_run = state["step"] >= total or out_of_time(args, t0, state)
-                if state["step"] % args.log_every == 0 or end_of_run:
-                    record = {k: float(v) for k, v in logs.items()}
-                    bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in record.items()}
-                                    | {"img/s": f"{rate:.1f}"})
-                    logger.log(state["step"], record | {"epoch": state["epoch"], "img_per_s": rate,
-                                                         "vgg": vgg_note})
-                bar.update(1)
-                if args.val_every and state["step"] % args.val_every == 0 and not end_of_run:
-                    evaluate_and_save(args, state, logger, best_only=True)
-                if state["step"] % args.save_every == 0 and not end_of_run and is_main:
-                    save_checkpoint(state, args)
-                if end_of_run:
-                    break
-            else:
-                state["epoch"], state["consumed"] = state["epoch"] + 1, 0
-                if state["step"] < total:
-                    evaluate_and_save(args, state, logger)
-        evaluate_and_save(args, state, logger)
-        if is_main:
-            export = Path(args.run_dir) / "generator.pt"
-            utils.atomic_torch_save(models.generator_export(unwrap(state["G"]), state["cfg"], args.image_size,
-                                                            args.line_art), export)
-            tqdm.write(f"done: {export} (generator only; test.py --checkpoint {export})")
-    except KeyboardInterrupt:
-        if is_main:
-            path = save_checkpoint(state, args)
-            tqdm.write(f"interrupted: saved {path}; continue with --resume auto")
+        with StopRequest() as stop:
+            return loop(run, nets, progress, health, logger, bar, stop, total)
+    except KeyboardInterrupt:  # a second Ctrl-C, inside a step: nothing consistent to save
+        tqdm.write(f"interrupted inside step {progress.step + 1}: nothing saved (continue from the last "
+                   "checkpoint with --resume auto)")
         return 130
     finally:
         bar.close()
+
+
+def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
+    args = run.args
+    vgg_note = "random" if run.vgg_random else args.vgg_weights
+    seen, t0, end_of_run = 0, time.time(), False
+    while progress.step < total and not end_of_run:
+        run.sampler.set_epoch(progress.epoch)
+        run.sampler.consumed = progress.consumed
+        run.ds.set_epoch(progress.epoch)
+        for batch in run.loader:
+            health.step = progress.step + 1
+            logs = gan_step(batch, run, nets, health, update_d=progress.step % args.d_every == 0)
+            progress.step += 1
+            progress.consumed += len(batch["index"]) * run.world
+            seen += len(batch["index"]) * run.world
+            end_of_run = progress.step >= total or out_of_time(run, t0)
+            if progress.step % args.log_every == 0 or end_of_run:
+                health.check()
+                record = dict(zip(logs, torch.stack(list(logs.values())).tolist()))  # the one sync
+                rate = seen / max(time.time() - t0, 1e-9)  # honest: the device has caught up
+                bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in record.items()}
+                                | {"img/s": f"{rate:.1f}"})
+                logger.log(progress.step, record | {"epoch": progress.epoch, "img_per_s": rate,
+                                                    "vgg": vgg_note})
+            bar.update(1)
+            signum = stop.agreed(run)
+            if signum is not None:
+                return stopped(run, nets, progress, health, signum)
+            if args.val_every and progress.step % args.val_every == 0 and not end_of_run:
+                evaluate_and_save(run, nets, progress, health, logger, best_only=True)
+            if progress.step % args.save_every == 0 and not end_of_run and run.is_main:
+                save_checkpoint(run, nets, progress, health)
+            if end_of_run:
+                break
+        else:
+            progress.epoch, progress.consumed = progress.epoch + 1, 0
+            if progress.step < total:
+                evaluate_and_save(run, nets, progress, health, logger)
+    evaluate_and_save(run, nets, progress, health, logger)
+    if run.is_main:
+        export = Path(args.run_dir) / "generator.pt"
+        health.check()
+        utils.atomic_torch_save(models.generator_export(unwrap(nets.generator), run.cfg, args.image_size,
+                                                        args.line_art), export)
+        tqdm.write(f"done: {export} (generator only; test.py --checkpoint {export})")
     return 0
 
 
-def out_of_time(args, t0: float, state) -> bool:
+def stopped(run: Run, nets: Nets, progress: Progress, health: Health, signum: int) -> int:
+    """Save where every rank stopped (rank 0 writes) and return the signal's exit code."""
+    name = signal.Signals(signum).name
+    if run.is_main:
+        path = save_checkpoint(run, nets, progress, health)
+        tqdm.write(f"{name}: stopped after step {progress.step} and saved {path}; continue with --resume auto")
+    if run.world > 1:
+        dist.barrier()
+    return StopRequest.EXIT_CODES[signum]
+
+
+def out_of_time(run: Run, t0: float) -> bool:
     """``--max_minutes`` spent? Rank 0's clock decides, so every rank stops at the same step."""
-    if args.max_minutes is None:
+    if run.args.max_minutes is None:
         return False
-    flag = torch.tensor([float(time.time() - t0 > 60 * args.max_minutes)], device=state["device"])
-    if state["world"] > 1:
-        dist.broadcast(flag, 0)
+    late = time.time() - t0 > 60 * run.args.max_minutes
+    if run.world == 1:
+        return late
+    flag = torch.tensor([float(late)], device=run.device)
+    dist.broadcast(flag, 0)
     return bool(flag.item())
 
 
-def evaluate_and_save(args, state, logger, best_only=False) -> None:
+def evaluate_and_save(run: Run, nets: Nets, progress: Progress, health: Health, logger,
+                      best_only=False) -> None:
     """Rank 0 validates, keeps best.pt by validation PSNR and writes a step checkpoint."""
-    if state["rank"] != 0:
+    if not run.is_main:
         return
-    if state["val_shot"]:
-        record = validate(state, args, state["val_shot"])
-        logger.log(state["step"], record | {"epoch": state["epoch"]})
-        tqdm.write(f"step {state['step']}: validation L1 {record['val_l1']:.4f}  "
+    health.check()
+    if run.val_shot:
+        record = validate(run, nets, progress)
+        logger.log(progress.step, record | {"epoch": progress.epoch})
+        tqdm.write(f"step {progress.step}: validation L1 {record['val_l1']:.4f}  "
                    f"PSNR {record['val_psnr']:.2f} dB  ({record['val_sample']})")
-        if state["best_psnr"] is None or record["val_psnr"] > state["best_psnr"]:
-            state["best_psnr"] = record["val_psnr"]
-            save_checkpoint(state, args, name="best.pt")
+        if progress.best_psnr is None or record["val_psnr"] > progress.best_psnr:
+            progress.best_psnr = record["val_psnr"]
+            save_checkpoint(run, nets, progress, health, name="best.pt")
     if not best_only:
-        save_checkpoint(state, args)
+        save_checkpoint(run, nets, progress, health)
 
 
 def check_args(args) -> None:
+    """Every option that cannot work is refused here, before anything is read or written."""
     if not (args.data or (args.root and args.dataset)):
         raise UserError("give the training frames with --data DIR (or the original's --root and --dataset)")
     if args.line_art == "given" and not args.line_root:
         raise UserError("--line_art given needs --line_root, the folder of real line art")
-    if not 0.0 <= args.prev_prob <= 1.0:
-        raise UserError("--prev_prob must be between 0 and 1")
-    if args.d_every < 1 or args.batch_size < 1 or args.keep_last < 1:
-        raise UserError("--d_every, --batch_size and --keep_last must be at least 1")
+    if args.line_root and args.line_art != "given":
+        raise UserError("--line_root is only read with --line_art given")
+    for name in ("prev_prob", "ref_prob", "rollout_prob", "reverse_prob"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise UserError(f"--{name} must be between 0 and 1, got {getattr(args, name)}")
+    at_least = {"d_every": 1, "batch_size": 1, "keep_last": 1, "save_every": 1, "log_every": 1,
+                "val_frames": 1, "epochs": 1, "image_size": 8, "ref_max_distance": 1, "num_workers": 0,
+                "seed": 0, "val_every": 0, "ndf": 1}
+    for name, low in at_least.items():
+        if getattr(args, name) < low:
+            raise UserError(f"--{name} must be at least {low}, got {getattr(args, name)}")
+    if args.max_steps is not None and args.max_steps < 1:
+        raise UserError(f"--max_steps must be at least 1, got {args.max_steps} (nothing would be trained)")
+    if args.max_minutes is not None and not args.max_minutes >= 0:
+        raise UserError(f"--max_minutes must be 0 or more, got {args.max_minutes}")
+    for name in ("lr_g", "lr_d"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            raise UserError(f"--{name} must be a positive number, got {getattr(args, name)}")
+    for name in ("adv_weight", "l1_weight", "content_weight", "style_weight"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
+            raise UserError(f"--{name} must be 0 or more, got {getattr(args, name)}")
+    if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
+        raise UserError(f"--beta1 and --beta2 must be in [0, 1), got {args.beta1}, {args.beta2}")
+    if not 0 <= args.val_fraction < 1:
+        raise UserError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
 
 
-def run_training(args) -> tuple[int, dict]:
-    """Train as ``main`` does and also return the final state (tests read every rank's weights)."""
+def check_image_size(args, nets: Nets) -> None:
+    G = unwrap(nets.generator)
+    multiple, smallest = getattr(G, "size_multiple", 1), getattr(G, "min_size", 1)
+    if args.image_size % multiple or args.image_size < smallest:
+        raise UserError(f"--image_size {args.image_size} does not fit the {args.generator} generator: it needs "
+                        f"a multiple of {multiple} of at least {smallest}")
+
+
+RUN_FILES = ("config.json", "log.jsonl", "generator.pt", "checkpoints", "samples", utils.RUN_MARKER)
+STEP_FILE = re.compile(r"step_(\d{8})\.pt")
+
+
+def check_run_dir(args, resume) -> None:
+    """A run folder holds one run: a new or empty folder starts one; a folder that holds a run
+    continues it only with --resume, and only from its newest step (an older one would mix two
+    histories and let --keep_last delete the new steps)."""
+    run_dir = Path(args.run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--run_dir {run_dir} is a file, not a folder")
+    existing = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if existing and resume is None:
+        if args.resume == "auto":
+            raise UserError(f"{run_dir} holds a run ({', '.join(existing)}) with no checkpoint to resume from: "
+                            "choose a new --run_dir")
+        raise UserError(f"{run_dir} already holds a training run ({', '.join(existing)}): continue it with "
+                        "--resume auto, or choose a new --run_dir")
+    if resume is None:
+        return
+    steps = sorted(int(m.group(1)) for p in checkpoint_dir(run_dir).glob("step_*.pt")
+                   if (m := STEP_FILE.fullmatch(p.name)))
+    resumed = Path(resume).resolve()
+    inside = checkpoint_dir(run_dir).resolve() in resumed.parents
+    if existing and not inside:
+        raise UserError(f"{run_dir} already holds another run: resume {resume} into a new --run_dir")
+    m = STEP_FILE.fullmatch(resumed.name)
+    if inside and m and steps and int(m.group(1)) < steps[-1]:
+        raise UserError(f"{resume} is older than the newest checkpoint of {run_dir} (step {steps[-1]}): "
+                        "resume an older step into a new --run_dir")
+
+
+def start_run_dir(args) -> None:
+    """Mark the folder as a train.py run (data discovery skips it) and clear the temporary files
+    that a save killed mid-write left behind; nothing else is touched."""
+    run_dir = Path(args.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / utils.RUN_MARKER).touch()
+    stale = utils.remove_stale_temp_files(checkpoint_dir(run_dir), r"step_\d{8}\.pt|best\.pt")
+    stale += utils.remove_stale_temp_files(run_dir, r"generator\.pt|config\.json")
+    if stale:
+        tqdm.write(f"removed {len(stale)} temporary file(s) left by an interrupted save")
+    utils.atomic_write_bytes(run_dir / "config.json",
+                             json.dumps(run_config(args) | {"model": model_config(args).to_dict()},
+                                        indent=2).encode())
+
+
+def run_training(args) -> tuple[int, Run, Nets]:
+    """Train as ``main`` does and also return the run and the networks (tests read every
+    rank's weights). Nothing is written before every check has passed."""
     check_args(args)
-    utils.seed_everything(args.seed)
-    state = prepare(args)
     resume = find_resume(args)
-    if resume is not None:
-        restore(state, resume)
-        if state["rank"] == 0:
-            tqdm.write(f"resumed from {resume} at step {state['step']} (epoch {state['epoch']})")
-    if state["rank"] == 0:
-        Path(args.run_dir).mkdir(parents=True, exist_ok=True)
-        utils.atomic_write_bytes(Path(args.run_dir) / "config.json",
-                                 json.dumps(run_config(args) | {"model": state["cfg"].to_dict()},
-                                            indent=2).encode())
+    check_run_dir(args, resume)
+    utils.seed_everything(args.seed)
+    run, nets = prepare(args)
     try:
-        return train(args, state), state
+        check_image_size(args, nets)
+        progress = Progress()
+        if resume is not None:
+            progress = restore(run, nets, resume)
+            if run.is_main:
+                tqdm.write(f"resumed from {resume} at step {progress.step} (epoch {progress.epoch})")
+        if run.is_main:
+            start_run_dir(args)
+        return train(run, nets, progress), run, nets
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

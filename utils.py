@@ -26,19 +26,42 @@ import cv2
 import numpy as np
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+# The one list of video extensions: FrameExtraction.py and test.py accept the same files.
+VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv",
+              ".flv", ".ts", ".m2ts")
 _TRAILING_NUMBER = re.compile(r"(\d+)$")
+# Marker files that say "this folder was written by this project": a test.py output, a
+# train.py run folder. Data discovery never reads them as shots, and --overwrite replaces only
+# a folder that carries the right one.
+OUTPUT_MARKER = ".tcvc-output"
+RUN_MARKER = ".tcvc-run"
+PARTIAL_MARKER = ".tcvc-partial"
 
 
 class UserError(Exception):
     """A problem with the user's input: reported as one line, never as a traceback."""
 
+    def __init__(self, *args, message=None):
+        # A DataLoader worker's error is raised again in the main process as
+        # UserError(message="Caught UserError in DataLoader worker ...<traceback>"): keep only
+        # the original message, the traceback's last line, so it still prints as one line.
+        if message is not None:
+            last = [line for line in str(message).splitlines() if line.strip()][-1:] or [""]
+            args = (last[0].split("UserError: ", 1)[-1],)
+        super().__init__(*args)
+
 
 def run_cli(main, args) -> None:
-    """Run ``main(args)`` and turn a ``UserError`` into one line on stderr and exit code 2."""
+    """Run ``main(args)``; a ``UserError`` or an operating-system error (a read-only or full
+    disk, a missing permission) becomes one line on stderr and exit code 2."""
     try:
         code = main(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        where = f": {err.filename}" if err.filename else ""
+        print(f"error: cannot write or read{where}: {err.strerror or err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -70,29 +93,57 @@ def list_frames(folder) -> list[Path]:
     return sorted(frames, key=lambda p: (frame_number(p), natural_key(p.name)))
 
 
-def find_shot_dirs(root) -> list[Path]:
+def find_shot_dirs(root, report=True) -> list[Path]:
     """Every folder under ``root`` (itself included) that holds numbered frames, in natural order.
 
-    Raises ``UserError`` with a clear message when ``root`` is missing, holds no images, or
-    holds only images without a frame number.
+    Each real folder is visited once, however symbolic links loop back. Skipped, and named in
+    one note on stderr (``report``): hidden folders (``.x``, among them the ``.NAME.partial``
+    folders of an interrupted run) and this project's own outputs, a train.py run folder or a
+    test.py output folder, with everything inside them. Raises ``UserError`` with a clear
+    message when ``root`` is missing, holds no images, or holds only images without a number.
     """
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root} is not a folder")
-    shots, unnumbered = [], []
+    shots, unnumbered, skipped, seen = [], [], [], set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort(key=natural_key)
-        images = [f for f in filenames if is_image(f)]
+        real = os.stat(dirpath)
+        if (real.st_dev, real.st_ino) in seen:  # a symlink back to a folder already read
+            dirnames[:] = []
+            continue
+        seen.add((real.st_dev, real.st_ino))
+        kept = []
+        for name in sorted(dirnames, key=natural_key):
+            why = _skip_reason(Path(dirpath) / name)
+            if why:
+                skipped.append(f"{Path(dirpath, name).relative_to(root)} ({why})")
+            else:
+                kept.append(name)
+        dirnames[:] = kept
+        images = [f for f in filenames if is_image(f) and not f.startswith(".")]
         if any(frame_number(f) is not None for f in images):
             shots.append(Path(dirpath))
         elif images:
             unnumbered.append(Path(dirpath))
+    if skipped and report:
+        print(f"note: skipped {len(skipped)} folder(s) under {root}: {', '.join(skipped[:5])}"
+              + (" ..." if len(skipped) > 5 else ""), file=sys.stderr)
     if not shots:
         if unnumbered:
             raise UserError(f"{root} holds images but none is numbered (expected names like "
                             f"frame0001.png), e.g. in {unnumbered[0]}")
         raise UserError(f"{root} holds no image frames")
     return sorted(shots, key=lambda p: natural_key(p.relative_to(root).as_posix()))
+
+
+def _skip_reason(folder: Path) -> str | None:
+    if folder.name.startswith("."):
+        return "partial" if folder.name.endswith(".partial") else "hidden"
+    if (folder / RUN_MARKER).is_file():
+        return "a train.py run folder"
+    if (folder / OUTPUT_MARKER).is_file():
+        return "a test.py output"
+    return None
 
 
 # ----------------------------------------------------------------------------- image I/O
@@ -161,15 +212,48 @@ def encode_image(image: np.ndarray, ext: str = ".png", jpeg_quality: int = 95) -
     return buf.tobytes()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once: os.umask can only be read by setting it, which must not race with writer threads.
+_FILE_MODE = 0o666 & ~_umask()
+TMP_SUFFIX = ".tmp"
+
+
+def temp_name_pattern(name_regex: str) -> re.Pattern:
+    """The names ``atomic_write_bytes`` gives its temporary files for final names matching
+    ``name_regex`` (a regular expression; ``re.escape`` a plain name)."""
+    return re.compile(rf"\.(?:{name_regex})\.[A-Za-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}")
+
+
+def remove_stale_temp_files(folder, name_regex: str) -> list[Path]:
+    """Delete the temporary files that a killed ``atomic_write_bytes`` left in ``folder`` for
+    final names matching ``name_regex`` (and only those: nothing else matches). Returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = temp_name_pattern(name_regex)
+    stale = [p for p in folder.iterdir() if p.is_file() and pattern.fullmatch(p.name)]
+    for p in stale:
+        p.unlink()
+    return stale
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename,
-    so that a crash never leaves a half-written file under the final name."""
+    so that a crash never leaves a half-written file under the final name. The file gets the
+    mode any other tool would give it under the user's umask (0644 under umask 022), not the
+    0600 of a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -199,6 +283,8 @@ def read_checkpoint(path) -> dict:
     or foreign file (torch raises many exception types for those)."""
     import torch
 
+    if Path(path).is_dir():
+        raise UserError(f"checkpoint {path} is a folder, not a checkpoint file")
     if not Path(path).is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
@@ -224,6 +310,18 @@ def resolve_device(name: str = "auto"):
         raise UserError("--device cuda was asked for but no CUDA GPU is available "
                         "(use --device cpu or auto)")
     return torch.device(name)
+
+
+def autocast_context(device, amp: str):
+    """nanoGPT's single switch for mixed precision, shared by training and inference: bf16 or
+    fp16 autocast on CUDA; ``off``, and every CPU run, stay fp32."""
+    import contextlib
+
+    import torch
+
+    if amp == "off" or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 def seed_everything(seed: int) -> None:

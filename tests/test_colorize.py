@@ -190,3 +190,40 @@ def test_missing_and_foreign_checkpoints_give_one_line(tmp_path, frame_factory):
         lines = [line for line in res.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0], res.stderr
         assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- old and new checkpoints
+LEGACY_CONFIG = {"generator": "unet", "in_channels": 4, "out_channels": 3, "ngf": 8, "n_blocks": 2,
+                 "depth": 4, "ndf": 64, "d_in_channels": 7}  # as saved before propagation existed
+
+
+def test_checkpoint_from_before_propagation_runs_as_it_did(tmp_path, frame_factory):
+    torch.manual_seed(0)
+    legacy = models.UNetGenerator(in_channels=4, ngf=8).eval()  # the network those files hold
+    torch.save({"format": "tcvc-generator-1", "generator": legacy.state_dict(), "model_config": LEGACY_CONFIG,
+                "image_size": SIZE, "line_art": "canny"}, tmp_path / "old.pt")
+    write_shot(tmp_path / "in", frame_factory, 2)
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", tmp_path / "old.pt", "--no_metrics"))
+    # frame 0 by hand: cat(line art, black) through the old network
+    small = colorize_cli.data_lib.resize(frame_factory(0, 40, 40, 0), SIZE)
+    line = colorize_cli.data_lib.to_tensor(colorize_cli.data_lib.make_line_art(small, "canny"))[None]
+    with torch.no_grad():
+        expected = colorize_cli.data_lib.to_uint8(legacy(torch.cat([line, torch.zeros(1, 3, SIZE, SIZE)], 1))[0])
+    got = utils.read_rgb(tmp_path / "out" / "frame_000.png")
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+
+
+def test_new_checkpoint_with_keyframe_and_a_mislabelled_one(tmp_path, frame_factory):
+    cfg = models.ModelConfig(ngf=8)
+    torch.save(models.generator_export(models.build_generator(cfg), cfg, SIZE, "canny"), tmp_path / "new.pt")
+    write_shot(tmp_path / "in", frame_factory, 3)
+    utils.write_image(tmp_path / "key.png", frame_factory(0, 40, 40, 0))
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", tmp_path / "new.pt", "--reference",
+                               str(tmp_path / "key.png")))
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["overall"]["frames"] == 3
+    # weights of the old network under a config that claims the new one: one clear line
+    torch.save({"format": "tcvc-generator-1", "generator": models.UNetGenerator(4, ngf=8).state_dict(),
+                "model_config": cfg.to_dict(), "image_size": SIZE, "line_art": "canny"}, tmp_path / "bad.pt")
+    res = run_cli("--checkpoint", tmp_path / "bad.pt", "--input", tmp_path / "in", "--output", tmp_path / "o2")
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 2 and len(lines) == 1 and "do not fit" in lines[0], res.stderr

@@ -369,3 +369,101 @@ def test_to_uint8_inverts_to_tensor_and_spreads_line_art_to_rgb(frame_factory):
     assert (dataset.to_uint8(dataset.to_tensor(rgb)) == rgb).all()
     grey = rgb[..., 0]
     assert (dataset.to_uint8(dataset.to_tensor(grey)) == np.repeat(grey[..., None], 3, 2)).all()
+
+
+# ----------------------------------------------------------------------------- extended samples
+def extended(tmp_path, frame_factory, n=6, **kwargs):
+    frames = write_shot(tmp_path / "shot", [f"f{k}.png" for k in range(n)], frame_factory, size=32)
+    kwargs = {"image_size": 32, "train": False, "extended": True, "prev_prob": 1.0, **kwargs}
+    return frames, dataset.TripletDataset([tmp_path / "shot"], **kwargs)
+
+
+def which(frames, image):
+    """Index of the frame a (3, S, S) float tensor shows, or None (black)."""
+    for k, frame in enumerate(frames):
+        if torch.equal(image, as_tensor(frame)):
+            return k
+    assert image.abs().sum() == 0, "neither a frame of the shot nor black"
+    return None
+
+
+def test_extended_sample_keys_shapes_and_forward_chain(tmp_path, frame_factory):
+    frames, ds = extended(tmp_path, frame_factory, rollout_prob=1.0, ref_prob=1.0)
+    sample = ds[3]
+    shapes = {"line": (1, 32, 32), "target": (3, 32, 32), "prev": (3, 32, 32), "prev_line": (1, 32, 32),
+              "flow": (2, 32, 32), "prev2": (3, 32, 32), "prev2_line": (1, 32, 32), "flow2": (2, 32, 32),
+              "ref": (3, 32, 32), "ref_line": (1, 32, 32), "ref_flow": (2, 32, 32), "ref_flow2": (2, 32, 32)}
+    assert {k: tuple(sample[k].shape) for k in shapes} == shapes
+    assert which(frames, sample["target"]) == 3
+    assert which(frames, sample["prev"]) == 2 and which(frames, sample["prev2"]) == 1
+    assert sample["rollout"] == 1 and sample["has_prev"] == 1 and sample["has_prev2"] == 1
+    ref = which(frames, sample["ref"])
+    assert sample["has_ref"] == 1 and ref is not None and ref != 3
+    line_prev = dataset.make_line_art(frames[2], "canny")
+    assert torch.equal(sample["prev_line"][0], torch.from_numpy(line_prev).float() / 255)
+    expected = dataset.line_flow(dataset.make_line_art(frames[3], "canny"), line_prev, "canny")
+    assert torch.allclose(sample["flow"], torch.from_numpy(expected).permute(2, 0, 1))
+    # the first frame has no previous frame: no rollout, nothing but zeros in their place
+    first = ds[0]
+    assert first["rollout"] == 0 and first["has_prev"] == 0 and which(frames, first["prev"]) is None
+    assert first["prev_line"].abs().sum() == 0 and first["flow"].abs().sum() == 0
+    # frame 1 rolls out from frame 0, whose own previous frame does not exist
+    assert ds[1]["rollout"] == 1 and ds[1]["has_prev2"] == 0 and which(frames, ds[1]["prev"]) == 0
+
+
+def test_reversed_chains_take_frame_t_plus_1_as_previous(tmp_path, frame_factory):
+    frames, ds = extended(tmp_path, frame_factory, rollout_prob=1.0, reverse_prob=1.0)
+    sample = ds[2]
+    assert which(frames, sample["prev"]) == 3 and which(frames, sample["prev2"]) == 4
+    assert ds[5]["has_prev"] == 0  # the last frame has no "previous" frame backward in time
+    assert which(frames, ds[4]["prev"]) == 5 and ds[4]["has_prev2"] == 0
+
+
+def test_keyframes_come_from_the_same_shot_within_the_distance(tmp_path, frame_factory):
+    frames, ds = extended(tmp_path, frame_factory, n=10, ref_prob=1.0, ref_max_distance=2)
+    refs = set()
+    for epoch in range(6):
+        ds.set_epoch(epoch)
+        for i in range(10):
+            ref = which(frames, ds[i]["ref"])  # eval crops are whole frames: exact identification
+            assert ref is not None and ref != i and abs(ref - i) <= 2
+            refs.add(ref - i)
+    assert refs == {-2, -1, 1, 2}
+    _, half = extended(tmp_path / "b", frame_factory, n=10, ref_prob=0.5)
+    present = []
+    for epoch in range(12):
+        half.set_epoch(epoch)
+        for i in range(10):
+            sample = half[i]
+            present.append(sample["has_ref"].item())
+            if not present[-1]:
+                assert sample["ref"].abs().sum() == 0 and sample["ref_line"].abs().sum() == 0
+    assert 0.3 < np.mean(present) < 0.7
+
+
+def test_identical_line_art_gets_an_exact_zero_flow():
+    line = np.full((16, 16), 255, np.uint8)
+    line[4:12, 8] = 0
+    assert not dataset.line_flow(line, line).any()
+    moved = np.roll(line, 2, axis=1)
+    flow = dataset.line_flow(line, moved)  # moved(x) = line(x - 2): frame t's pixel x is at x + 2
+    assert abs(np.median(flow[4:12, 6:11, 0]) - 2) < 0.5
+    assert dataset.flow_image(np.full((8, 8), 255, np.uint8), "canny").max() == 255  # no line at all
+
+
+def test_extended_samples_are_deterministic_and_uint8_matches(tmp_path, frame_factory):
+    kwargs = {"rollout_prob": 0.5, "ref_prob": 0.5, "reverse_prob": 0.5, "train": True, "seed": 3}
+    frames, ds = extended(tmp_path, frame_factory, **kwargs)
+    _, ds_u8 = extended(tmp_path, frame_factory, uint8=True, **kwargs)
+    for epoch in (0, 1):
+        ds.set_epoch(epoch), ds_u8.set_epoch(epoch)
+        for i in (5, 0, 3):
+            a, b, c = ds[i], ds[i], ds_u8[i]
+            assert all(torch.equal(a[k], b[k]) for k in a)
+            for key in a:
+                if c[key].dtype == torch.uint8:
+                    assert torch.allclose(dataset.to_device(c[key][None], "cpu")[0], a[key], atol=1e-6)
+                elif c[key].dtype == torch.float16:  # flows travel as float16
+                    assert torch.allclose(c[key].float(), a[key], atol=0.05)
+                else:
+                    assert torch.equal(c[key], a[key])

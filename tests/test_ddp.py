@@ -20,16 +20,16 @@ def _worker(rank, world, port, argv, out_dir):
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
     args = train.build_parser().parse_args(argv)
-    code, state = train.run_training(args)
-    torch.save({"code": code, "G": train.unwrap(state["G"]).state_dict(),
-                "D": train.unwrap(state["D"]).state_dict(), "grads": last_grads(state)},
+    code, run, nets = train.run_training(args)
+    torch.save({"code": code, "G": train.unwrap(nets.generator).state_dict(),
+                "D": train.unwrap(nets.discriminator).state_dict(), "grads": last_grads(nets)},
                os.path.join(out_dir, f"rank{rank}.pt"))
 
 
-def last_grads(state) -> dict:
+def last_grads(nets) -> dict:
     """Gradients of the last step (DDP-averaged under DDP), still held in ``.grad``."""
-    return {f"{net}.{name}": p.grad.clone() for net in ("G", "D")
-            for name, p in train.unwrap(state[net]).named_parameters()}
+    return {f"{tag}.{name}": p.grad.clone() for tag, net in (("G", nets.generator), ("D", nets.discriminator))
+            for name, p in train.unwrap(net).named_parameters()}
 
 
 def argv_for(data, run_dir, steps, batch, resume=None):
@@ -42,9 +42,9 @@ def argv_for(data, run_dir, steps, batch, resume=None):
 def run_single(argv):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         os.environ.pop(key, None)
-    code, state = train.run_training(train.build_parser().parse_args(argv))
+    code, run, nets = train.run_training(train.build_parser().parse_args(argv))
     assert code == 0
-    return train.unwrap(state["G"]).state_dict(), last_grads(state)
+    return train.unwrap(nets.generator).state_dict(), last_grads(nets)
 
 
 def relative_gap(a, b) -> float:
@@ -89,7 +89,7 @@ def test_two_gloo_ranks_match_each_other_and_one_process(tmp_path, frame_factory
     g_resumed, _ = run_single(argv_for(data, tmp_path / "resumed", 3, 2,
                                        resume=str(ddp_run / "checkpoints" / "step_00000001.pt")))
     ckpt = torch.load(tmp_path / "resumed" / "checkpoints" / "step_00000003.pt", weights_only=True)
-    assert ckpt["step"] == 3 and ckpt["consumed"] == 2 + 2 * 2
+    assert ckpt["progress"]["step"] == 3 and ckpt["progress"]["consumed"] == 2 + 2 * 2
 
 
 def test_resumable_sampler_continues_across_world_sizes():

@@ -18,6 +18,13 @@ def test_demo_runs_end_to_end_and_is_honest_about_vgg(tmp_path, frame_factory, m
     assert demo.main(args) == 0
     out = tmp_path / "out"
     summary = (out / "SUMMARY.md").read_text()
-    assert "RANDOM VGG" in summary and "| 6 |" in summary  # frames 10..15 were colorized
+    assert "RANDOM VGG" in summary
+    # frames 10..15 were coloured from the first frame of each shot as its keyframe; the frames
+    # after it are scored, next to the copied keyframe
+    n_shots = len(list((out / "frames").glob("shot_*")))
+    scored = 6 - n_shots
+    assert f"| model (from the keyframe) | {scored} |" in summary
+    assert f"| copy_keyframe (no model) | {scored} |" in summary
+    assert "copying the keyframe onto every frame" in summary
     assert Image.open(out / "side_by_side.gif").n_frames == 6
     assert cv2.VideoCapture(str(out / "side_by_side.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 6

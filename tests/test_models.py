@@ -35,8 +35,9 @@ def resnet():
 
 def test_unet_output_shape_and_range():
     torch.manual_seed(0)
-    net = models.build_generator(models.ModelConfig())
-    x = torch.rand(2, 4, 32, 64)
+    cfg = models.ModelConfig()
+    net = models.build_generator(cfg)
+    x = torch.rand(2, cfg.in_channels, 32, 64)
     y = net(x)
     assert y.shape == (2, 3, 32, 64)
     assert 0 <= y.min() and y.max() <= 1 and y.std() > 0
@@ -171,3 +172,115 @@ def test_main_prints_every_network(capsys):
     assert models.main(models.build_parser().parse_args(["--image_size", "32"])) == 0
     out = capsys.readouterr().out
     assert "10,774,595" in out and "2,767,872" in out and "unet generator" in out
+
+
+# ----------------------------------------------------------------------------- propagation
+def test_config_defaults_and_legacy_configs():
+    unet, resnet = models.ModelConfig(), models.ModelConfig("resnet")
+    assert (unet.propagate, unet.reference, unet.warp, unet.in_channels) == (True, True, "flow", 11)
+    assert (resnet.propagate, resnet.reference, resnet.warp, resnet.in_channels) == (False, False, "none", 4)
+    assert models.ModelConfig(reference=False).in_channels == 6
+    # a config saved before propagation existed is the plain U-Net fed cat(line art, previous)
+    old = {"generator": "unet", "in_channels": 4, "out_channels": 3, "ngf": 8, "n_blocks": 2, "depth": 4,
+           "ndf": 64, "d_in_channels": 7}
+    legacy = models.ModelConfig.from_dict(old)
+    assert (legacy.propagate, legacy.reference, legacy.warp, legacy.in_channels) == (False, False, "none", 4)
+    assert models.ModelConfig.from_dict(unet.to_dict()) == unet
+    with pytest.raises(utils.UserError, match="original network"):
+        models.ModelConfig("resnet", reference=True)
+    with pytest.raises(utils.UserError, match="not a dict"):
+        models.ModelConfig.from_dict("unet")
+
+
+def test_legacy_unet_state_dict_is_unchanged():
+    """The legacy config builds the very network older checkpoints hold: same keys and shapes."""
+    legacy = models.build_generator(models.ModelConfig(propagate=False, reference=False, warp="none", ngf=8))
+    new = models.build_generator(models.ModelConfig(ngf=8))
+    assert legacy.head.weight.shape == (3, 8, 3, 3) and legacy.stem[0][0].weight.shape[1] == 4
+    assert new.head.weight.shape == (3 + 3, 8 + 11, 3, 3)  # colour + 3 logits; features + raw input
+    assert _layout(legacy)[:-2] != _layout(new)[:-2]
+
+
+def test_warp_zero_flow_is_identity_and_shift_moves_pixels():
+    torch.manual_seed(0)
+    image = torch.rand(1, 3, 8, 10)
+    zero = torch.zeros(1, 2, 8, 10)
+    assert torch.allclose(models.warp(image, zero), image, atol=1e-5)
+    flow = torch.zeros(1, 2, 8, 10)
+    flow[:, 0] = 2.0  # out(x) = image(x + 2)
+    assert torch.allclose(models.warp(image, flow)[..., :8], image[..., 2:], atol=1e-5)
+    assert torch.allclose(models.warp(image, flow)[..., 9], image[..., 9], atol=1e-5)  # border repeated
+
+
+def test_reference_input_shapes_and_absent_sources():
+    cfg = models.ModelConfig(warp="none")
+    b, s = 2, 16
+    line, prev, ref = torch.rand(b, 1, s, s), torch.rand(b, 3, s, s), torch.rand(b, 3, s, s)
+    x = models.assemble_input(cfg, line, prev, torch.tensor([1.0, 0.0]), torch.rand(b, 1, s, s), None,
+                              ref, torch.rand(b, 1, s, s), torch.tensor([0.0, 1.0]), None)
+    assert x.shape == (b, 11, s, s)
+    assert torch.equal(x[0, models.PREV], prev[0]) and x[1, models.PREV].abs().sum() == 0
+    assert x[:, models.PREV_MASK].flatten(1).mean(1).tolist() == [1.0, 0.0]
+    assert x[:, models.REF_MASK].flatten(1).mean(1).tolist() == [0.0, 1.0]
+    assert x[0, models.REF].abs().sum() == 0 and torch.equal(x[1, models.REF], ref[1])
+    # no keyframe at all: zeros in its place, same layout
+    x2 = models.assemble_input(cfg, line, prev, torch.ones(b))
+    assert x2.shape == (b, 11, s, s) and x2[:, 6:].abs().sum() == 0
+    legacy = models.ModelConfig(propagate=False, reference=False, warp="none")
+    assert models.assemble_input(legacy, line, prev, torch.ones(b)).shape == (b, 4, s, s)
+    net = models.build_generator(models.ModelConfig(ngf=8, depth=2))
+    assert net(x).shape == (b, 3, s, s)
+
+
+def test_absent_source_gets_no_weight():
+    """A blend can never copy a source marked absent, whatever the logits say."""
+    x = torch.zeros(1, 11, 4, 4)
+    x[:, models.PREV] = 1.0          # a white previous frame, marked absent
+    x[:, models.REF] = 0.5
+    x[:, models.REF_MASK] = 1.0      # a grey keyframe, present
+    head = torch.zeros(1, 6, 4, 4)
+    head[:, :3] = -20.0              # generated colour ~0
+    head[:, 4] = 50.0                # logits strongly favour the absent previous frame
+    out = models.blend_sources(head, x, reference=True)
+    assert torch.allclose(out, torch.full_like(out, 0.25), atol=1e-4)  # half black, half keyframe
+
+
+def _flat_colour_images(n, size, seed):
+    """Images of a few flat-coloured rectangles: colours that only a copy can reproduce exactly."""
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.empty(n, 3, size, size)
+    for i in range(n):
+        images[i] = torch.rand(3, 1, 1, generator=gen)
+        for _ in range(3):
+            y, x = torch.randint(0, size - 8, (2,), generator=gen).tolist()
+            images[i, :, y:y + 8, x:x + 8] = torch.rand(3, 1, 1, generator=gen)
+    return images
+
+
+def _train_copy(propagate: bool) -> float:
+    """Train a tiny generator for 40 steps on (line art, prev = target) and return its L1 error
+    on unseen images with the same setup."""
+    torch.manual_seed(0)
+    cfg = models.ModelConfig(ngf=8, depth=2, n_blocks=1, propagate=propagate, reference=False, warp="none")
+    G = models.build_generator(cfg)
+    opt = torch.optim.Adam(G.parameters(), lr=2e-3)
+
+    def inputs(images):
+        line = images.mean(1, keepdim=True)  # a stand-in for line art: the same for prev and target
+        return models.assemble_input(cfg, line, images, torch.ones(len(images)), line)
+
+    for step in range(40):
+        images = _flat_colour_images(8, 16, seed=step)
+        loss = (G(inputs(images)) - images).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    test = _flat_colour_images(8, 16, seed=999)
+    with torch.no_grad():
+        return (G(inputs(test)) - test).abs().mean().item()
+
+
+def test_copy_path_reproduces_an_unchanged_previous_frame():
+    with_path, without = _train_copy(True), _train_copy(False)
+    print(f"L1 with the copy path {with_path:.4f}, without {without:.4f}")
+    assert with_path < 0.5 * without and with_path < 0.03

@@ -1,10 +1,16 @@
 """train.py on tiny generated shots: a short run, exact resume, bad checkpoints, stops."""
+import contextlib
 import json
 import math
+import os
+import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import dataset
+import models
 import train
 import utils
 from utils import UserError
@@ -40,8 +46,9 @@ def test_short_run_writes_checkpoint_and_finite_losses(shots, tmp_path):
     run_dir = tmp_path / "run"
     assert train.main(tiny_args(shots, run_dir, max_steps=2)) == 0
     ckpt = torch.load(run_dir / "checkpoints" / "step_00000002.pt", weights_only=True)
-    assert ckpt["step"] == 2 and ckpt["format"] == train.CHECKPOINT_FORMAT
-    assert set(ckpt) >= {"generator", "discriminator", "opt_g", "opt_d", "model_config", "run_config"}
+    assert ckpt["progress"]["step"] == 2 and ckpt["format"] == train.CHECKPOINT_FORMAT
+    assert set(ckpt) >= {"generator", "discriminator", "opt_g", "opt_d", "scaler", "progress",
+                         "model_config", "run_config"}
     steps = [r for r in read_log(run_dir) if "loss_d" in r]
     assert [r["step"] for r in steps] == [1, 2]
     loss_keys = ("loss_d", "g_adv", "l1", "content", "style", "g_total")
@@ -92,26 +99,48 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(shots, tmp_path, monkey
         return total * float("nan"), parts
 
     monkeypatch.setattr(train.losses.GeneratorLoss, "__call__", exploding)
-    with pytest.raises(train.NonFiniteLoss, match="generator loss became nan at step 1"):
+    with pytest.raises(train.NonFiniteLoss, match="generator loss became non-finite .nan or inf. at step 2"):
         train.main(tiny_args(shots, run_dir, max_steps=3, resume="auto"))
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*")) == ["step_00000001.pt"]
     assert (run_dir / "checkpoints" / "step_00000001.pt").read_bytes() == good
 
 
-def test_ctrl_c_saves_and_exits_cleanly(shots, tmp_path, monkeypatch):
-    real, calls = train.gan_step, []
+def same_training_state(a: dict, b: dict) -> bool:
+    """Every tensor of G, D and both optimisers equal, bit for bit."""
+    def flat(obj, prefix=""):
+        if isinstance(obj, torch.Tensor):
+            yield prefix, obj
+        elif isinstance(obj, dict):
+            for key, value in obj.items():
+                yield from flat(value, f"{prefix}.{key}")
+    keys = ("generator", "discriminator", "opt_g", "opt_d")
+    ta, tb = dict(flat({k: a[k] for k in keys})), dict(flat({k: b[k] for k in keys}))
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
-    def interrupted(*a, **k):
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_inside_a_step_saves_that_step_and_resume_is_exact(shots, tmp_path, monkeypatch, signum, code):
+    """The signal lands inside step 2, between D's loss and D's update: the step is finished,
+    saved as step 2, and resuming gives, bit for bit, the run that was never interrupted."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train.main(tiny_args(shots, straight, max_steps=4, batch_size=1, num_workers=1)) == 0
+    real, calls = train.losses.d_loss, []
+
+    def d_loss_then_signal(*a, **k):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), signum)
         return real(*a, **k)
 
-    monkeypatch.setattr(train, "gan_step", interrupted)
-    run_dir = tmp_path / "run"
-    assert train.main(tiny_args(shots, run_dir, max_steps=5)) == 130
-    ckpt = torch.load(run_dir / "checkpoints" / "step_00000001.pt", weights_only=True)
-    assert ckpt["step"] == 1
+    monkeypatch.setattr(train.losses, "d_loss", d_loss_then_signal)
+    assert train.main(tiny_args(shots, split, max_steps=4, batch_size=1, num_workers=1)) == code
+    saved = torch.load(split / "checkpoints" / "step_00000002.pt", weights_only=True)
+    assert saved["progress"]["step"] == 2 and len(calls) == 2
+    monkeypatch.undo()
+    assert train.main(tiny_args(shots, split, max_steps=4, batch_size=1, num_workers=1, resume="auto")) == 0
+    a = torch.load(straight / "checkpoints" / "step_00000004.pt", weights_only=True)
+    b = torch.load(split / "checkpoints" / "step_00000004.pt", weights_only=True)
+    assert same_training_state(a, b)
 
 
 def test_seed_readme_flags_still_parse(tmp_path):
@@ -144,7 +173,8 @@ def test_persistent_workers_see_each_epoch(shots, tmp_path):
     """The sampler carries the epoch, so a worker that never saw set_epoch still draws the
     epoch's own crops and previous-frame choices."""
     args = tiny_args(shots, tmp_path / "run", num_workers=1)
-    ds, sampler, loader = train.build_loader(args, shots, utils.find_shot_dirs(shots), 0, 1, torch.device("cpu"))
+    ds, sampler, loader = train.build_loader(args, train.model_config(args), shots, utils.find_shot_dirs(shots),
+                                             0, 1, torch.device("cpu"))
     assert loader.persistent_workers
     batches = []
     for epoch in (0, 1):
@@ -163,3 +193,68 @@ def test_validation_logs_the_metrics_of_test_py(shots, tmp_path):
     assert 0 < val["val_psnr"] < 100 and 0 <= val["val_ssim"] <= 1 and val["val_tc_ratio"] > 0
     strip = utils.read_rgb(val["val_sample"])
     assert strip.shape == (3 * 32, 3 * 32, 3)  # 3 validation frames x (line | generated | target)
+
+
+# ----------------------------------------------------------------------------- rollouts
+class ConstantGenerator(torch.nn.Module):
+    """Returns 0.7 everywhere and records what it was fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return torch.full_like(x[:, :3], 0.7) * self.scale
+
+
+def rollout_batch(shots, seed=0):
+    ds = dataset.TripletDataset(utils.find_shot_dirs(shots), image_size=32, extended=True, prev_prob=1.0,
+                                rollout_prob=0.5, ref_prob=0.5, seed=seed, uint8=True)
+    ds.set_epoch(1)
+    return next(iter(torch.utils.data.DataLoader(ds, batch_size=12, shuffle=False)))
+
+
+def test_rollout_samples_are_fed_the_generators_own_output(shots):
+    args = tiny_args(shots, "unused")
+    run = SimpleNamespace(cfg=train.model_config(args), args=args, autocast=contextlib.nullcontext())
+    G = ConstantGenerator()
+    batch = rollout_batch(shots)
+    b = {k: dataset.to_device(v, "cpu") for k, v in batch.items() if k != "index"}
+    x = train.generator_input(run, SimpleNamespace(generator=G), b)
+    rollout = b["rollout"] > 0
+    assert 0 < rollout.sum() < len(rollout)  # both kinds in one batch
+    # the generator's own output (0.7 everywhere, warped: still 0.7) replaced the real frame
+    assert torch.allclose(x[rollout][:, models.PREV], torch.full_like(x[rollout][:, models.PREV], 0.7))
+    real = models.warp(b["prev"], b["flow"])[~rollout]
+    assert torch.allclose(x[~rollout][:, models.PREV], real, atol=1e-6)
+    # that output was made from the frame before: its line art is the previous frame's
+    assert torch.equal(G.inputs[0][:, :1], b["prev_line"])
+    # and the same seed, epoch and indices give the same batch and the same inputs again
+    again = rollout_batch(shots)
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
+    b2 = {k: dataset.to_device(v, "cpu") for k, v in again.items() if k != "index"}
+    assert torch.equal(train.generator_input(run, SimpleNamespace(generator=G), b2), x)
+
+
+def test_rollout_grad_backpropagates_through_the_own_output(shots):
+    args = tiny_args(shots, "unused", rollout_grad=True)
+    run = SimpleNamespace(cfg=train.model_config(args), args=args, autocast=contextlib.nullcontext())
+    b = {k: dataset.to_device(v, "cpu") for k, v in rollout_batch(shots).items() if k != "index"}
+    G = ConstantGenerator()
+    train.generator_input(run, SimpleNamespace(generator=G), b).sum().backward()
+    assert G.scale.grad is not None and G.scale.grad != 0
+    args.rollout_grad = False
+    G = ConstantGenerator()
+    assert not train.generator_input(run, SimpleNamespace(generator=G), b).requires_grad
+
+
+def test_training_checkpoint_of_the_previous_format_is_refused_for_resume(shots, tmp_path):
+    run_dir = tmp_path / "run"
+    train.main(tiny_args(shots, run_dir, max_steps=1))
+    ckpt = torch.load(run_dir / "checkpoints" / "step_00000001.pt", weights_only=True)
+    ckpt["format"] = "tcvc-train-1"
+    torch.save(ckpt, tmp_path / "old.pt")
+    with pytest.raises(UserError, match="earlier version of train.py"):
+        train.main(tiny_args(shots, tmp_path / "run2", max_steps=2, resume=str(tmp_path / "old.pt")))

@@ -1,0 +1,180 @@
+"""Keyframes anywhere in a shot: the chain plan, backward chains, blending, keyframe errors,
+and independent chains batched together (test.py --keyframes, --batch_chains)."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+import chains
+import models
+import utils
+from utils import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import test as colorize_cli  # noqa: E402
+
+SIZE = 32
+
+
+# ----------------------------------------------------------------------------- the plan
+def test_plan_by_hand():
+    # 10 frames, keyframes 2 and 6: 1, 0 backward from 2; 3, 4, 5 forward from 2 and backward
+    # from 6; 7, 8, 9 forward from 6
+    jobs, weights = chains.plan(10, [6, 2])
+    assert [(j.frames, j.key) for j in jobs] == [([1, 0], 2), ([3, 4, 5], 2), ([5, 4, 3], 6), ([7, 8, 9], 6)]
+    assert weights[0] == [(0, 1.0)] and weights[1] == [(0, 1.0)]
+    assert weights[3] == [(1, 0.75), (2, 0.25)]  # 1 from key 2, 3 from key 6
+    assert weights[4] == [(1, 0.5), (2, 0.5)]    # the midpoint
+    assert weights[5] == [(1, 0.25), (2, 0.75)]
+    assert all(weights[t] == [(3, 1.0)] for t in (7, 8, 9))
+    assert 2 not in weights and 6 not in weights  # keyframes are output as they are
+    # the nearer keyframe always weighs more
+    for t in (3, 5):
+        near = 1 if t - 2 < 6 - t else 2
+        assert max(weights[t], key=lambda jw: jw[1])[0] == near
+
+
+def test_plan_without_and_with_edge_keyframes():
+    assert [(j.frames, j.key) for j in chains.plan(4, [])[0]] == [([0, 1, 2, 3], None)]
+    assert [(j.frames, j.key) for j in chains.plan(4, [0])[0]] == [([1, 2, 3], 0)]
+    assert [(j.frames, j.key) for j in chains.plan(4, [3])[0]] == [([2, 1, 0], 3)]
+    jobs, weights = chains.plan(3, [0, 2])
+    assert [(j.frames, j.key) for j in jobs] == [([1], 0), ([1], 2)] and weights[1] == [(0, 0.5), (1, 0.5)]
+    assert chains.plan(2, [0, 1]) == ([], {})
+    with pytest.raises(ValueError):
+        chains.plan(3, [3])
+
+
+# ----------------------------------------------------------------------------- through test.py
+class EchoGenerator(nn.Module):
+    """Returns its previous-frame input brightened by 0.1 (see test_colorize.py)."""
+
+    def forward(self, x):
+        return (x[:, models.PREV] + 0.1).clamp(0, 1)
+
+
+@pytest.fixture
+def echo(monkeypatch):
+    cfg = models.ModelConfig(warp="none")  # flat frames: a copy is exactly a copy
+    monkeypatch.setattr(models, "load_generator",
+                        lambda path, device: (EchoGenerator(), cfg, {"image_size": SIZE, "line_art": "canny"}))
+
+
+def write_shot(folder, n, size=40, value=lambda i: 30):
+    for i in range(n):
+        utils.write_image(folder / f"frame_{i:03d}.png", np.full((size, size, 3), value(i), np.uint8))
+
+
+def args_for(inp, out, *extra):
+    return colorize_cli.build_parser().parse_args(
+        ["--checkpoint", "x.pt", "--input", str(inp), "--output", str(out), "--device", "cpu", *extra])
+
+
+def means(folder, n):
+    return [utils.read_rgb(folder / f"frame_{i:03d}.png").mean() / 255 for i in range(n)]
+
+
+def test_backward_chains_receive_frame_t_plus_1_and_in_betweens_blend(tmp_path, echo):
+    write_shot(tmp_path / "in" / "s", 8)
+    keys = tmp_path / "keys" / "s"
+    utils.write_image(keys / "frame_002.png", np.full((40, 40, 3), 51, np.uint8))   # 0.2
+    utils.write_image(keys / "frame_006.png", np.full((40, 40, 3), 102, np.uint8))  # 0.4
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "--keyframes", str(tmp_path / "keys")))
+    got = means(tmp_path / "out" / "s", 8)
+    # frame 1 is the output of frame 2's keyframe + 0.1, frame 0 that of frame 1 + 0.1: the
+    # backward chain fed each frame its successor
+    assert got[0] == pytest.approx(0.4, abs=0.003) and got[1] == pytest.approx(0.3, abs=0.003)
+    assert got[2] == pytest.approx(0.2, abs=0.003) and got[6] == pytest.approx(0.4, abs=0.003)
+    # 3, 4, 5: forward from 0.2 gives 0.3, 0.4, 0.5; backward from 0.4 gives 0.7, 0.6, 0.5;
+    # blended 3/4-1/4, 1/2-1/2, 1/4-3/4
+    assert got[3:6] == pytest.approx([0.75 * 0.3 + 0.25 * 0.7, 0.5, 0.25 * 0.5 + 0.75 * 0.5], abs=0.003)
+    assert got[7] == pytest.approx(0.5, abs=0.003)
+
+
+def test_keyframe_frames_are_output_as_the_keyframe_and_full_res_takes_input_luminance(tmp_path, echo):
+    write_shot(tmp_path / "in", 3, size=64, value=lambda i: 200)
+    key = np.zeros((64, 64, 3), np.uint8)
+    key[:, :32] = (225, 190, 180)  # reddish and bluish, with a luminance 200 can carry
+    key[:, 32:] = (180, 195, 235)
+    utils.write_image(tmp_path / "keys" / "frame_001.png", key)
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "--keyframes", str(tmp_path / "keys")))
+    out = utils.read_rgb(tmp_path / "out" / "frame_001.png")
+    assert out.shape == (SIZE, SIZE, 3) and np.array_equal(out, colorize_cli.data_lib.resize(key, SIZE))
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "full", "--keyframes", str(tmp_path / "keys"),
+                               "--full_res"))
+    full = utils.read_rgb(tmp_path / "full" / "frame_001.png").astype(int)
+    luma = (0.299 * full[..., 0] + 0.587 * full[..., 1] + 0.114 * full[..., 2])
+    assert full.shape == (64, 64, 3) and abs(luma.mean() - 200) < 3           # the input's luminance
+    assert full[:, :30, 0].mean() > full[:, :30, 2].mean() + 30                # the keyframe's colours
+    assert full[:, 34:, 2].mean() > full[:, 34:, 0].mean() + 30
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no_frame", "matches no frame"), ("size", "is 20x20 but its frame"),
+    ("folder", "mirrors no shot"), ("video", "needs frame folders"), ("empty", "holds no keyframe")])
+def test_keyframe_errors_come_before_any_work(tmp_path, echo, frame_factory, case, message):
+    write_shot(tmp_path / "in" / "s", 3)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    inp = tmp_path / "in"
+    if case == "no_frame":
+        utils.write_image(keys / "s" / "frame_009.png", np.zeros((40, 40, 3), np.uint8))
+    elif case == "size":
+        utils.write_image(keys / "s" / "frame_001.png", np.zeros((20, 20, 3), np.uint8))
+    elif case == "folder":
+        utils.write_image(keys / "t" / "frame_001.png", np.zeros((40, 40, 3), np.uint8))
+    elif case == "video":
+        inp = tmp_path / "clip.mp4"
+        inp.write_bytes(b"not read")
+    with pytest.raises(UserError, match=message):
+        colorize_cli.main(args_for(inp, tmp_path / "out", "--keyframes", str(keys)))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+# ----------------------------------------------------------------------------- batched chains
+class PixelGenerator(nn.Module):
+    """A per-pixel function of every input channel: its output for a sample never depends on the
+    other samples of a batch, to the last bit, so any difference would be the scheduler's."""
+
+    def forward(self, x):
+        weights = torch.linspace(-1, 1, x.shape[1]).view(1, -1, 1, 1)
+        mix = torch.sigmoid((x * weights).sum(1, keepdim=True) * 3)
+        return 0.5 * x[:, models.PREV] + 0.3 * x[:, models.REF] + 0.2 * mix
+
+
+def colour_shots(tmp_path, frame_factory, monkeypatch, G, cfg):
+    monkeypatch.setattr(models, "load_generator",
+                        lambda path, device: (G, cfg, {"image_size": SIZE, "line_art": "canny"}))
+    for s in range(3):
+        for i in range(5):
+            utils.write_image(tmp_path / "in" / f"s{s}" / f"frame_{i:03d}.png", frame_factory(i, 40, 40, seed=s))
+    utils.write_image(tmp_path / "keys" / "s1" / "frame_003.png", frame_factory(9, 40, 40, seed=5))
+    outs = {}
+    for batch in (1, 4):
+        out = tmp_path / f"out{batch}"
+        colorize_cli.main(args_for(tmp_path / "in", out, "--keyframes", str(tmp_path / "keys"),
+                                   "--batch_chains", str(batch), "--no_metrics"))
+        outs[batch] = {p.relative_to(out): utils.read_rgb(p) for p in sorted(out.rglob("*.png"))}
+    assert len(outs[1]) == 15 and outs[1].keys() == outs[4].keys()
+    return [np.abs(outs[1][k].astype(int) - outs[4][k].astype(int)).max() for k in outs[1]]
+
+
+def test_batched_chains_equal_one_at_a_time(tmp_path, frame_factory, monkeypatch):
+    """3 shots, 1 + 3 + 1 chains (shot s1 has a keyframe inside): --batch_chains 4 writes the
+    very frames that one chain at a time writes."""
+    diffs = colour_shots(tmp_path, frame_factory, monkeypatch, PixelGenerator(), models.ModelConfig())
+    assert max(diffs) == 0, diffs
+
+
+def test_batched_chains_with_the_unet_differ_by_float_rounding_only(tmp_path, frame_factory, monkeypatch):
+    """The U-Net on the CPU: oneDNN picks other convolution kernels for other batch sizes, so the
+    last bits of a frame differ, and a recurrent chain carries that on; no more than that."""
+    torch.manual_seed(0)
+    cfg = models.ModelConfig(ngf=8)
+    diffs = colour_shots(tmp_path, frame_factory, monkeypatch, models.build_generator(cfg).eval(), cfg)
+    print("largest difference, 0-255:", max(diffs))
+    assert max(diffs) <= 3

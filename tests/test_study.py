@@ -1,0 +1,54 @@
+"""The study's reference answers that need no model (benchmarks/reproduce.py), and how every
+setting is scored on chosen frames (metrics.score_frames)."""
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import reproduce  # noqa: E402
+
+
+def flat(value, size=16):
+    return np.full((size, size, 3), value, np.uint8)
+
+
+def db(mse):
+    return 10 * math.log10(255 ** 2 / mse)
+
+
+@pytest.fixture
+def truths():
+    return {"shot": [flat(100), flat(110), flat(130)]}
+
+
+def test_copy_keyframe_against_hand_computed_psnr(truths):
+    outputs = reproduce.trivial_outputs("copy_keyframe", truths)
+    assert all(np.array_equal(f, truths["shot"][0]) for f in outputs["shot"])
+    result = reproduce.metrics_lib.score_frames(outputs, truths)
+    # frames 1 and 2 only: |110 - 100| = 10 and |130 - 100| = 30 in every pixel and channel
+    assert result["per_frame_psnr"]["shot"] == pytest.approx([db(100), db(900)])
+    assert result["overall"]["psnr"] == pytest.approx((db(100) + db(900)) / 2)  # 23.36 dB
+    assert result["overall"]["frames"] == 2 and result["shots"]["shot"]["scored_frames"] == [1, 2]
+    assert result["overall"]["psnr_frame0"] == 100.0  # frame 0 is the keyframe itself (capped)
+    assert result["overall"]["warp_error"] == 0.0     # a still output does not flicker
+
+
+def test_flat_grey_against_hand_computed_psnr(truths):
+    result = reproduce.metrics_lib.score_frames(reproduce.trivial_outputs("flat_grey", truths), truths)
+    assert result["per_frame_psnr"]["shot"] == pytest.approx([db(18 ** 2), db(2 ** 2)])
+    assert result["overall"]["psnr"] == pytest.approx((db(324) + db(4)) / 2)  # 32.57 dB
+    assert result["overall"]["psnr_frame0"] == pytest.approx(db(28 ** 2))
+    assert result["overall"]["psnr_last10"] == pytest.approx((db(324) + db(4)) / 2)
+
+
+def test_last10_and_a_wrong_frame_count():
+    truth = {"s": [flat(10 * k) for k in range(14)]}
+    out = {"s": [flat(10 * k + (0 if k < 4 else 5)) for k in range(14)]}
+    result = reproduce.metrics_lib.score_frames(out, truth)
+    assert result["overall"]["psnr_last10"] == pytest.approx(db(25))  # frames 4-13 are 5 off
+    assert result["overall"]["psnr"] == pytest.approx((3 * 100 + 10 * db(25)) / 13)
+    with pytest.raises(reproduce.UserError, match="output frames"):
+        reproduce.metrics_lib.score_frames({"s": out["s"][:-1]}, truth)
