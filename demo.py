@@ -160,13 +160,16 @@ def log_steps(run_dir: Path) -> int:
 DEMO_MARKER = ".tcvc-demo"
 
 
-def claim(folder: Path, flag: str) -> None:
-    """Make ``folder`` the demo's own, or prove it already is: a new or empty folder, or one an
-    earlier demo marked. The demo replaces what is in its own folders, and nothing elsewhere."""
+def check_own(folder: Path, flag: str) -> None:
+    """The demo writes only into a new or empty folder, or one an earlier demo marked as its
+    own: it replaces what is in its own folders, and nothing elsewhere."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{flag} {folder} is a file, not a folder")
     if folder.is_dir() and any(folder.iterdir()) and not (folder / DEMO_MARKER).is_file():
         raise UserError(f"{flag} {folder} holds files the demo did not write: choose another {flag} folder")
+
+
+def claim(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / DEMO_MARKER).touch()
 
@@ -185,8 +188,10 @@ def main(args) -> int:
     work, out = Path(args.work), Path(args.out)
     clip = Path(args.video) if args.video else bundled_clip()
     check_clip(clip, args)
-    claim(work, "--work")
-    claim(out, "--out")
+    check_own(work, "--work")
+    check_own(out, "--out")
+    claim(work)
+    claim(out)
     vgg = vgg_choice()
     step(f"1/4 frames from {clip.name}" + ("" if args.video else f" ({CREDIT})"))
     train_dir, test_dir = extract(clip, work, args)

@@ -235,6 +235,7 @@ class Run:
     vgg_random: bool
     n_train_shots: int
     n_val_shots: int
+    started: bool = False           # the run folder is set up (start_run_dir)
 
     @property
     def is_main(self) -> bool:
@@ -270,7 +271,7 @@ def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
     sampler = ResumableSampler(ds, world, rank, args.seed)
     loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0,
-                        drop_last=False, worker_init_fn=ignore_stop_signals)
+                        drop_last=False, worker_init_fn=ignore_ctrl_c)
     return ds, sampler, loader
 
 
@@ -304,6 +305,7 @@ def save_checkpoint(run: Run, nets: Nets, progress: Progress, health: "Health", 
     """One dict of plain types, written atomically once ``health`` says every loss was finite;
     the newest ``--keep_last`` step files are kept."""
     health.check()
+    start_run_dir(run)
     args = run.args
     folder = checkpoint_dir(args.run_dir)
     path = folder / (name or f"step_{progress.step:08d}.pt")
@@ -468,6 +470,7 @@ def validate(run: Run, nets: Nets, progress: Progress) -> dict:
         if i < 6:
             rows.append(np.concatenate([np.repeat(line[..., None], 3, 2), data_lib.to_uint8(out[0]), small], 1))
     G.train()
+    start_run_dir(run)
     sample = Path(args.run_dir) / "samples" / f"val_step_{progress.step:08d}.png"
     utils.write_image(sample, np.concatenate(rows, 0))
     result = video.result()
@@ -483,22 +486,18 @@ def given_line_art(args, val_root, frame_path):
 
 # ----------------------------------------------------------------------------- logging
 class Logger:
-    """JSON lines in the run folder, the original's plain ``--logfile``, TensorBoard if present."""
+    """JSON lines in the run folder, the original's plain ``--logfile``, TensorBoard if present.
+    Nothing is created before the first record (``before_write`` sets up the run folder)."""
 
-    def __init__(self, args, enabled: bool):
-        self.enabled, self.logfile = enabled, args.logfile
+    def __init__(self, args, enabled: bool, before_write=lambda: None):
+        self.enabled, self.logfile, self.before_write = enabled, args.logfile, before_write
         self.path = Path(args.run_dir) / "log.jsonl"
-        self.tb = None
-        if enabled:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(Path(args.run_dir) / "tb"))
-            except ImportError:
-                pass
+        self.tb, self.tb_dir = None, Path(args.run_dir) / "tb"
 
     def log(self, step: int, record: dict) -> None:
         if not self.enabled:
             return
+        self.before_write()
         record = {"step": step, "time": round(time.time(), 2), **record}
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
@@ -507,10 +506,19 @@ class Logger:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["time"]))
                 f.write(stamp + " " + " ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
                                                for k, v in record.items() if k != "time") + "\n")
-        if self.tb is not None:
-            for key, value in record.items():
-                if isinstance(value, float):
-                    self.tb.add_scalar(key, value, step)
+        for key, value in record.items():
+            if isinstance(value, float) and self.tensorboard():
+                self.tb.add_scalar(key, value, step)
+
+    def tensorboard(self):
+        if self.tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self.tb = False
+            else:
+                self.tb = SummaryWriter(str(self.tb_dir))
+        return self.tb
 
 
 # ----------------------------------------------------------------------------- main loop
@@ -600,16 +608,33 @@ class StopRequest:
         return int(flag.item()) or None
 
 
-def ignore_stop_signals(_worker_id=None) -> None:
-    """DataLoader workers leave Ctrl-C and SIGTERM to the main process, which finishes its step."""
-    for signum in StopRequest.EXIT_CODES:
-        signal.signal(signum, signal.SIG_IGN)
+def ignore_ctrl_c(_worker_id=None) -> None:
+    """DataLoader workers leave Ctrl-C (sent to the whole terminal's process group) to the main
+    process, which finishes its step and saves. SIGTERM still ends them (the loader's own
+    shutdown relies on it); see ``batches``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def batches(loader, stop: StopRequest):
+    """The loader's batches; when a stop signal has also ended the workers, the batches just
+    end, at a step boundary, and the loop stops there."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if stop.signum is None:
+                raise
+            return
+        yield batch
 
 
 def train(run: Run, nets: Nets, progress: Progress) -> int:
     args = run.args
     total = total_steps(run)
-    logger = Logger(args, run.is_main)
+    logger = Logger(args, run.is_main, before_write=lambda: start_run_dir(run))
     health = Health(run.device)
     if run.is_main:
         announce(run, nets, total)
@@ -633,7 +658,7 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
         run.sampler.set_epoch(progress.epoch)
         run.sampler.consumed = progress.consumed
         run.ds.set_epoch(progress.epoch)
-        for batch in run.loader:
+        for batch in batches(run.loader, stop):
             health.step = progress.step + 1
             logs = gan_step(batch, run, nets, health, update_d=progress.step % args.d_every == 0)
             progress.step += 1
@@ -659,6 +684,9 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
             if end_of_run:
                 break
         else:
+            signum = stop.agreed(run)
+            if signum is not None:  # the signal ended the workers before the epoch did
+                return stopped(run, nets, progress, health, signum)
             progress.epoch, progress.consumed = progress.epoch + 1, 0
             if progress.step < total:
                 evaluate_and_save(run, nets, progress, health, logger)
@@ -786,9 +814,14 @@ def check_run_dir(args, resume) -> None:
                         "resume an older step into a new --run_dir")
 
 
-def start_run_dir(args) -> None:
-    """Mark the folder as a train.py run (data discovery skips it) and clear the temporary files
-    that a save killed mid-write left behind; nothing else is touched."""
+def start_run_dir(run: "Run") -> None:
+    """Before the first file of the run is written (so that a run that fails at once leaves
+    nothing behind): mark the folder as a train.py run (data discovery skips it), clear the
+    temporary files that a save killed mid-write left, write config.json. Once per run."""
+    if run.started or not run.is_main:
+        return
+    run.started = True
+    args = run.args
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / utils.RUN_MARKER).touch()
@@ -816,8 +849,6 @@ def run_training(args) -> tuple[int, Run, Nets]:
             progress = restore(run, nets, resume)
             if run.is_main:
                 tqdm.write(f"resumed from {resume} at step {progress.step} (epoch {progress.epoch})")
-        if run.is_main:
-            start_run_dir(args)
         return train(run, nets, progress), run, nets
     finally:
         if dist.is_initialized():

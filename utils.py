@@ -41,13 +41,13 @@ PARTIAL_MARKER = ".tcvc-partial"
 class UserError(Exception):
     """A problem with the user's input: reported as one line, never as a traceback."""
 
-    def __init__(self, *args, message=None):
+    def __init__(self, *args):
         # A DataLoader worker's error is raised again in the main process as
-        # UserError(message="Caught UserError in DataLoader worker ...<traceback>"): keep only
-        # the original message, the traceback's last line, so it still prints as one line.
-        if message is not None:
-            last = [line for line in str(message).splitlines() if line.strip()][-1:] or [""]
-            args = (last[0].split("UserError: ", 1)[-1],)
+        # UserError("Caught UserError in DataLoader worker process 0.\nOriginal Traceback ...").
+        # Keep only the original message, the traceback's last line, so it still prints as one.
+        if len(args) == 1 and str(args[0]).startswith("Caught UserError in DataLoader worker"):
+            last = [line for line in str(args[0]).splitlines() if line.strip()][-1]
+            args = (last.split("UserError: ", 1)[-1],)
         super().__init__(*args)
 
 

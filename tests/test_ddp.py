@@ -109,3 +109,36 @@ def test_resumable_sampler_continues_across_world_sizes():
     full = train.ResumableSampler(data, 1, 0, seed=5)
     full.set_epoch(3)
     assert set(indices(full)[:8]) == set(seen) and indices(full)[8:] == rest
+
+
+def _sigterm_worker(rank, world, port, argv, out_dir):
+    """Rank 1 alone receives SIGTERM inside step 2 (as from a scheduler that preempts one node)."""
+    import signal
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    real, calls = train.losses.d_loss, []
+
+    def d_loss(*a, **k):
+        calls.append(1)
+        if rank == 1 and len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    train.losses.d_loss = d_loss
+    code, run, nets = train.run_training(train.build_parser().parse_args(argv))
+    torch.save({"code": code, "steps": len(calls)}, os.path.join(out_dir, f"term{rank}.pt"))
+
+
+def test_sigterm_on_one_rank_stops_every_rank_at_the_same_step(tmp_path, frame_factory):
+    data = write_shots(tmp_path / "frames", frame_factory, shots=2, frames=6)
+    run_dir = tmp_path / "ddp"
+    argv = argv_for(data, run_dir, 5, 1)
+    argv[argv.index("--save_every") + 1] = "100"
+    mp.start_processes(_sigterm_worker, args=(2, free_port(), argv, str(tmp_path)), nprocs=2, start_method="spawn")
+    results = [torch.load(tmp_path / f"term{r}.pt", weights_only=True) for r in (0, 1)]
+    assert [r["code"] for r in results] == [143, 143] and [r["steps"] for r in results] == [2, 2]
+    saved = torch.load(run_dir / "checkpoints" / "step_00000002.pt", weights_only=True)
+    assert saved["progress"]["step"] == 2 and saved["progress"]["consumed"] == 2 * 2
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step_00000002.pt"]

@@ -1,0 +1,319 @@
+"""Hostile cases: what a user gets when they feed the tools something wrong or dangerous.
+
+Every case runs a tool's real command line (``utils.run_cli``) inside a sandbox that holds a
+shot of frames, a video, a checkpoint, a keyframe and a file of the user's own. A refused
+case must give exit code 2 and exactly one line on stderr containing the expected words, and
+must leave every file that was there before exactly as it was. To add a case, add a row to
+``REFUSED`` (or a test below for a case that must succeed): the placeholders in the arguments
+are the sandbox's paths (see ``sandbox``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import FrameExtraction
+import demo
+import models
+import train
+import utils
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+import test as colorize_cli  # noqa: E402
+
+TOOLS = {"test.py": colorize_cli, "train.py": train, "FrameExtraction.py": FrameExtraction, "demo.py": demo}
+# A location nobody may write to, root included (sysfs refuses new entries).
+READ_ONLY = "/sys/tcvc-hostile-test"
+PROGRESS_BAR = re.compile(r"(\?|[0-9.]+)(frame|step|it)/s")
+
+
+@dataclass
+class Case:
+    what: str          # what the user does
+    tool: str          # which command
+    argv: list         # its arguments; {name} is a sandbox path
+    expect: str        # words the one-line error must contain
+
+    def __str__(self):
+        return self.what
+
+
+TRAIN = ["--image_size", "32", "--ngf", "8", "--ndf", "8", "--batch_size", "2", "--max_steps", "1",
+         "--vgg_weights", "random", "--device", "cpu", "--num_workers", "0"]
+COLOUR = ["--checkpoint", "{ckpt}", "--device", "cpu"]
+
+REFUSED = [
+    # ---- test.py: what --overwrite and --video may replace
+    Case("--overwrite with --output the parent of --input", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{data}", "--overwrite"], "holds the input"),
+    Case("--overwrite with --output the folder holding the --input video", "test.py",
+         COLOUR + ["--input", "{clip}", "--output", "{clips}", "--overwrite"], "holds the input"),
+    Case("--overwrite with --output the folder holding the checkpoint", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{ckpts}", "--overwrite"], "holds the checkpoint"),
+    Case("--overwrite with --output a folder of the user's that test.py did not write", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{mine}", "--overwrite"], "was not written by test.py"),
+    Case("--output an existing folder, without --overwrite", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{mine}"], "already exists"),
+    Case("--output an existing file", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{note}", "--overwrite"], "existing file"),
+    Case("--video the checkpoint", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{new}", "--video", "{ckpt}", "--overwrite"], "checkpoint"),
+    Case("--video an input frame", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{new}", "--video", "{frame}"], "input"),
+    Case("--video an existing file of the user's", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{new}", "--video", "{note}", "--overwrite"],
+         "already exists"),
+    Case("--video an existing folder", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{new}", "--video", "{mine}"], "existing folder"),
+    # ---- test.py: impossible numbers and foreign files
+    Case("--image_size -64", "test.py", COLOUR + ["--input", "{shot}", "--output", "{new}", "--image_size", "-64"],
+         "positive"),
+    Case("--image_size 0", "test.py", COLOUR + ["--input", "{shot}", "--output", "{new}", "--image_size", "0"],
+         "positive"),
+    Case("--image_size 40 for a generator that needs multiples of 16", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{new}", "--image_size", "40"], "multiple of 16"),
+    Case("--fps -5", "test.py", COLOUR + ["--input", "{shot}", "--output", "{new}", "--fps", "-5"], "--fps"),
+    Case("--fps nan", "test.py", COLOUR + ["--input", "{shot}", "--output", "{new}", "--fps", "nan"], "--fps"),
+    Case("--amp bf16 on the CPU", "test.py", COLOUR + ["--input", "{shot}", "--output", "{new}", "--amp", "bf16"],
+         "CUDA"),
+    Case("--checkpoint a folder", "test.py",
+         ["--checkpoint", "{ckpts}", "--input", "{shot}", "--output", "{new}"], "is a folder"),
+    Case("a checkpoint whose image_size is a string", "test.py",
+         ["--checkpoint", "{ckpt_size_str}", "--input", "{shot}", "--output", "{new}"], "impossible image_size"),
+    Case("a checkpoint whose model_config is a string", "test.py",
+         ["--checkpoint", "{ckpt_cfg_str}", "--input", "{shot}", "--output", "{new}"], "not a dict"),
+    Case("--reference a folder", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{new}", "--reference", "{mine}"], "is a folder"),
+    Case("a corrupt frame", "test.py", COLOUR + ["--input", "{broken}", "--output", "{new}"], "frame_000002.png"),
+    Case("an empty folder", "test.py", COLOUR + ["--input", "{empty}", "--output", "{new}"], "holds no image"),
+    Case("a text file named .mp4", "test.py", COLOUR + ["--input", "{fake_mp4}", "--output", "{new}"],
+         "fake.mp4"),
+    Case("an output folder on a read-only location", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", READ_ONLY + "/out"], READ_ONLY),
+    # ---- train.py
+    Case("a run folder that holds a run, without --resume", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{run}"], "already holds a training run"),
+    Case("--resume with an --image_size the generator cannot take", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{run}", "--resume", "auto", "--image_size", "100",
+                  "--max_steps", "3"], "multiple of 16"),
+    Case("--save_every 0", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--save_every", "0"],
+         "--save_every"),
+    Case("--log_every 0", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--log_every", "0"],
+         "--log_every"),
+    Case("--val_frames 0", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--val_frames", "0"],
+         "--val_frames"),
+    Case("--num_workers -1", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--num_workers", "-1"],
+         "--num_workers"),
+    Case("--lr_g -1", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--lr_g", "-1"], "--lr_g"),
+    Case("--seed -1", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--seed", "-1"], "--seed"),
+    Case("--max_steps 0", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--max_steps", "0"],
+         "--max_steps"),
+    Case("--epochs 0", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--epochs", "0"], "--epochs"),
+    Case("--line_root without --line_art given", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--line_root", "{data}"], "--line_art given"),
+    Case("a corrupt frame read by 2 DataLoader workers", "train.py",
+         TRAIN + ["--data", "{broken}", "--run_dir", "{new}", "--num_workers", "2", "--val_fraction", "0"],
+         "frame_000002.png"),
+    Case("a run folder on a read-only location", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", READ_ONLY + "/run", "--val_fraction", "0"], READ_ONLY),
+    # ---- FrameExtraction.py
+    Case("a video of which no frame is kept", "FrameExtraction.py",
+         ["--video_path", "{black_clip}", "--output_path", "{new}", "--drop_blank"], "no frame"),
+    Case("a text file named .mp4", "FrameExtraction.py",
+         ["--video_path", "{fake_mp4}", "--output_path", "{new}"], "fake.mp4"),
+    Case("an output folder on a read-only location", "FrameExtraction.py",
+         ["--video_path", "{clip}", "--output_path", READ_ONLY + "/frames"], READ_ONLY),
+    Case("a .partial folder beside the output that is not FrameExtraction's", "FrameExtraction.py",
+         ["--video_path", "{clip}", "--output_path", "{foreign_partial_dest}"], "was not left by FrameExtraction"),
+    # ---- demo.py
+    Case("--test_start past the end of the clip", "demo.py",
+         ["--video", "{clip}", "--test_start", "104", "--work", "{new}", "--out", "{new2}"], "--test_start 104"),
+    Case("--out a folder of the user's", "demo.py",
+         ["--video", "{clip}", "--train_end", "4", "--test_start", "6", "--work", "{new}", "--out", "{mine}"],
+         "did not write"),
+]
+
+
+# ----------------------------------------------------------------------------- the sandbox
+def write_clip(path: Path, n=10, black=False, size=48):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12, (size, size))
+    for i in range(n):
+        frame = np.zeros((size, size, 3), np.uint8) if black else np.full((size, size, 3), 40 + 15 * i, np.uint8)
+        if not black:
+            frame[10:30, 5 + 2 * i:25 + 2 * i] = (200, 60, 30)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def save_export(path: Path, **changes):
+    cfg = models.ModelConfig(ngf=8)
+    export = models.generator_export(models.build_generator(cfg), cfg, 32, "canny") | changes
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(export, path)
+    return path
+
+
+@pytest.fixture
+def sandbox(tmp_path, frame_factory):
+    p = {"root": tmp_path, "data": tmp_path / "data", "shot": tmp_path / "data" / "shot_a",
+         "ckpts": tmp_path / "ckpts", "clips": tmp_path / "clips", "mine": tmp_path / "mine",
+         "new": tmp_path / "new", "new2": tmp_path / "new2", "run": tmp_path / "run",
+         "broken": tmp_path / "broken", "empty": tmp_path / "empty", "note": tmp_path / "mine" / "notes.txt"}
+    for i in range(6):
+        utils.write_image(p["shot"] / f"frame_{i:06d}.png", frame_factory(i, 40, 40))
+        utils.write_image(p["broken"] / f"frame_{i:06d}.png", frame_factory(i, 40, 40))
+    (p["broken"] / "frame_000002.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    p["frame"] = p["shot"] / "frame_000001.png"
+    p["empty"].mkdir()
+    p["mine"].mkdir()
+    p["note"].write_text("the user's own notes")
+    p["ckpt"] = save_export(p["ckpts"] / "gen.pt")
+    p["ckpt_size_str"] = save_export(p["ckpts"] / "size_str.pt", image_size="big")
+    p["ckpt_cfg_str"] = save_export(p["ckpts"] / "cfg_str.pt", model_config="unet")
+    p["clips"].mkdir()
+    p["clip"] = write_clip(p["clips"] / "clip.avi")
+    p["black_clip"] = write_clip(p["clips"] / "black.avi", black=True)
+    p["fake_mp4"] = p["clips"] / "fake.mp4"
+    p["fake_mp4"].write_text("not a video")
+    p["foreign_partial_dest"] = tmp_path / "frames_out"
+    (tmp_path / ".frames_out.partial").mkdir()
+    (tmp_path / ".frames_out.partial" / "keep.txt").write_text("somebody's")
+    # a finished training run of one step
+    assert train.main(train.build_parser().parse_args(
+        TRAIN + ["--data", str(p["data"]), "--run_dir", str(p["run"]), "--val_fraction", "0"])) == 0
+    return p
+
+
+def snapshot(root: Path) -> dict:
+    return {f: hashlib.sha1(f.read_bytes()).hexdigest() for f in root.rglob("*") if f.is_file()}
+
+
+def run_tool(tool: str, argv: list, capsys) -> tuple[int, list[str]]:
+    module = TOOLS[tool]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(module.main, module.build_parser().parse_args(argv))
+    # progress bars (tqdm redraws them in place on a terminal) and the note naming skipped folders
+    # are not messages; everything else is
+    text = capsys.readouterr().err.replace("\r", "\n")
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("note: skipped")
+             and not PROGRESS_BAR.search(line)]
+    return exit_info.value.code, lines
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=str)
+def test_refused_in_one_line_and_nothing_touched(sandbox, capsys, case):
+    before = snapshot(sandbox["root"])
+    argv = [a.format(**{k: str(v) for k, v in sandbox.items()}) for a in case.argv]
+    code, lines = run_tool(case.tool, argv, capsys)
+    assert code == 2, (case.what, lines)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and case.expect in lines[0], lines
+    after = snapshot(sandbox["root"])
+    assert {f: h for f, h in after.items() if f in before} == before  # nothing there before was touched
+    assert not (set(after) - set(before)), sorted(set(after) - set(before))  # and nothing was added
+
+
+# ----------------------------------------------------------------------------- what must work
+def colour(argv, capsys, ckpt):
+    code, lines = run_tool("test.py", ["--checkpoint", str(ckpt), "--device", "cpu"] + argv, capsys)
+    assert code == 0, lines
+    return lines
+
+
+def test_overwrite_replaces_our_own_output_and_video(sandbox, capsys, tmp_path):
+    s = {k: str(v) for k, v in sandbox.items()}
+    colour(["--input", s["shot"], "--output", s["new"], "--video", s["new2"] + ".mp4"], capsys, s["ckpt"])
+    (sandbox["new"] / "stale.png").write_bytes(b"from the first run")
+    colour(["--input", s["shot"], "--output", s["new"], "--video", s["new2"] + ".mp4", "--overwrite"], capsys,
+           s["ckpt"])
+    assert not (sandbox["new"] / "stale.png").exists() and (sandbox["new"] / "frame_000005.png").is_file()
+    assert Path(s["new2"] + ".mp4").is_file()
+    # another output may not take that video over
+    code, lines = run_tool("test.py", ["--checkpoint", s["ckpt"], "--device", "cpu", "--input", s["shot"],
+                                       "--output", str(tmp_path / "other"),
+                                                "--video", s["new2"] + ".mp4", "--overwrite"], capsys)
+    assert code == 2 and "already exists" in lines[0]
+
+
+def test_video_inside_output_and_on_another_file_system(sandbox, capsys):
+    s = {k: str(v) for k, v in sandbox.items()}
+    colour(["--input", s["shot"], "--output", s["new"], "--video", s["new"] + "/clip.mp4"], capsys, s["ckpt"])
+    assert (sandbox["new"] / "clip.mp4").stat().st_size > 0
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(sandbox["root"]).st_dev:
+        pytest.skip("no second file system at /dev/shm")
+    video = shm / f"tcvc-test-{os.getpid()}.mp4"
+    try:
+        colour(["--input", s["shot"], "--output", s["new2"], "--video", str(video)], capsys, s["ckpt"])
+        assert video.stat().st_size > 0 and not list(shm.glob(f".tcvc-test-{os.getpid()}*"))
+    finally:
+        video.unlink(missing_ok=True)
+
+
+def test_ts_videos_are_accepted_by_both_tools(sandbox, capsys):
+    import imageio_ffmpeg
+    ts = sandbox["root"] / "ts" / "clip.ts"
+    ts.parent.mkdir()
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(sandbox["clip"]), "-c:v", "mpeg2video",
+                    str(ts)], check=True)
+    colour(["--input", str(ts), "--output", str(sandbox["new"])], capsys, sandbox["ckpt"])
+    code, lines = run_tool("FrameExtraction.py", ["--video_path", str(ts.parent), "--output_path",
+                                                  str(sandbox["new2"])], capsys)
+    assert code == 0 and len(list((sandbox["new2"] / "clip").rglob("frame_*.png"))) == 10
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_files_are_written_with_the_users_umask(sandbox, capsys, umask, mode):
+    code = subprocess.run(
+        [sys.executable, "-c", f"import os, sys; os.umask({umask}); sys.argv = ['test.py'] + sys.argv[1:]; "
+                               "import runpy; runpy.run_path('test.py', run_name='__main__')",
+         "--checkpoint", str(sandbox["ckpt"]), "--input", str(sandbox["shot"]), "--output", str(sandbox["new"]),
+         "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr
+    saved = subprocess.run(
+        [sys.executable, "-c", f"import os; os.umask({umask}); import torch, utils; "
+                               f"utils.atomic_torch_save({{'x': torch.zeros(1)}}, '{sandbox['new2']}/ckpt.pt')"],
+        cwd=ROOT, capture_output=True, text=True)
+    assert saved.returncode == 0, saved.stderr
+    written = [sandbox["new"] / "frame_000000.png", sandbox["new"] / "metrics.json", sandbox["new2"] / "ckpt.pt"]
+    assert [oct(p.stat().st_mode & 0o777) for p in written] == [oct(mode)] * 3
+
+
+def test_stale_temporary_files_of_our_saves_are_removed_and_nothing_else(sandbox):
+    ckpts = sandbox["run"] / "checkpoints"
+    stale = [ckpts / ".step_00000001.pt.a1b2c3d4.tmp", ckpts / ".best.pt.zz_yy_xx.tmp",
+             sandbox["run"] / ".generator.pt.q1w2e3r4.tmp"]
+    kept = [ckpts / "notes.tmp", ckpts / ".mine.pt.a1b2c3d4.tmp", sandbox["run"] / "keep.txt"]
+    for f in stale + kept:
+        f.write_bytes(b"x" * 100)
+    argv = TRAIN + ["--data", str(sandbox["data"]), "--run_dir", str(sandbox["run"]), "--resume", "auto",
+                    "--max_steps", "2", "--val_fraction", "0"]
+    assert train.main(train.build_parser().parse_args(argv)) == 0
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in kept)
+
+
+def test_symlink_loops_and_our_own_folders_are_read_once_or_skipped(sandbox, capsys):
+    data = sandbox["data"]
+    (data / "shot_a" / "up").symlink_to("..", target_is_directory=True)
+    (data / ".shot_b.partial").mkdir()
+    utils.write_image(data / ".shot_b.partial" / "frame_000001.png", np.zeros((8, 8, 3), np.uint8))
+    shutil.copytree(sandbox["run"], data / "run_inside")  # a run folder inside --data, and its samples/
+    utils.write_image(data / "run_inside" / "samples" / "val_step_00000001.png", np.zeros((8, 8, 3), np.uint8))
+    capsys.readouterr()
+    shots = utils.find_shot_dirs(data)
+    assert shots == [data / "shot_a"]
+    note = capsys.readouterr().err
+    assert ".shot_b.partial (partial)" in note and "run_inside (a train.py run folder)" in note
