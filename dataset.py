@@ -345,6 +345,10 @@ class TripletDataset(Dataset):
       t+1 (and t+2), as when colouring toward an earlier keyframe.
     Absent images are zeros and their flags 0.
 
+    ``frame_cache=True`` reads frames from a decoded-frame cache (``framecache.py``), built
+    first if needed in ``cache_dir``; ``frame_cache="open"`` only opens one (DDP ranks other
+    than 0, which wait for rank 0's build).
+
     No ``cv2.setNumThreads`` in DataLoader workers: with OpenCV 5.0 it deadlocked a forked
     worker in one run of two once the parent had used OpenCV's thread pool.
     """
@@ -353,7 +357,8 @@ class TripletDataset(Dataset):
                  line_art: str = "canny", line_root=None, root_for_relpaths=None,
                  prev_prob: float = 0.5, seed: int = 0, uint8: bool = False,
                  extended: bool = False, flows: bool = True, ref_prob: float = 0.0,
-                 ref_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0):
+                 ref_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
+                 frame_cache=False, cache_dir=None):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
         for name, value in (("prev_prob", prev_prob), ("ref_prob", ref_prob),
@@ -379,6 +384,13 @@ class TripletDataset(Dataset):
         self.shot_frames = [_frames_of(s) for s in self.shot_dirs]
         self._starts = np.cumsum([0] + [len(f) for f in self.shot_frames]).tolist()
         self.line_paths = self._given_paths(line_root, root_for_relpaths)
+        self.cache = None
+        if frame_cache:
+            if not train:
+                raise UserError("the frame cache holds training frames at the load size: train=True only")
+            import framecache
+            self.cache = framecache.open_or_build(self.shot_frames, self.load_size, line_art, self.line_paths,
+                                                  cache_dir, build=frame_cache != "open")
 
     @classmethod
     def from_root(cls, root, **kwargs) -> "TripletDataset":
@@ -414,10 +426,16 @@ class TripletDataset(Dataset):
         return self.shot_frames[shot][pos]
 
     def _read(self, shot: int, pos: int, top: int, left: int, flip: bool, given=False) -> np.ndarray:
-        """One frame (or its given line art) cropped, resized and flipped as the sample asks."""
-        paths = self.line_paths if given else self.shot_frames
-        image = (utils.read_grey if given else utils.read_rgb)(paths[shot][pos])
-        crop = crop_in_source(image, self.load_size, top, left, self.image_size)
+        """One frame (or its given line art) cropped, resized and flipped as the sample asks:
+        from the frame cache when there is one (already resized), else from the image file."""
+        size = self.image_size
+        if self.cache is not None:
+            image = self.cache.line(shot, pos) if given else self.cache.colour(shot, pos)
+            crop = image[top:top + size, left:left + size]
+        else:
+            paths = self.line_paths if given else self.shot_frames
+            image = (utils.read_grey if given else utils.read_rgb)(paths[shot][pos])
+            crop = crop_in_source(image, self.load_size, top, left, size)
         return crop[:, ::-1] if flip else crop
 
     def _view(self, shot, pos, crop) -> tuple[np.ndarray, np.ndarray]:

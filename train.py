@@ -21,6 +21,7 @@ The run folder holds ``config.json``, ``log.jsonl``, ``checkpoints/`` and ``samp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -73,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--reverse_prob", type=float, default=0.5,
                    help="chance a sample's chain runs backward in time (previous frame = frame t+1)")
     g.add_argument("--num_workers", type=int, default=2, help="DataLoader workers per process")
+    g.add_argument("--frame_cache", choices=["on", "off"], default="on",
+                   help="decode and resize every training frame once into a memory-mapped cache shared by all "
+                        "workers and GPUs, reused across runs (off: read the image files every time)")
+    g.add_argument("--cache_dir", default=None,
+                   help="where the frame cache lives (default: $TCVC_CACHE_DIR, else $XDG_CACHE_HOME/tcvc, else "
+                        "~/.cache/tcvc); it can be deleted at any time")
     g = p.add_argument_group("model")
     g.add_argument("--generator", choices=["unet", "resnet"], default="unet", help="resnet = the original's network")
     g.add_argument("--ngf", type=int, default=None, help="generator base channels (default: the network's own)")
@@ -114,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     g.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the networks (weights stay loadable)")
+    g.add_argument("--sync_debug", action="store_true",
+                   help="CUDA: raise at any host-device sync inside a training step (torch.cuda.set_sync_debug_mode); "
+                        "values are read only at log steps")
     g.add_argument("--seed", type=int, default=123, help="the original's seed")
     g.add_argument("--log_every", type=int, default=20, help="steps between log lines")
     g.add_argument("--save_every", type=int, default=1000, help="steps between checkpoints (and each epoch end)")
@@ -261,13 +271,23 @@ def model_config(args) -> models.ModelConfig:
 
 
 def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
+    """The training loader. With the frame cache, rank 0 builds it (if needed) while the other
+    ranks wait, then every rank opens it."""
+    cache = False
+    if args.frame_cache == "on":
+        cache = True if rank == 0 else "open"
+        if world > 1 and rank != 0:
+            dist.barrier()  # rank 0 builds first
     ds = data_lib.TripletDataset(train_shots, image_size=args.image_size, train=True,
+                                 frame_cache=cache, cache_dir=args.cache_dir,
                                  line_art=args.line_art, line_root=args.line_root,
                                  root_for_relpaths=train_dir, prev_prob=args.prev_prob, seed=args.seed,
                                  uint8=True, extended=cfg.extended_inputs, flows=cfg.warp == "flow",
                                  ref_prob=args.ref_prob if cfg.reference else 0.0,
                                  ref_max_distance=args.ref_max_distance, rollout_prob=args.rollout_prob,
                                  reverse_prob=args.reverse_prob)
+    if args.frame_cache == "on" and world > 1 and rank == 0:
+        dist.barrier()  # the cache is complete: the others may open it
     sampler = ResumableSampler(ds, world, rank, args.seed)
     loader = DataLoader(ds, batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers,
                         pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0,
@@ -660,7 +680,8 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
         run.ds.set_epoch(progress.epoch)
         for batch in batches(run.loader, stop):
             health.step = progress.step + 1
-            logs = gan_step(batch, run, nets, health, update_d=progress.step % args.d_every == 0)
+            with sync_debug(run):
+                logs = gan_step(batch, run, nets, health, update_d=progress.step % args.d_every == 0)
             progress.step += 1
             progress.consumed += len(batch["index"]) * run.world
             seen += len(batch["index"]) * run.world
@@ -698,6 +719,19 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
                                                         args.line_art), export)
         tqdm.write(f"done: {export} (generator only; test.py --checkpoint {export})")
     return 0
+
+
+@contextlib.contextmanager
+def sync_debug(run: Run):
+    """With --sync_debug on CUDA, any host-device synchronisation inside the block raises."""
+    if not (run.args.sync_debug and run.device.type == "cuda"):
+        yield
+        return
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
 
 
 def stopped(run: Run, nets: Nets, progress: Progress, health: Health, signum: int) -> int:

@@ -1,15 +1,19 @@
-"""Throughput of the training data pipeline: triples per second from 640x480 PNG frames.
+"""Throughput of the training data pipeline: triples per second from 640x480 frames, read
+from the PNG files and from the decoded-frame cache.
 
 Writes SHOTS x FRAMES frames of 640x480 into a temporary folder (frames of the shared clip
 ../shared/data/clips/lvcd_sample1.mp4 when it exists, else synthetic shapes), builds
-TripletDataset(train=True, canny line art, prev_prob 0.5, uint8=True: as train.py loads
-it) and times shuffled passes of a
-DataLoader (batch 16) after a warm-up pass, best of --repeat, with num_workers=0 and with
---workers workers. Per triple: one PNG read (two when the previous frame is used), the crop's source region
-resized to 256x256, Canny,
-the same random 256x256 crop and flip on all three. The headline rate leaves out the first
-batch (worker start-up, amortised over a real epoch); the last line is ``triples_per_s=N``
-for --workers. ``--ext .jpg`` writes JPEG frames (the original data set's format) instead.
+TripletDataset(train=True, canny line art, prev_prob 0.5, uint8=True: as train.py loads it)
+and times shuffled passes of a DataLoader (batch 16) after a warm-up pass, best of --repeat,
+for each number of --workers: first reading the PNG files (per triple one PNG read, two when
+the previous frame is used, the crop's source region resized, Canny, the same random crop and
+flip on all three), then reading the frame cache (``framecache.py``: frames decoded and
+resized once; a triple is a crop of the cached frames, Canny, flip). It also times the
+default training sample of the propagating generator (previous frame's line art, optical
+flows, a keyframe half of the time, rollouts) from the cache, whose optical flow dominates.
+Rates leave out the first batch (worker start-up, amortised over a real epoch). The last line
+is ``triples_per_s=N``: the cached rate for the first --workers figure.
+``--ext .jpg`` writes JPEG frames (the original data set's format) instead.
 
 Example:
     python benchmarks/bench_data.py --frames 40 --size 256 --workers 1
@@ -38,12 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=40, help="frames per shot")
     p.add_argument("--shots", type=int, default=2, help="number of shot folders")
     p.add_argument("--size", type=int, default=256, help="network image size")
-    p.add_argument("--workers", type=int, default=1, help="DataLoader workers, headline figure")
+    p.add_argument("--workers", type=int, nargs="+", default=[1],
+                   help="DataLoader worker counts to time; the first gives the headline figure")
     p.add_argument("--batch_size", type=int, default=16, help="the original's batch size")
     p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
     p.add_argument("--ext", default=".png", choices=[".png", ".jpg"], help="frame file format")
-    p.add_argument("--skip_main_process", action="store_true",
-                   help="do not also time num_workers=0")
     return p
 
 
@@ -122,18 +125,27 @@ def time_pass(ds, workers: int, batch_size: int, repeat: int = 1) -> tuple[float
 
 def main(args) -> float:
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
-        source = write_shots(Path(tmp), args.shots, args.frames, args.ext)
-        ds = dataset.TripletDataset.from_root(tmp, image_size=args.size, train=True, uint8=True,
-                                              line_art="canny", prev_prob=0.5, seed=0)
-        print(f"{len(ds)} triples, 640x480 {args.ext} frames from {source}, image_size "
+        source = write_shots(Path(tmp) / "frames", args.shots, args.frames, args.ext)
+        common = {"image_size": args.size, "train": True, "uint8": True, "line_art": "canny",
+                  "prev_prob": 0.5, "seed": 0, "cache_dir": Path(tmp) / "cache"}
+        png = dataset.TripletDataset.from_root(Path(tmp) / "frames", **common)
+        print(f"{len(png)} triples, 640x480 {args.ext} frames from {source}, image_size "
               f"{args.size}, batch {args.batch_size}, cv2 {cv2.__version__}")
-        print(stage_times(ds))
-        rate = 0.0
-        for workers in ([] if args.skip_main_process else [0]) + [args.workers]:
-            seconds, rate = time_pass(ds, workers, args.batch_size, args.repeat)
-            print(f"num_workers={workers}: full pass {seconds:.2f} s ({len(ds) / seconds:.1f} "
-                  f"triples/s with start-up); steady {rate:.1f} triples/s, "
-                  f"{1000 / rate:.1f} ms each")
+        print(stage_times(png))
+        start = time.perf_counter()
+        cached = dataset.TripletDataset.from_root(Path(tmp) / "frames", frame_cache=True, **common)
+        print(f"frame cache built in {time.perf_counter() - start:.2f} s "
+              f"({1000 * (time.perf_counter() - start) / len(png):.2f} ms a frame)")
+        extended = dataset.TripletDataset.from_root(Path(tmp) / "frames", frame_cache=True, extended=True,
+                                                    ref_prob=0.5, rollout_prob=0.5, reverse_prob=0.5, **common)
+        rates = {}
+        for name, ds in (("png", png), ("cached", cached), ("default sample, cached", extended)):
+            for workers in args.workers:
+                seconds, rate = time_pass(ds, workers, args.batch_size, args.repeat)
+                rates[name, workers] = rate
+                print(f"{name}, num_workers={workers}: full pass {seconds:.2f} s; steady {rate:.1f} "
+                      f"samples/s, {1000 / rate:.2f} ms each", flush=True)
+    rate = rates["cached", args.workers[0]]
     print(f"triples_per_s={rate:.1f}")
     return rate
 

@@ -1,11 +1,12 @@
 """test.py end to end against the bare generator, and its memory on long inputs.
 
     python benchmarks/bench_infer.py                 # default UNet, 640x480 shot, CPU
-    python benchmarks/bench_infer.py --frames 60 --device cuda
+    python benchmarks/bench_infer.py --frames 60 --device cuda --frame_size 1920x1080 --full_res
 
-1. Overhead: test.py on a 640x480 PNG shot (decode, line art, network, PNG writing; metrics
-   off) against the bare recurrent generator forward on the same frames, already prepared as
-   tensors. ``pipeline_overhead`` = end-to-end time / forward time - 1.
+1. Overhead: test.py on a PNG shot of ``--frame_size`` (decode, line art, optical flow and
+   network, PNG writing; metrics off; ``--full_res`` as test.py's) against the bare recurrent
+   chain (``chains.Chain``: optical flow and generator) on the same frames, already prepared.
+   ``pipeline_overhead`` = end-to-end time / chain time - 1.
 2. Memory: peak resident memory of test.py on a 1000-frame against a 100-frame 640x480 video
    (a small generator, so that the run takes seconds: the question is whether memory grows
    with the length of the input, which the network's size does not change).
@@ -29,6 +30,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import chains  # noqa: E402
 import dataset as data_lib  # noqa: E402
 import FrameExtraction  # noqa: E402
 import models  # noqa: E402
@@ -42,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=30, help="frames of the timed 640x480 shot")
     p.add_argument("--image_size", type=int, default=256)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--frame_size", default="640x480", help="WIDTHxHEIGHT of the shot's frames")
+    p.add_argument("--full_res", action="store_true", help="test.py --full_res")
     p.add_argument("--skip_memory", action="store_true")
     return p
 
@@ -67,34 +71,36 @@ def export(path: Path, cfg: models.ModelConfig, image_size: int) -> None:
 
 
 def bare_forward_seconds(ckpt: Path, shot: Path, image_size: int, device) -> float:
-    G = models.load_generator(ckpt, device)[0]
-    tensors = [data_lib.prepare_frame(utils.read_rgb(p), image_size, "canny")[0][None]
-               for p in utils.list_frames(shot)]
-    prev = torch.zeros(1, 3, image_size, image_size, device=device)
-    with torch.no_grad():
-        G(torch.cat([tensors[0].to(device), prev], 1))  # warm-up
-        start = time.perf_counter()
-        for line in tensors:
-            prev = G(torch.cat([line.to(device), prev], 1)).clamp(0, 1)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    G, cfg, _ = models.load_generator(ckpt, device)
+    lines = [data_lib.make_line_art(data_lib.resize(utils.read_rgb(p), image_size), "canny")
+             for p in utils.list_frames(shot)]
+    autocast = utils.autocast_context(device, "bf16")
+    chain = chains.Chain(G, cfg, device, "canny", autocast)
+    chain.start(None)
+    chain.step(lines[0])  # warm-up
+    chain.start(None)
+    start = time.perf_counter()
+    for line in lines:
+        chain.step(line)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def pipeline_seconds(ckpt: Path, shot: Path, out: Path, device_name: str) -> float:
+def pipeline_seconds(ckpt: Path, shot: Path, out: Path, device_name: str, extra=()) -> float:
     start = time.perf_counter()
     run = subprocess.run([sys.executable, str(ROOT / "test.py"), "--checkpoint", str(ckpt), "--input", str(shot),
-                          "--output", str(out), "--device", device_name, "--no_metrics"],
+                          "--output", str(out), "--device", device_name, "--no_metrics", *extra],
                          capture_output=True, text=True)
     if run.returncode:
         raise SystemExit(run.stderr)
     return time.perf_counter() - start
 
 
-def startup_seconds(ckpt: Path, tmp: Path, device_name: str) -> float:
+def startup_seconds(ckpt: Path, tmp: Path, device_name: str, size) -> float:
     """test.py on a one-frame shot: the process start, imports and model load to subtract."""
     one = tmp / "one"
-    utils.write_image(one / "frame_0.png", next(source_frames(1)))
+    utils.write_image(one / "frame_0.png", next(source_frames(1, *size)))
     return pipeline_seconds(ckpt, one, tmp / "one_out", device_name)
 
 
@@ -133,19 +139,21 @@ def main(args) -> int:
         tmp = Path(tmp_name)
         ckpt = tmp / "G.pt"
         export(ckpt, models.ModelConfig(), args.image_size)
+        size = tuple(int(v) for v in args.frame_size.lower().split("x"))
         shot = tmp / "shot"
-        for i, frame in enumerate(source_frames(args.frames)):
+        for i, frame in enumerate(source_frames(args.frames, *size)):
             utils.write_image(shot / f"frame_{i:04d}.png", frame)
         forward = bare_forward_seconds(ckpt, shot, args.image_size, device)
-        startup = startup_seconds(ckpt, tmp, args.device)
-        total = pipeline_seconds(ckpt, shot, tmp / "out", args.device)
+        startup = startup_seconds(ckpt, tmp, args.device, size)
+        total = pipeline_seconds(ckpt, shot, tmp / "out", args.device, ["--full_res"] if args.full_res else [])
         pipeline = total - startup + forward / args.frames  # the start-up run held one frame
         overhead = pipeline / forward - 1
-        print(f"device {device}; {args.frames} frames of 640x480 -> {args.image_size}^2, default UNet, "
-              f"torch threads {torch.get_num_threads()}")
-        print(f"bare generator forward: {forward:.2f} s ({args.frames / forward:.2f} fps)")
+        print(f"device {device}; {args.frames} frames of {size[0]}x{size[1]} -> {args.image_size}^2"
+              f"{', --full_res' if args.full_res else ''}, default UNet, torch threads {torch.get_num_threads()}")
+        print(f"bare recurrent chain (flow + generator): {forward:.2f} s ({args.frames / forward:.2f} fps)")
         print(f"test.py end to end:     {total:.2f} s, of which {startup:.2f} s start-up (imports, model "
               f"load, one frame) -> {pipeline:.2f} s for the frames ({args.frames / pipeline:.2f} fps)")
+        print(f"test_py_fps={args.frames / pipeline:.2f}")
         if not args.skip_memory:
             m100, m1000 = memory_ratio(tmp)
             print(f"peak memory: 100 frames {m100:.0f} MiB, 1000 frames {m1000:.0f} MiB, "

@@ -11,6 +11,13 @@ sys.path.insert(0, str(ROOT))
 SHARED_CLIPS = ROOT.parent / "shared" / "data" / "clips"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def frame_cache_in_a_temporary_folder(tmp_path_factory):
+    """train.py's frame cache goes to $TCVC_CACHE_DIR: the tests' caches stay out of ~/.cache."""
+    import os
+    os.environ["TCVC_CACHE_DIR"] = str(tmp_path_factory.mktemp("frame_cache"))
+
+
 @pytest.fixture
 def shared_clips():
     """Folder of the shared real clips; the test is skipped where ../shared is absent."""

@@ -52,3 +52,16 @@ def test_last10_and_a_wrong_frame_count():
     assert result["overall"]["psnr"] == pytest.approx((3 * 100 + 10 * db(25)) / 13)
     with pytest.raises(reproduce.UserError, match="output frames"):
         reproduce.metrics_lib.score_frames({"s": out["s"][:-1]}, truth)
+
+
+def test_the_gpu_training_check_runs_on_a_cpu(tmp_path, capsys):
+    """benchmarks/gpu_train_check.py can only be run for real on a GPU machine: check here that
+    the script itself works, with a tiny run."""
+    import gpu_train_check
+
+    args = gpu_train_check.build_parser().parse_args(
+        ["--out", str(tmp_path), "--steps", "4", "--device", "cpu", "--image_size", "32", "--batch_size", "2",
+         "--workers", "0"])
+    code = gpu_train_check.main(args)
+    text = capsys.readouterr().out
+    assert code in (0, 1) and "l1_first_quarter=" in text and (tmp_path / "train_log.jsonl").is_file()

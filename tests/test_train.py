@@ -4,6 +4,8 @@ import json
 import math
 import os
 import signal
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -258,3 +260,32 @@ def test_training_checkpoint_of_the_previous_format_is_refused_for_resume(shots,
     torch.save(ckpt, tmp_path / "old.pt")
     with pytest.raises(UserError, match="earlier version of train.py"):
         train.main(tiny_args(shots, tmp_path / "run2", max_steps=2, resume=str(tmp_path / "old.pt")))
+
+
+def test_no_host_reads_of_device_values_between_log_steps(shots, tmp_path, monkeypatch):
+    """Reading a tensor's value (.item(), .tolist(), bool(), float()) from our code waits for a
+    GPU to finish; the step must leave that to the log steps. Counted here on the CPU, by the
+    file that asks: 6 steps with --log_every 3 may read values at steps 3 and 6 only."""
+    root = Path(train.__file__).resolve().parent
+    ours = {str(root / name) for name in ("train.py", "losses.py", "models.py", "chains.py", "dataset.py")}
+    reads, step = [], {"now": 0}
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        real = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _real=real, _name=name, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller in ours:
+                reads.append((step["now"], _name, caller.rsplit("/", 1)[-1], sys._getframe(1).f_lineno))
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    real_step = train.gan_step
+
+    def counted(batch, run, nets, health, update_d):
+        step["now"] += 1
+        return real_step(batch, run, nets, health, update_d)
+    monkeypatch.setattr(train, "gan_step", counted)
+    assert train.main(tiny_args(shots, tmp_path / "run", max_steps=6, log_every=3, val_fraction=0,
+                                save_every=100)) == 0
+    inside = [r for r in reads if r[0] not in (3, 6) and r[0] > 0 and "evaluate" not in r[2]]
+    assert not inside, inside
+    assert {r[0] for r in reads if r[0] > 0} <= {3, 6}

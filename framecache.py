@@ -1,0 +1,165 @@
+"""A decoded-frame cache: every training frame resized once to the load size, memory-mapped.
+
+Decoding a 640x480 PNG costs about 4 ms, so PNG data loading cannot feed a GPU. The cache
+holds every frame of the training shots already decoded and resized to the load size
+(``dataset.load_size_for(image_size)``, the frame the random crop is taken from) in one
+uint8 array on disk, ``frames.npy`` (N, L, L, 3), opened with ``np.load(mmap_mode="r")``:
+DataLoader workers and DDP ranks share the operating system's page cache instead of each
+decoding. With line-art mode ``given`` the line art is cached too (``lines.npy``).
+
+Where: ``--cache_dir`` (default ``$TCVC_CACHE_DIR``, else ``$XDG_CACHE_HOME/tcvc``, else
+``~/.cache/tcvc``), one folder per (frame list, load size, line-art mode, version); it can be
+deleted at any time. It is reused across runs and rebuilt when a frame file changes (size or
+modification time), or when the load size or the line-art mode changes. A cache is built in a
+hidden folder and renamed into place only when complete, so a build that was killed is
+never read: the next run builds it again (and removes the killed build's folder).
+
+Example:
+    python -c "import framecache, utils; print(framecache.default_cache_dir())"
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import utils
+
+VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get("TCVC_CACHE_DIR"):
+        return Path(os.environ["TCVC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tcvc"
+
+
+def _stamp(path: Path) -> list:
+    st = os.stat(path)
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+class FrameCache:
+    """Decoded frames of a list of shots: ``colour(shot, pos)`` -> uint8 (L, L, 3) and, with
+    given line art, ``line(shot, pos)`` -> uint8 (L, L). Pickles as its folder, so a DataLoader
+    worker re-opens the memory map rather than copying it."""
+
+    def __init__(self, folder: Path, shot_lengths: list[int]):
+        self.folder = Path(folder)
+        self.starts = np.cumsum([0] + list(shot_lengths)).tolist()
+        self._frames = self._lines = None
+
+    def __getstate__(self):
+        return {"folder": self.folder, "starts": self.starts}
+
+    def __setstate__(self, state):
+        self.folder, self.starts = state["folder"], state["starts"]
+        self._frames = self._lines = None
+
+    def _open(self):
+        if self._frames is None:
+            self._frames = np.load(self.folder / "frames.npy", mmap_mode="r")
+            lines = self.folder / "lines.npy"
+            self._lines = np.load(lines, mmap_mode="r") if lines.is_file() else None
+
+    def colour(self, shot: int, pos: int) -> np.ndarray:
+        self._open()
+        return self._frames[self.starts[shot] + pos]
+
+    def line(self, shot: int, pos: int) -> np.ndarray:
+        self._open()
+        return self._lines[self.starts[shot] + pos]
+
+
+def cache_key(files: list[Path], load_size: int, line_art: str) -> str:
+    digest = hashlib.sha1(json.dumps([VERSION, load_size, line_art == "given",
+                                      [str(Path(f).resolve()) for f in files]]).encode())
+    return digest.hexdigest()[:20]
+
+
+def open_or_build(shot_frames: list[list[Path]], load_size: int, line_art: str, line_paths=None,
+                  cache_dir=None, build: bool = True) -> FrameCache:
+    """The cache of these shots' frames at ``load_size``: opened when it is complete and current,
+    else built (``build=False``: a ``UserError``, for DDP ranks that wait for rank 0's build)."""
+    files = [f for shot in shot_frames for f in shot]
+    given = [f for shot in line_paths for f in shot] if line_art == "given" else []
+    root = Path(cache_dir) if cache_dir else default_cache_dir()
+    folder = root / cache_key(files, load_size, line_art)
+    index = {"version": VERSION, "load_size": load_size, "line_art": line_art,
+             "files": [_stamp(f) for f in files], "lines": [_stamp(f) for f in given]}
+    if not _is_current(folder, index):
+        if not build:
+            raise utils.UserError(f"the frame cache {folder} is missing or out of date")
+        _build(folder, files, given, load_size, index)
+    return FrameCache(folder, [len(s) for s in shot_frames])
+
+
+def _is_current(folder: Path, index: dict) -> bool:
+    try:
+        return json.loads((folder / "index.json").read_text()) == index
+    except (OSError, ValueError):
+        return False
+
+
+def _build(folder: Path, files, given, load_size: int, index: dict) -> None:
+    import dataset as data_lib  # the one resize function of the project
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_killed_builds(folder)
+    building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    size_gb = len(files) * load_size * load_size * (3 + bool(given)) / 1e9
+    print(f"building the frame cache: {len(files)} frames at {load_size}x{load_size}, {size_gb:.2f} GB, "
+          f"in {folder} (once; --frame_cache off reads the image files instead)", file=sys.stderr)
+    try:
+        jobs = [("frames.npy", files, utils.read_rgb, (load_size, load_size, 3))]
+        if given:
+            jobs.append(("lines.npy", given, utils.read_grey, (load_size, load_size)))
+        for name, paths, read, shape in jobs:
+            array = np.lib.format.open_memmap(building / name, mode="w+", dtype=np.uint8,
+                                              shape=(len(paths), *shape))
+
+            def fill(i, paths=paths, read=read, array=array):
+                array[i] = data_lib.resize(read(paths[i]), load_size)
+
+            with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+                list(tqdm(pool.map(fill, range(len(paths))), total=len(paths), unit="frame",
+                          desc=f"frame cache ({name})", leave=False))
+            array.flush()
+            del array
+        utils.atomic_write_bytes(building / "index.json", json.dumps(index).encode())  # last: complete
+        if folder.exists():  # out of date: set aside, then removed (open memory maps stay valid)
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+            shutil.rmtree(old)
+        os.replace(building, folder)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+
+
+def _remove_killed_builds(folder: Path) -> None:
+    """Hidden build folders of this cache whose process is gone: a build that was killed."""
+    for stale in folder.parent.glob(f".{folder.name}.building-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
