@@ -118,7 +118,7 @@ def _build(folder: Path, files, given, load_size: int, index: dict) -> None:
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     size_gb = len(files) * load_size * load_size * (3 + bool(given)) / 1e9
-    print(f"building the frame cache: {len(files)} frames at {load_size}x{load_size}, {size_gb:.2f} GB, "
+    print(f"note: building the frame cache: {len(files)} frames at {load_size}x{load_size}, {size_gb:.2f} GB, "
           f"in {folder} (once; --frame_cache off reads the image files instead)", file=sys.stderr)
     try:
         jobs = [("frames.npy", files, utils.read_rgb, (load_size, load_size, 3))]

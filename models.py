@@ -94,6 +94,14 @@ class ModelConfig:
                                   f"need {self.expected_in_channels}")
 
     @property
+    def size_rule(self) -> tuple[int, int]:
+        """(multiple, smallest): the generator's H and W must be multiples of the first and at
+        least the second (see each network's docstring)."""
+        if self.generator == "resnet":
+            return 4, 16
+        return 2 ** self.depth, 2 ** (self.depth + 1)
+
+    @property
     def extended_inputs(self) -> bool:
         """False: the original input cat(line art, previous colour), 4 channels."""
         return self.propagate or self.reference or self.warp != "none"

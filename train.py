@@ -808,9 +808,8 @@ def check_args(args) -> None:
         raise UserError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
 
 
-def check_image_size(args, nets: Nets) -> None:
-    G = unwrap(nets.generator)
-    multiple, smallest = getattr(G, "size_multiple", 1), getattr(G, "min_size", 1)
+def check_image_size(args) -> None:
+    multiple, smallest = model_config(args).size_rule
     if args.image_size % multiple or args.image_size < smallest:
         raise UserError(f"--image_size {args.image_size} does not fit the {args.generator} generator: it needs "
                         f"a multiple of {multiple} of at least {smallest}")
@@ -872,12 +871,12 @@ def run_training(args) -> tuple[int, Run, Nets]:
     """Train as ``main`` does and also return the run and the networks (tests read every
     rank's weights). Nothing is written before every check has passed."""
     check_args(args)
+    check_image_size(args)
     resume = find_resume(args)
     check_run_dir(args, resume)
     utils.seed_everything(args.seed)
     run, nets = prepare(args)
     try:
-        check_image_size(args, nets)
         progress = Progress()
         if resume is not None:
             progress = restore(run, nets, resume)

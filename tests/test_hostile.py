@@ -206,10 +206,10 @@ def run_tool(tool: str, argv: list, capsys) -> tuple[int, list[str]]:
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         utils.run_cli(module.main, module.build_parser().parse_args(argv))
-    # progress bars (tqdm redraws them in place on a terminal) and the note naming skipped folders
-    # are not messages; everything else is
+    # progress bars (tqdm redraws them in place on a terminal) and notes (skipped folders, a
+    # frame cache being built) are not messages; everything else is
     text = capsys.readouterr().err.replace("\r", "\n")
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("note: skipped")
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("note: ")
              and not PROGRESS_BAR.search(line)]
     return exit_info.value.code, lines
 
