@@ -402,7 +402,9 @@ def gan_step(batch, run: Run, nets: Nets, health: "Health", update_d: bool) -> d
     b = {k: data_lib.to_device(v, run.device) for k, v in batch.items() if k != "index"}
     x = generator_input(run, nets, b)
     target = b["target"]
-    cond = x[:, :4]  # line art + (warped) previous frame: what D is conditioned on
+    # line art + (warped) previous frame: what D is conditioned on; detached, so that D's
+    # backward never reaches into a rollout's graph (--rollout_grad), which G's backward needs
+    cond = x[:, :4].detach()
     with run.autocast:
         fake = G(x)  # (B, 3, H, W) in [0, 1]
     logs = {}

@@ -12,10 +12,17 @@ It then colours every shot of the evaluation clips (whole shots, never seen in t
 - ``flat_grey``: a flat grey frame (no model);
 - ``baseline``: model (b), each frame on its own;
 - ``tcvc``: model (a) fed its own previous output, from a black start (the paper's inference);
-- ``tcvc_keyframe``: model (a) with the true first frame of each shot as its keyframe.
+- ``tcvc_keyframe``: model (a) with the true first frame of each shot as its keyframe;
+- ``tcvc_2keys``: model (a) with the true first and last frames as keyframes (test.py
+  --keyframes: chains from both ends, blended by distance);
+- ``copy_nearest_keyframe``: each frame replaced by the nearer of those two keyframes.
 Every setting is scored on the same frames, 1 to N-1 of each shot (frame 0 is given in the
-keyframe settings). Frame 0 of each setting is reported on its own (``psnr_frame0``), and
-``psnr_last10`` is the mean PSNR of each shot's last 10 frames, where drift shows.
+keyframe settings), except the two-keyframe settings, scored on 1 to N-2 (the frames that are
+not keyframes). Frame 0 of each setting is reported on its own (``psnr_frame0``);
+``psnr_last10`` is the mean PSNR of each shot's last 10 scored frames, where drift shows, and
+``psnr_last_third`` the mean over frames 2N/3 to N-2 of every shot, pooled (the frames where the
+second keyframe should help most). A strip of one shot coloured from three keyframes (frames
+0, N/2 and N-1) shows keyframes and in-betweens next to the truth.
 
 ``OUT/results.json``: {"meta", "results": {setting: {"overall", "shots"}}, "per_frame_psnr":
 {setting: {shot: [PSNR of frame 1, 2, ...]}}}, with PSNR, SSIM, warping error, colour
@@ -45,16 +52,20 @@ import train  # noqa: E402
 import utils  # noqa: E402
 from utils import UserError  # noqa: E402
 
-SETTINGS = ("copy_keyframe", "flat_grey", "baseline", "tcvc", "tcvc_keyframe")
-PLOTTED = ("copy_keyframe", "baseline", "tcvc", "tcvc_keyframe")
+SETTINGS = ("copy_keyframe", "flat_grey", "baseline", "tcvc", "tcvc_keyframe", "copy_nearest_keyframe",
+            "tcvc_2keys")
+PLOTTED = ("copy_keyframe", "baseline", "tcvc", "tcvc_keyframe", "copy_nearest_keyframe", "tcvc_2keys")
+TWO_KEYS = ("copy_nearest_keyframe", "tcvc_2keys")  # scored without their keyframes
 COLOURS = {"copy_keyframe": (120, 120, 120), "flat_grey": (190, 190, 190), "baseline": (200, 60, 60),
-           "tcvc": (40, 110, 220), "tcvc_keyframe": (30, 160, 70)}
+           "tcvc": (40, 110, 220), "tcvc_keyframe": (30, 160, 70), "copy_nearest_keyframe": (200, 150, 40),
+           "tcvc_2keys": (150, 50, 170)}
 # train.py flags of each trained model, on top of the shared budget
 MODELS = {"tcvc": [],
           "baseline": ["--prev_prob", "0", "--rollout_prob", "0", "--reference", "off", "--ref_prob", "0"]}
 # setting -> (model, extra test.py flags); {keyframes} is the folder of true first frames
 MODEL_SETTINGS = {"baseline": ("baseline", ["--frame_by_frame"]), "tcvc": ("tcvc", []),
-                  "tcvc_keyframe": ("tcvc", ["--reference_dir", "{keyframes}"])}
+                  "tcvc_keyframe": ("tcvc", ["--reference_dir", "{keyframes}"]),
+                  "tcvc_2keys": ("tcvc", ["--keyframes", "{keyframes2}"])}
 GREY = 128  # the flat grey frame
 
 
@@ -137,12 +148,33 @@ def keyframes(eval_root: Path, dest: Path) -> Path:
     return dest
 
 
+def keyframe_folder(eval_root: Path, dest: Path, picks) -> Path:
+    """Coloured keyframes as test.py's --keyframes expects (DEST/<shot>/<frame file name>): the
+    true frames at the indices ``picks(n)`` of every evaluation shot."""
+    for shot in utils.find_shot_dirs(eval_root):
+        frames = utils.list_frames(shot)
+        for i in picks(len(frames)):
+            utils.write_image(dest / shot.relative_to(eval_root) / frames[i].name, utils.read_rgb(frames[i]))
+    return dest
+
+
+def first_and_last(n: int) -> list[int]:
+    return [0, n - 1]
+
+
+def nearest_of_two(n: int) -> list[int]:
+    """For each frame, the nearer of keyframes 0 and n-1 (the first one on a tie)."""
+    return [0 if t <= (n - 1) - t else n - 1 for t in range(n)]
+
+
 def trivial_outputs(setting: str, truths: dict) -> dict:
     """The answers that need no model, for every frame of every shot."""
     if setting == "copy_keyframe":
         return {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     if setting == "flat_grey":
         return {shot: [np.full_like(f, GREY) for f in frames] for shot, frames in truths.items()}
+    if setting == "copy_nearest_keyframe":
+        return {shot: [frames[k] for k in nearest_of_two(len(frames))] for shot, frames in truths.items()}
     raise ValueError(f"{setting} is not a setting without a model")
 
 
@@ -160,54 +192,69 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
              model_settings=MODEL_SETTINGS) -> dict:
     """{setting: score(...)}; model outputs go to ``out/outputs/<setting>``."""
     truths = eval_shots(eval_root, args.image_size)
-    refs = keyframes(eval_root, out / "keyframes")
+    folders = {"keyframes": keyframes(eval_root, out / "keyframes"),
+               "keyframes2": keyframe_folder(eval_root, out / "keyframes2", first_and_last)}
+    inner = {shot: range(1, len(frames) - 1) for shot, frames in truths.items()}
     results = {}
     for setting in settings:
         if setting in model_settings:
             model, extra = model_settings[setting]
-            extra = [e.format(keyframes=refs) for e in extra]
+            extra = [e.format(**folders) for e in extra]
             outputs = colorize(checkpoints[model], extra, eval_root, out / "outputs" / setting, args)
         else:
             outputs = trivial_outputs(setting, truths)
-        results[setting] = metrics_lib.score_frames(outputs, truths)
+        results[setting] = metrics_lib.score_frames(outputs, truths, inner if setting in TWO_KEYS else None)
+        results[setting]["overall"]["psnr_last_third"] = last_third(results[setting], truths)
         print(f"{setting}: PSNR {results[setting]['overall']['psnr']:.2f} dB", flush=True)
     return results
 
 
+def last_third(result: dict, truths: dict) -> float:
+    """Mean PSNR over frames 2N/3 .. N-2 of every shot, pooled: the same frames in every setting."""
+    values = []
+    for shot, frames in truths.items():
+        n = len(frames)
+        values += [p for t, p in zip(result["shots"][shot]["scored_frames"], result["per_frame_psnr"][shot])
+                   if 3 * t >= 2 * n and t <= n - 2]
+    return float(np.mean(values))
+
+
 # ----------------------------------------------------------------------------- pictures
-def drift_plot(curves: dict, path: Path, settings=PLOTTED) -> None:
-    """Per-frame PSNR over each evaluated shot, one panel per shot, one line per setting."""
-    shots = list(curves[settings[0]])
+def drift_plot(results: dict, path: Path, settings=PLOTTED) -> None:
+    """Per-frame PSNR over each evaluated shot, one panel per shot, one line per setting, each
+    point at its frame's index."""
+    shots = list(results[settings[0]]["shots"])
     w, h, pad = 640, 220, 40
-    img = Image.new("RGB", (w, h * len(shots) + 30), "white")
+    img = Image.new("RGB", (w, h * len(shots) + 44), "white")
     draw = ImageDraw.Draw(img)
-    values = [v for s in settings for shot in shots for v in curves[s][shot]]
+    values = [v for s in settings for shot in shots for v in results[s]["per_frame_psnr"][shot]]
     lo, hi = np.floor(min(values)), np.ceil(max(values))
     for k, shot in enumerate(shots):
-        top = 30 + k * h
+        top = 44 + k * h
         draw.rectangle([pad, top + 10, w - 10, top + h - pad], outline="black")
         draw.text((pad + 5, top + 12), f"{shot}: PSNR (dB) per frame, {lo:.0f}-{hi:.0f}", fill="black")
-        n = len(curves[settings[0]][shot])
+        n = max(max(results[s]["shots"][shot]["scored_frames"]) for s in settings) + 1
         for s in settings:
-            pts = [(pad + (w - 10 - pad) * i / max(n - 1, 1),
+            frames = results[s]["shots"][shot]["scored_frames"]
+            pts = [(pad + (w - 10 - pad) * t / max(n - 1, 1),
                     top + h - pad - (h - pad - 10) * (v - lo) / max(hi - lo, 1e-6))
-                   for i, v in enumerate(curves[s][shot])]
+                   for t, v in zip(frames, results[s]["per_frame_psnr"][shot])]
             draw.line(pts, fill=COLOURS[s], width=2)
-        draw.text((pad, top + h - pad + 4), f"frame 1 ... {n}", fill="black")
+        draw.text((pad, top + h - pad + 4), f"frame 1 ... {n - 1}", fill="black")
     for i, s in enumerate(settings):
-        draw.text((pad + 130 * i, 8), f"- {s}", fill=COLOURS[s])
+        draw.text((pad + 200 * (i % 3), 4 + 14 * (i // 3)), f"- {s}", fill=COLOURS[s])
     img.save(path)
 
 
 def sample_strips(eval_root: Path, out: Path, image_size: int, line_mode: str, dest: Path,
-                  settings=PLOTTED) -> list[Path]:
+                  settings=("copy_keyframe", "baseline", "tcvc", "tcvc_keyframe", "tcvc_2keys")) -> list[Path]:
     """For each shot, rows at a few frames: line art | each setting | truth."""
     written = []
     for shot in utils.find_shot_dirs(eval_root):
         rel = shot.relative_to(eval_root).as_posix()
         frames = utils.list_frames(shot)
         rows = []
-        for i in sorted({1, len(frames) // 3, 2 * len(frames) // 3, len(frames) - 1}):
+        for i in sorted({1, len(frames) // 3, 2 * len(frames) // 3, len(frames) - 2}):
             truth = truth_image(frames[i], image_size)
             panels = [np.repeat(data_lib.make_line_art(truth, line_mode)[..., None], 3, 2)]
             for s in settings:
@@ -220,9 +267,37 @@ def sample_strips(eval_root: Path, out: Path, image_size: int, line_mode: str, d
     return written
 
 
+def three_keyframes_strip(ckpt: Path, eval_root: Path, out: Path, args) -> Path:
+    """The first evaluation shot coloured from 3 keyframes (frames 0, N/2, N-1): rows of
+    keyframes and in-betweens, line art | result | truth, each row labelled."""
+    shot = utils.find_shot_dirs(eval_root)[0]
+    rel = shot.relative_to(eval_root)
+    only_first = eval_root.parent / "three_keys_input"
+    if not only_first.exists():
+        (only_first / rel.parent).mkdir(parents=True, exist_ok=True)
+        (only_first / rel).symlink_to(shot.resolve(), target_is_directory=True)
+    keys = keyframe_folder(only_first, out / "keyframes3", lambda n: [0, n // 2, n - 1])
+    frames = utils.list_frames(shot)
+    n = len(frames)
+    colorize(ckpt, ["--keyframes", str(keys)], only_first, out / "outputs" / "three_keys", args)
+    rows = []
+    for i in sorted({0, n // 4, n // 2, n // 2 + n // 8, 3 * n // 4, n - 1}):
+        truth = truth_image(frames[i], args.image_size)
+        result = utils.read_rgb(out / "outputs" / "three_keys" / rel / f"{frames[i].stem}.png")
+        row = np.concatenate([np.repeat(data_lib.make_line_art(truth, "canny")[..., None], 3, 2), result, truth], 1)
+        label = Image.fromarray(row)
+        ImageDraw.Draw(label).text((4, 4), f"frame {i}" + (" KEYFRAME" if i in (0, n // 2, n - 1) else ""),
+                                   fill=(255, 0, 0))
+        rows.append(np.asarray(label))
+    path = out / f"samples_3keys_{rel.as_posix().replace('/', '_')}.png"
+    utils.write_image(path, np.concatenate(rows, 0))
+    return path
+
+
 # ----------------------------------------------------------------------------- report
 def markdown(results: dict, meta: dict) -> str:
-    keys = [("psnr", "PSNR dB ↑", ".2f"), ("psnr_last10", "last 10 PSNR ↑", ".2f"), ("ssim", "SSIM ↑", ".3f"),
+    keys = [("psnr", "PSNR dB ↑", ".2f"), ("psnr_last10", "last 10 PSNR ↑", ".2f"),
+            ("psnr_last_third", "last third PSNR ↑", ".2f"), ("ssim", "SSIM ↑", ".3f"),
             ("warp_error", "warp err ↓", ".5f"), ("cdc", "colour JSD ↓", ".4f"),
             ("tc_ratio", "TC ratio (1 = as steady as truth)", ".2f"), ("psnr_frame0", "frame 0 PSNR", ".2f")]
     fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
@@ -235,7 +310,8 @@ def markdown(results: dict, meta: dict) -> str:
                          + " | ".join(fmt(r.get(k), spec) for k, _, spec in keys) + " |")
     head = [f"Command: `{meta['command']}`", "",
             f"Machine: {meta['machine']}. Time: {meta['minutes']} minutes. Training: {meta['training']}.", "",
-            "Scored on frames 1 to N-1 of every shot; frame 0 PSNR in its own column.", ""]
+            "Scored on frames 1 to N-1 of every shot (two-keyframe settings: 1 to N-2); frame 0 PSNR in its "
+            "own column; last third: frames 2N/3 to N-2, pooled.", ""]
     return "\n".join(head + lines) + "\n"
 
 
@@ -281,8 +357,9 @@ def main(args) -> int:
     eval_root = prepare_clips(args.eval_clips, out / "data" / "eval", args.max_size)
     checkpoints = {name: train_model(name, extra, train_root, out, args) for name, extra in MODELS.items()}
     results = evaluate(checkpoints, eval_root, out, args)
-    drift_plot({s: r["per_frame_psnr"] for s, r in results.items()}, out / "drift.png")
+    drift_plot(results, out / "drift.png")
     strips = sample_strips(eval_root, out / "outputs", args.image_size, "canny", out)
+    strips.append(three_keyframes_strip(checkpoints["tcvc"], eval_root, out, args))
     meta = {"command": "python benchmarks/reproduce.py " + " ".join(sys.argv[1:]),
             "machine": meta_machine(), "minutes": round((time.time() - t0) / 60, 1),
             "training": training_note(out, MODELS)}

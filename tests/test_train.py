@@ -252,6 +252,12 @@ def test_rollout_grad_backpropagates_through_the_own_output(shots):
     assert not train.generator_input(run, SimpleNamespace(generator=G), b).requires_grad
 
 
+def test_training_with_rollout_grad_runs(shots, tmp_path):
+    """D's backward must not free the rollout's graph that G's backward still needs."""
+    assert train.main(tiny_args(shots, tmp_path / "run", max_steps=3, rollout_prob=1.0, rollout_grad=True,
+                                val_fraction=0)) == 0
+
+
 def test_training_checkpoint_of_the_previous_format_is_refused_for_resume(shots, tmp_path):
     run_dir = tmp_path / "run"
     train.main(tiny_args(shots, run_dir, max_steps=1))
