@@ -102,7 +102,21 @@ class Job:
     key: int | None
 
 
-def plan(n: int, keys) -> tuple[list[Job], dict[int, list[tuple[int, float]]]]:
+BLENDS = ("linear", "nearest")
+
+
+def blend_weight(t: int, a: int, b: int, blend: str = "linear") -> float:
+    """The weight of the chain from keyframe ``a`` at frame t, a < t < b (the chain from ``b``
+    gets the rest): ``linear`` (b - t) / (b - a); ``nearest`` 1 for the nearer keyframe, 1/2 each
+    at the midpoint."""
+    if blend == "linear":
+        return (b - t) / (b - a)
+    if blend == "nearest":
+        return 1.0 if t - a < b - t else 0.0 if t - a > b - t else 0.5
+    raise ValueError(f"unknown blend {blend!r} (choose from {', '.join(BLENDS)})")
+
+
+def plan(n: int, keys, blend: str = "linear") -> tuple[list[Job], dict[int, list[tuple[int, float]]]]:
     """How a shot of ``n`` frames with keyframes at indices ``keys`` is coloured: each frame from
     its nearest keyframes in time, chains running away from every keyframe.
 
@@ -110,8 +124,10 @@ def plan(n: int, keys) -> tuple[list[Job], dict[int, list[tuple[int, float]]]]:
     - before the first keyframe: one chain backward from it (frames k0-1, ..., 0);
     - after the last keyframe: one chain forward from it;
     - between keyframes a < b: a chain forward from a and one backward from b, blended by
-      distance: frame t takes (b - t) / (b - a) of the chain from a and (t - a) / (b - a) of
-      the chain from b, so the nearer keyframe weighs more (a midpoint takes half of each).
+      distance (``blend_weight``): with ``linear`` frame t takes (b - t) / (b - a) of the chain
+      from a and (t - a) / (b - a) of the chain from b, so the nearer keyframe weighs more (a
+      midpoint takes half of each); with ``nearest`` it takes the nearer chain alone. A chain
+      whose weight is 0 everywhere is cut short.
     Returns (jobs, weights) where weights[t] = [(job index, weight), ...] for every frame that
     is not a keyframe; the weights of a frame sum to 1. Keyframes are output as they are."""
     keys = sorted(set(keys))
@@ -131,8 +147,10 @@ def plan(n: int, keys) -> tuple[list[Job], dict[int, list[tuple[int, float]]]]:
         return jobs, weights
     add(list(range(keys[0] - 1, -1, -1)), keys[0], lambda t: 1.0)
     for a, b in zip(keys, keys[1:]):
-        add(list(range(a + 1, b)), a, lambda t, a=a, b=b: (b - t) / (b - a))
-        add(list(range(b - 1, a, -1)), b, lambda t, a=a, b=b: (t - a) / (b - a))
+        forward = [t for t in range(a + 1, b) if blend_weight(t, a, b, blend) > 0]
+        backward = [t for t in range(b - 1, a, -1) if blend_weight(t, a, b, blend) < 1]
+        add(forward, a, lambda t, a=a, b=b: blend_weight(t, a, b, blend))
+        add(backward, b, lambda t, a=a, b=b: 1 - blend_weight(t, a, b, blend))
     add(list(range(keys[-1] + 1, n)), keys[-1], lambda t: 1.0)
     return jobs, weights
 

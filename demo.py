@@ -26,6 +26,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 import FrameExtraction
@@ -94,7 +95,7 @@ def train_model(train_dir: Path, run_dir: Path, vgg: str, args) -> Path:
 
 def colorize(ckpt: Path, test_dir: Path, out: Path, keys: Path, args) -> dict:
     """Colour every held-out shot from its first frame as the keyframe; score the model and the
-    copied keyframe on the frames after it -> {"model": ..., "copy_keyframe": ...}."""
+    answers that need no model on the frames after it -> {"model", "copy_keyframe", "flat_grey"}."""
     import dataset as data_lib
     import metrics
     import test as colorize_cli
@@ -110,8 +111,10 @@ def colorize(ckpt: Path, test_dir: Path, out: Path, keys: Path, args) -> dict:
     truth = {rel: [data_lib.resize(utils.read_rgb(p), size) for p in frames] for rel, frames in shots.items()}
     model = {rel: [utils.read_rgb(p) for p in utils.list_frames(out / "frames" / rel)] for rel in shots}
     copy = {rel: [frames[0]] * len(frames) for rel, frames in truth.items()}
+    grey = {rel: [np.full_like(f, metrics.FLAT_GREY) for f in frames] for rel, frames in truth.items()}
     return {"model": metrics.score_frames(model, truth)["overall"],
-            "copy_keyframe": metrics.score_frames(copy, truth)["overall"]}
+            "copy_keyframe": metrics.score_frames(copy, truth)["overall"],
+            "flat_grey": metrics.score_frames(grey, truth)["overall"]}
 
 
 def make_gif(out: Path) -> Path:
@@ -127,7 +130,8 @@ def summary(report: dict, vgg: str, seconds: float, run_dir: Path, args) -> str:
     rows = [f"| {name} | {o['frames']} | {fmt(o['psnr'], '.2f')} | {fmt(o['ssim'], '.3f')} | "
             f"{fmt(o['warp_error'], '.5f')} | {fmt(o['cdc'], '.4f')} | {fmt(o['tc_ratio'], '.2f')} |"
             for name, o in (("model (from the keyframe)", report["model"]),
-                            ("copy_keyframe (no model)", report["copy_keyframe"]))]
+                            ("copy_keyframe (no model)", report["copy_keyframe"]),
+                            ("flat_grey (no model)", report["flat_grey"]))]
     gain = report["model"]["psnr"] - report["copy_keyframe"]["psnr"]
     lines = [
         "# TCVC demo", "",
@@ -140,6 +144,8 @@ def summary(report: dict, vgg: str, seconds: float, run_dir: Path, args) -> str:
         "| | frames | PSNR dB | SSIM | warping error | colour consistency (JSD) | TC ratio |",
         "|---|---|---|---|---|---|---|", *rows, "",
         f"The model is {abs(gain):.2f} dB {'above' if gain >= 0 else 'below'} copying the keyframe onto every frame.",
+        "The frame-by-frame baseline needs a model of its own; benchmarks/reproduce.py trains it "
+        "(README, 'Reproduction study').",
         "",
         "Files: side_by_side.mp4 and side_by_side.gif (line art | result | original), frames/ "
         "(results), frames/metrics.json.", "",

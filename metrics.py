@@ -302,6 +302,7 @@ def _weighted_mean(shots, key, weight):
 
 
 LAST_FRAMES = 10  # psnr_last10: the end of a shot, where drift shows
+FLAT_GREY = 128   # the flat grey frame, one of the answers that need no model
 
 
 def score_frames(outputs: dict, truths: dict, scored: dict | None = None) -> dict:

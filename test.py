@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference_dir", help="one keyframe per shot: REFERENCE_DIR/<shot path>.png")
     p.add_argument("--keyframes", help="coloured keyframes for any frames of any shots, named after the frame they "
                    "colour: KEYFRAMES/<shot path>/<frame file name> (any number per shot; frame folders only)")
+    p.add_argument("--blend", choices=chains.BLENDS, default="linear",
+                   help="frames between two keyframes: blend the chains from both by distance (linear), or take "
+                        "the nearer keyframe's chain (nearest)")
     p.add_argument("--batch_chains", type=int, default=1,
                    help="colour up to N independent chains (shots, keyframe segments) at once: faster on a GPU, "
                         "the same result; holds their shots in memory")
@@ -336,7 +339,7 @@ class Colorizer:
                 shot_jobs = [chains.Job([t], None) for t in range(len(frames))]
                 weights = {t: [(t, 1.0)] for t in range(len(frames))}
             else:
-                shot_jobs, weights = chains.plan(len(frames), keys)
+                shot_jobs, weights = chains.plan(len(frames), keys, self.args.blend)
             first = len(jobs)
             for job in shot_jobs:
                 start = (self.source(keys[job.key], frames[job.key].line) if job.key is not None

@@ -45,6 +45,7 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import FrameExtraction  # noqa: E402
+import chains  # noqa: E402
 import dataset as data_lib  # noqa: E402
 import metrics as metrics_lib  # noqa: E402
 import test as colorize_cli  # noqa: E402
@@ -66,7 +67,7 @@ MODELS = {"tcvc": [],
 MODEL_SETTINGS = {"baseline": ("baseline", ["--frame_by_frame"]), "tcvc": ("tcvc", []),
                   "tcvc_keyframe": ("tcvc", ["--reference_dir", "{keyframes}"]),
                   "tcvc_2keys": ("tcvc", ["--keyframes", "{keyframes2}"])}
-GREY = 128  # the flat grey frame
+GREY = metrics_lib.FLAT_GREY  # the flat grey frame
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -178,3 +178,10 @@ def test_batched_chains_with_the_unet_differ_by_float_rounding_only(tmp_path, fr
     diffs = colour_shots(tmp_path, frame_factory, monkeypatch, models.build_generator(cfg).eval(), cfg)
     print("largest difference, 0-255:", max(diffs))
     assert max(diffs) <= 3
+
+
+def test_nearest_blend_by_hand():
+    jobs, weights = chains.plan(9, [2, 6], blend="nearest")
+    # 3 from key 2; 4 is the midpoint (half each); 5 from key 6: the forward chain stops at 4
+    assert [(j.frames, j.key) for j in jobs] == [([1, 0], 2), ([3, 4], 2), ([5, 4], 6), ([7, 8], 6)]
+    assert weights[3] == [(1, 1.0)] and weights[4] == [(1, 0.5), (2, 0.5)] and weights[5] == [(2, 1.0)]

@@ -65,3 +65,14 @@ def test_the_gpu_training_check_runs_on_a_cpu(tmp_path, capsys):
     code = gpu_train_check.main(args)
     text = capsys.readouterr().out
     assert code in (0, 1) and "l1_first_quarter=" in text and (tmp_path / "train_log.jsonl").is_file()
+
+
+def test_keyframe_blend_choice_never_trades_steadiness_for_psnr():
+    import keyframe_blend
+    overall = {"linear": {"psnr": 28.8, "tc_ratio": 0.4}, "nearest": {"psnr": 29.0, "tc_ratio": 1.3}}
+    assert keyframe_blend.best_blend(overall) == "linear"
+    overall["nearest"]["tc_ratio"] = 0.9
+    assert keyframe_blend.best_blend(overall) == "nearest"
+    # none steady: PSNR alone decides
+    overall = {"linear": {"psnr": 20.0, "tc_ratio": 1.5}, "nearest": {"psnr": 21.0, "tc_ratio": 1.2}}
+    assert keyframe_blend.best_blend(overall) == "nearest"
