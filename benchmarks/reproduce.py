@@ -119,15 +119,19 @@ def train_model(name: str, extra: list, data: Path, out: Path, args) -> Path:
             "--log_every", "10", "--resume", "auto"]
     argv += ["--max_steps", str(args.steps)] if args.steps else ["--max_minutes", str(args.minutes)]
     argv += [a for a in args.train_args if a != "--"] + extra
+    before = log_steps(run_dir) if (run_dir / "log.jsonl").is_file() else 0
     start = time.time()
     if train.main(train.build_parser().parse_args(argv)) != 0:
         raise UserError(f"training of {name} was interrupted")
-    print(f"{name}: {log_steps(run_dir)} steps in {(time.time() - start) / 60:.1f} minutes", flush=True)
+    done = log_steps(run_dir)
+    how = "reused, already trained" if done == before else f"{done - before} steps in {(time.time() - start) / 60:.1f} minutes"
+    print(f"{name}: {done} steps ({how})", flush=True)
     return run_dir / "generator.pt"
 
 
 def log_steps(run_dir: Path) -> int:
-    return max(json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines())
+    lines = (run_dir / "log.jsonl").read_text().splitlines()
+    return max((json.loads(line).get("step", 0) for line in lines if line.strip()), default=0)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -76,3 +76,17 @@ def test_keyframe_blend_choice_never_trades_steadiness_for_psnr():
     # none steady: PSNR alone decides
     overall = {"linear": {"psnr": 20.0, "tc_ratio": 1.5}, "nearest": {"psnr": 21.0, "tc_ratio": 1.2}}
     assert keyframe_blend.best_blend(overall) == "nearest"
+
+
+def test_a_finished_run_is_reused_not_retrained(tmp_path, frame_factory, capsys):
+    from types import SimpleNamespace
+    import utils
+    for i in range(6):
+        utils.write_image(tmp_path / "data" / "s0" / f"frame_{i:03d}.png", frame_factory(i, 40, 40, seed=0))
+    args = SimpleNamespace(image_size=32, batch_size=2, seed=1, device="cpu", steps=2, minutes=None,
+                           train_args=["--", "--vgg_weights", "random", "--ngf", "8", "--num_workers", "0"])
+    for _ in range(2):
+        ckpt = reproduce.train_model("m", [], tmp_path / "data", tmp_path / "study", args)
+    said = capsys.readouterr().out
+    assert ckpt.is_file()
+    assert "m: 2 steps (2 steps in" in said and "m: 2 steps (reused, already trained)" in said
