@@ -32,7 +32,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from tqdm import tqdm
 
 import FrameExtraction

@@ -20,7 +20,9 @@ import sys
 from pathlib import Path
 
 import reproduce
-from reproduce import chains, metrics_lib, utils
+from reproduce import metrics_lib, utils
+
+import chains  # noqa: E402  (reproduce puts the repository on sys.path)
 
 
 def build_parser() -> argparse.ArgumentParser:

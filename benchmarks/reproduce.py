@@ -45,7 +45,6 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import FrameExtraction  # noqa: E402
-import chains  # noqa: E402
 import dataset as data_lib  # noqa: E402
 import metrics as metrics_lib  # noqa: E402
 import test as colorize_cli  # noqa: E402

@@ -1,5 +1,4 @@
 """The decoded-frame cache: same samples as the image files, reuse, rebuilds, killed builds."""
-import os
 import pickle
 
 import numpy as np
@@ -8,7 +7,6 @@ import torch
 from torch.utils.data import DataLoader
 
 import dataset
-import framecache
 import utils
 
 
