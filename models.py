@@ -46,6 +46,8 @@ _LEGACY = {"propagate": False, "reference": False, "warp": "none"}
 #   6-8 reference colour, warped onto t | 9 its line art, warped | 10 reference present
 # The original layout is channels 0-4 only: cat(line art t, previous colour).
 PREV, PREV_MASK, REF, REF_MASK = slice(1, 4), slice(5, 6), slice(6, 9), slice(10, 11)
+# What the discriminator is conditioned on, in both layouts: line art t and the previous colour.
+D_COND = slice(0, 4)
 
 
 # ----------------------------------------------------------------------------- config

@@ -386,6 +386,8 @@ def generator_input(run: Run, nets: Nets, b: dict) -> torch.Tensor:
     if run.args.rollout_prob > 0:
         x_prev = models.assemble_input(cfg, b["prev_line"], b["prev2"], b["has_prev2"], b["prev2_line"],
                                        b["flow2"], *ref, b["ref_flow2"])
+        # the whole batch, not only its rollout samples: picking them would need their count on
+        # the host (a sync every step) and give the generator a batch of changing size
         with torch.set_grad_enabled(run.args.rollout_grad), run.autocast:
             # the bare G: DDP allows one forward per backward
             own = unwrap(nets.generator)(x_prev).float()
@@ -404,7 +406,7 @@ def gan_step(batch, run: Run, nets: Nets, health: "Health", update_d: bool) -> d
     target = b["target"]
     # line art + (warped) previous frame: what D is conditioned on; detached, so that D's
     # backward never reaches into a rollout's graph (--rollout_grad), which G's backward needs
-    cond = x[:, :4].detach()
+    cond = x[:, models.D_COND].detach()
     with run.autocast:
         fake = G(x)  # (B, 3, H, W) in [0, 1]
     logs = {}

@@ -95,7 +95,7 @@ def reference_step(batch, run, nets) -> None:
     calls, then VGG four times for the content and style losses, everything in fp32."""
     G, D, vgg = nets.generator, nets.discriminator, run.vgg
     x = train.generator_input(run, nets, batch)
-    cond, target = x[:, :4], batch["target"]
+    cond, target = x[:, models.D_COND], batch["target"]
     fake = G(x)
     train.requires_grad(D, True)
     real_logits = D(torch.cat([cond, target], 1))
