@@ -1,21 +1,32 @@
-"""Training triples (line art of frame t, colour frame t, colour frame t-1) read from folders
-of frames, and the one function that turns a colour frame into network inputs.
+"""Training samples (line art of frame t, colour frame t, the previous frame of the chain and a
+keyframe) read from folders of frames, and the one function that turns a colour frame into
+line art.
 
 Tensor layout and value range (the convention of the whole project)
 -------------------------------------------------------------------
 Every image tensor is float32, shape (C, H, W), values in [0, 1] (uint8 / 255):
 - line art: 1 channel, black lines (0) on white (1);
-- colour frames: RGB, 3 channels; a missing previous frame is black (all zeros).
-A batch from a DataLoader over ``TripletDataset`` is a dict:
-    'line'      (B, 1, H, W) float32   line art of frame t
-    'target'    (B, 3, H, W) float32   colour frame t (what the generator must produce)
-    'prev'      (B, 3, H, W) float32   colour frame t-1 of the same shot, or zeros
-    'has_prev'  (B,)         float32   1.0 where 'prev' is the real frame t-1, 0.0 where black
-    'index'     (B,)         int64     the sample's index in the dataset
-The generator sees ``torch.cat([batch['line'], batch['prev']], 1)``: (B, 4, H, W).
-``TripletDataset(..., uint8=True)``, what train.py uses, keeps 'line', 'target' and 'prev' as
-uint8 (C, H, W) in 0-255 until ``to_device`` turns them into the float32 [0, 1] above on the
-training device: a quarter of the bytes to pass between processes and to copy to a GPU.
+- colour frames: RGB, 3 channels; a missing frame is black (all zeros);
+- optical flow: 2 channels (dx, dy) in pixels, from frame t to the source frame.
+A sample of ``TripletDataset`` is a dict; a source frame is a dict with the fields of
+``correspond.Source`` ('colour', 'present', and with ``extended=True`` 'line', 'flow'):
+    'line'      (1, H, W)  line art of frame t
+    'target'    (3, H, W)  colour frame t (what the generator must produce)
+    'prev'      source     the previous frame of the chain: frame t-1, or frame t+1 for a sample
+                           whose chain runs backward in time (``reverse_prob``); its 'present'
+                           is 0.0 where it is black (no previous frame)
+    'index'     ()  int64  the sample's index in the dataset
+and with ``extended=True`` (what the default U-Net trains on):
+    'keyframe'  source     another frame of the same shot, coloured (``keyframe_prob``)
+    'rollout'   ()         1.0 where training feeds frame t the generator's own output for the
+                           previous frame, made from:
+    'prev2'     source     the frame before the previous one (flow from the previous frame to it)
+    'keyframe_flow2' (2, H, W) flow from the previous frame to the keyframe
+A DataLoader batch holds the same keys with a leading batch dimension B; ``correspond.Source
+(**batch['prev'])`` is the generator's source by name (train.py's ``batch_sources``).
+``TripletDataset(..., uint8=True)``, what train.py uses, keeps images as uint8 (C, H, W) in 0-255
+and flows as float16 until ``to_device`` turns them into float32 on the training device: a
+quarter of the bytes to pass between processes and to copy to a GPU.
 
 Data on disk
 ------------
@@ -42,14 +53,13 @@ Example:
     >>> from torch.utils.data import DataLoader
     >>> ds = dataset.TripletDataset.from_root("frames/Train", image_size=256)
     >>> batch = next(iter(DataLoader(ds, batch_size=4, shuffle=True)))
-    >>> batch["line"].shape, batch["prev"].shape, batch["has_prev"]
+    >>> batch["line"].shape, batch["prev"]["colour"].shape, batch["prev"]["present"]
     (torch.Size([4, 1, 256, 256]), torch.Size([4, 3, 256, 256]), tensor([0., 1., 1., 0.]))
 """
 from __future__ import annotations
 
 import bisect
 import os
-import threading
 from pathlib import Path
 
 import cv2
@@ -57,6 +67,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+import correspond
+import framecache
 import utils
 from utils import UserError
 
@@ -177,22 +189,6 @@ def read_given_line_art(frame_path, line_root, root) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- images
-def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """INTER_AREA (each output pixel averages the input pixels it covers: no aliasing) when
-    shrinking; bilinear when enlarging both sides. Aspect ratio not kept."""
-    h, w = image.shape[:2]
-    if (h, w) == (height, width):
-        return image
-    grow = height > h and width > w
-    method = cv2.INTER_LINEAR if grow else cv2.INTER_AREA
-    return cv2.resize(image, (width, height), interpolation=method)
-
-
-def resize(image: np.ndarray, size: int) -> np.ndarray:
-    """Resize to (size, size), as the original's 256x256 resize."""
-    return resize_to(image, size, size)
-
-
 def canny_line_art(grey: np.ndarray) -> np.ndarray:
     """Canny edges of a uint8 grey image, black lines (0) on white (255)."""
     blurred = cv2.GaussianBlur(grey, (0, 0), CANNY_SIGMA)
@@ -210,7 +206,7 @@ def make_line_art(rgb: np.ndarray, mode: str = "canny", given_grey=None) -> np.n
         if given_grey is None:
             raise UserError("line-art mode 'given' needs the line-art image of the frame")
         grey = given_grey if given_grey.ndim == 2 else cv2.cvtColor(given_grey, cv2.COLOR_RGB2GRAY)
-        return resize_to(grey, *rgb.shape[:2])
+        return utils.resize_to(grey, *rgb.shape[:2])
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     if mode == "grey":
         return grey
@@ -236,10 +232,13 @@ def to_uint8(image: torch.Tensor) -> np.ndarray:
     return (image.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def to_device(images: torch.Tensor, device) -> torch.Tensor:
-    """A batch of images as float32 in [0, 1] on ``device``; uint8 batches are scaled there."""
-    images = images.to(device, non_blocking=True)
-    return images.float().div_(255.0) if images.dtype == torch.uint8 else images
+def to_device(batch, device):
+    """A batch (a tensor, or a dict of them as the dataset gives, nested) on ``device``: uint8
+    images become float32 in [0, 1] there; other tensors keep their type (float16 flows too)."""
+    if isinstance(batch, dict):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    batch = batch.to(device, non_blocking=True)
+    return batch.float().div_(255.0) if batch.dtype == torch.uint8 else batch
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -255,16 +254,6 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def prepare_frame(rgb: np.ndarray, image_size: int = 256, line_art: str = "canny", given=None):
-    """Evaluation inputs of one frame: resize to (image_size, image_size), then line art.
-
-    Returns (line (1, S, S), colour (3, S, S)), float32 in [0, 1]. Training, validation and
-    test.py all go through ``resize`` + ``make_line_art`` exactly like this.
-    """
-    small = resize(rgb, image_size)
-    return to_tensor(make_line_art(small, line_art, given)), to_tensor(small)
-
-
 def load_size_for(image_size: int) -> int:
     """Side of the resized frame that the training crop is taken from."""
     return round(image_size * LOAD_SCALE)
@@ -277,52 +266,13 @@ def crop_in_source(image: np.ndarray, load_size: int, top: int, left: int, size:
     h, w = image.shape[:2]
     sy, sx = h / load_size, w / load_size
     region = image[round(top * sy):round((top + size) * sy), round(left * sx):round((left + size) * sx)]
-    return resize_to(region, size, size)
-
-
-# ----------------------------------------------------------------------------- optical flow
-# DIS optical flow (Kroeger et al., ECCV 2016), OpenCV's MEDIUM preset: 1.4 ms at 128x128 and
-# 5.6 ms at 256x256 on one core here. On the shared clips, chaining the first colour frame
-# through it along the line art held the colours 1-3 dB better than copying it (the
-# ULTRAFAST and FAST presets gained about half as much).
-FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
-# Line art is mostly white: the distance to the nearest line (x 16, clipped to 255) gives the
-# flow a texture everywhere (16 held up better than 4 or 64 on the shared clips).
-FLOW_DISTANCE_SCALE = 16.0
-_dis = threading.local()
-
-
-def flow_image(line: np.ndarray, mode: str) -> np.ndarray:
-    """The uint8 image optical flow is computed on, from uint8 line art (H, W): for sparse line
-    art (canny, given) the distance to the nearest line; grey line art is used as it is."""
-    if mode == "grey":
-        return line
-    distance = cv2.distanceTransform((line > 127).astype(np.uint8), cv2.DIST_L2, 3)
-    # line art without a single line: distances are huge, clip before scaling
-    return (np.minimum(distance, 255.0 / FLOW_DISTANCE_SCALE) * FLOW_DISTANCE_SCALE).astype(np.uint8)
-
-
-def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny") -> np.ndarray:
-    """Optical flow (H, W, 2) float32, (dx, dy) in pixels, from frame t to frame s, computed on
-    their uint8 line art: ``models.warp(s, flow)`` brings frame s onto frame t. Identical line
-    art (a held drawing) gets an exact zero flow, so that the copy is exact."""
-    if np.array_equal(line_t, line_s):
-        return np.zeros((*line_t.shape, 2), np.float32)
-    dis = getattr(_dis, "engine", None)
-    if dis is None:  # one engine per thread: DIS objects are not thread-safe
-        dis = _dis.engine = cv2.DISOpticalFlow_create(FLOW_PRESET)
-    return dis.calc(flow_image(line_t, mode), flow_image(line_s, mode), None)
-
-
-def flow_tensor(flow: np.ndarray, half: bool = False) -> torch.Tensor:
-    """(H, W, 2) float32 -> (2, H, W), float16 when ``half`` (what uint8 batches carry)."""
-    chw = np.ascontiguousarray(flow.transpose(2, 0, 1))
-    return torch.from_numpy(chw.astype(np.float16) if half else chw)
+    return utils.resize_to(region, size, size)
 
 
 # ----------------------------------------------------------------------------- dataset
 class TripletDataset(Dataset):
-    """All frames of the given shots as (line art t, colour t, colour t-1) samples.
+    """All frames of the given shots as samples (line art t, colour t, previous frame), laid out
+    as the module docstring says.
 
     train=True: resize to load_size_for(image_size), then the same random crop and
     horizontal flip on every image of a sample. train=False: plain resize to image_size.
@@ -332,18 +282,19 @@ class TripletDataset(Dataset):
     numbers, not on DataLoader workers or order (call ``set_epoch`` before each epoch's
     iterator is made; persistent workers would keep the old epoch).
 
-    ``extended=True`` (what the propagating generator trains on) adds, with the same crop:
-    - 'prev_line' (1, S, S) line art of the previous frame, 'flow' (2, S, S) optical flow from
-      frame t to it (``line_flow``; zeros unless ``flows``);
-    - a keyframe with probability ``ref_prob``: 'ref', 'ref_line', 'ref_flow', 'has_ref', another
-      frame of the same shot at a random distance of at most ``ref_max_distance``;
+    ``extended=True`` (what the default U-Net trains on) adds, with the same crop:
+    - the previous frame's line art, and what ``correspondence`` computes on the CPU between
+      frame t and it (``correspond.Correspondence.pair_data``: the DIS flow for 'flow'; zeros
+      for 'none');
+    - a keyframe with probability ``keyframe_prob``: another frame of the same shot at a random
+      distance of at most ``keyframe_max_distance``;
     - with probability ``rollout_prob`` a rollout (frame t has a previous frame): 'rollout' = 1,
-      and the frame before the previous one, 'prev2', 'prev2_line', 'flow2' (previous frame to it),
-      'has_prev2', with 'ref_flow2' (previous frame to the keyframe). Training then feeds frame t
-      the generator's own output for the previous frame, made from these;
+      and the frame before the previous one ('prev2'), with the flows from the previous frame
+      to it and to the keyframe. Training then feeds frame t the generator's own output for the
+      previous frame, made from these;
     - with probability ``reverse_prob`` the chain runs backward in time: "previous" is frame
       t+1 (and t+2), as when colouring toward an earlier keyframe.
-    Absent images are zeros and their flags 0.
+    Absent images are zeros and their 'present' 0.
 
     ``frame_cache=True`` reads frames from a decoded-frame cache (``framecache.py``), built
     first if needed in ``cache_dir``; ``frame_cache="open"`` only opens one (DDP ranks other
@@ -356,12 +307,12 @@ class TripletDataset(Dataset):
     def __init__(self, shot_dirs, image_size: int = 256, train: bool = True,
                  line_art: str = "canny", line_root=None, root_for_relpaths=None,
                  prev_prob: float = 0.5, seed: int = 0, uint8: bool = False,
-                 extended: bool = False, flows: bool = True, ref_prob: float = 0.0,
-                 ref_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
+                 extended: bool = False, correspondence: str = "flow", keyframe_prob: float = 0.0,
+                 keyframe_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
                  frame_cache=False, cache_dir=None):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
-        for name, value in (("prev_prob", prev_prob), ("ref_prob", ref_prob),
+        for name, value in (("prev_prob", prev_prob), ("keyframe_prob", keyframe_prob),
                             ("rollout_prob", rollout_prob), ("reverse_prob", reverse_prob)):
             if not 0.0 <= value <= 1.0:
                 raise UserError(f"{name} must be in [0, 1], got {value}")
@@ -369,17 +320,18 @@ class TripletDataset(Dataset):
             raise UserError(f"image_size must be at least 8, got {image_size}")
         if seed < 0:
             raise UserError(f"seed must be >= 0 (it seeds numpy's generator), got {seed}")
-        if ref_max_distance < 1:
-            raise UserError(f"ref_max_distance must be at least 1, got {ref_max_distance}")
+        if keyframe_max_distance < 1:
+            raise UserError(f"keyframe_max_distance must be at least 1, got {keyframe_max_distance}")
         self.shot_dirs = [Path(s) for s in shot_dirs]
         if not self.shot_dirs:
             raise UserError("no shot folders to read frames from")
         self.image_size, self.train, self.line_art = image_size, train, line_art
         self.load_size = load_size_for(image_size) if train else image_size
         self.prev_prob, self.seed, self.epoch = prev_prob, seed, 0
-        self.extended, self.flows, self.ref_prob = extended, flows, ref_prob
-        self.ref_max_distance, self.rollout_prob, self.reverse_prob = ref_max_distance, rollout_prob, reverse_prob
-        self.uint8 = uint8
+        self.extended, self.keyframe_prob = extended, keyframe_prob
+        self.correspondence = correspond.build(correspondence)
+        self.keyframe_max_distance, self.rollout_prob = keyframe_max_distance, rollout_prob
+        self.reverse_prob, self.uint8 = reverse_prob, uint8
         self.convert = to_uint8_tensor if uint8 else to_tensor
         self.shot_frames = [_frames_of(s) for s in self.shot_dirs]
         self._starts = np.cumsum([0] + [len(f) for f in self.shot_frames]).tolist()
@@ -388,7 +340,6 @@ class TripletDataset(Dataset):
         if frame_cache:
             if not train:
                 raise UserError("the frame cache holds training frames at the load size: train=True only")
-            import framecache
             self.cache = framecache.open_or_build(self.shot_frames, self.load_size, line_art, self.line_paths,
                                                   cache_dir, build=frame_cache != "open")
 
@@ -420,10 +371,6 @@ class TripletDataset(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} frames")
         shot = bisect.bisect_right(self._starts, index) - 1
         return shot, index - self._starts[shot]
-
-    def frame_path(self, index: int) -> Path:
-        shot, pos = self.locate(index)
-        return self.shot_frames[shot][pos]
 
     def _read(self, shot: int, pos: int, top: int, left: int, flip: bool, given=False) -> np.ndarray:
         """One frame (or its given line art) cropped, resized and flipped as the sample asks:
@@ -458,14 +405,10 @@ class TripletDataset(Dataset):
         if self.extended:
             return self._extended(shot, pos, int(index), use_prev, crop, rng)
         has_prev = use_prev and pos > 0
-        size = self.image_size
         target, line = self._view(shot, pos, crop)
-        prev_t = self.convert(self._read(shot, pos - 1, *crop)) if has_prev else None
-        # np.zeros, not torch.zeros: see to_tensor
-        black = torch.from_numpy(np.zeros((3, size, size), np.uint8 if self.uint8 else np.float32))
+        prev = self._read(shot, pos - 1, *crop) if has_prev else np.zeros_like(target)
         return {"line": self.convert(line), "target": self.convert(target),
-                "prev": prev_t if has_prev else black,
-                "has_prev": torch.tensor(float(has_prev)),
+                "prev": {"colour": self.convert(prev), "present": torch.tensor(float(has_prev))},
                 "index": torch.tensor(int(index), dtype=torch.long)}
 
     def _extended(self, shot: int, pos: int, index: int, use_prev: bool, crop, rng) -> dict:
@@ -473,8 +416,8 @@ class TripletDataset(Dataset):
         # further draws, always all of them and in this order (see __getitem__)
         step = 1 if rng.random() < self.reverse_prob else -1  # where "previous" lies
         rollout = rng.random() < self.rollout_prob
-        use_ref = rng.random() < self.ref_prob
-        ref_draw = rng.random()
+        use_key = rng.random() < self.keyframe_prob
+        key_draw = rng.random()
         p1, p2 = pos + step, pos + 2 * step
         exists = lambda p: 0 <= p < n  # noqa: E731
         rollout = rollout and exists(p1)
@@ -482,7 +425,7 @@ class TripletDataset(Dataset):
             has_prev, has_prev2 = True, use_prev and exists(p2)
         else:
             has_prev, has_prev2 = use_prev and exists(p1), False
-        ref_pos = _pick_reference(pos, n, self.ref_max_distance, ref_draw) if use_ref else None
+        key = _pick_keyframe(pos, n, self.keyframe_max_distance, key_draw) if use_key else None
 
         views = {}
 
@@ -491,41 +434,36 @@ class TripletDataset(Dataset):
                 views[p] = self._view(shot, p, crop)
             return views[p]
 
-        def flow(a, b):
-            flow = line_flow(view(a)[1], view(b)[1], self.line_art) if self.flows else None
-            return self._flow_out(flow)
+        def source(p, towards, present):
+            """Frame p as a source for frame ``towards`` (zeros when not ``present``)."""
+            if not present:
+                return self._source(None, None)
+            return self._source(view(p), self.correspondence.pair_data(view(towards)[1], view(p)[1], self.line_art))
 
         target, line = view(pos)
         sample = {"line": self.convert(line), "target": self.convert(target),
-                  "has_prev": torch.tensor(float(has_prev)), "rollout": torch.tensor(float(rollout)),
-                  "has_prev2": torch.tensor(float(has_prev2)),
-                  "has_ref": torch.tensor(float(ref_pos is not None)),
-                  "index": torch.tensor(index, dtype=torch.long)}
-        sample.update(self._source("prev", view(p1) if has_prev else None, flow(pos, p1) if has_prev else None))
-        sample.update(self._source("prev2", view(p2) if has_prev2 else None, flow(p1, p2) if has_prev2 else None))
-        ref = view(ref_pos) if ref_pos is not None else None
-        sample.update(self._source("ref", ref, flow(pos, ref_pos) if ref is not None else None))
-        sample["ref_flow2"] = flow(p1, ref_pos) if ref is not None and rollout else self._flow_out(None)
+                  "index": torch.tensor(index, dtype=torch.long), "rollout": torch.tensor(float(rollout)),
+                  "prev": source(p1, pos, has_prev), "prev2": source(p2, p1, has_prev2),
+                  "keyframe": source(key, pos, key is not None)}
+        flow2 = source(key, p1, key is not None and rollout)["flow"]
+        sample["keyframe_flow2"] = flow2
         return sample
 
-    def _source(self, name: str, view, flow) -> dict:
-        """'<name>' colour, '<name>_line' and its flow key, zeros when the source is absent."""
+    def _source(self, view, flow) -> dict:
+        """A source frame's fields (``correspond.Source``): zeros when ``view`` is None."""
         size = self.image_size
         if view is None:
             colour, line = np.zeros((size, size, 3), np.uint8), np.zeros((size, size), np.uint8)
-            flow = self._flow_out(None)
         else:
             colour, line = view
-        flow_key = {"prev": "flow", "prev2": "flow2", "ref": "ref_flow"}[name]
-        return {name: self.convert(colour), f"{name}_line": self.convert(line), flow_key: flow}
-
-    def _flow_out(self, flow) -> torch.Tensor:
         if flow is None:
-            flow = np.zeros((self.image_size, self.image_size, 2), np.float32)
-        return flow_tensor(flow, half=self.uint8)
+            flow = np.zeros((size, size, 2), np.float32)
+        return {"colour": self.convert(colour), "line": self.convert(line),
+                "present": torch.tensor(float(view is not None)),
+                "flow": correspond.flow_tensor(flow, half=self.uint8)}
 
 
-def _pick_reference(pos: int, n: int, max_distance: int, u: float) -> int | None:
+def _pick_keyframe(pos: int, n: int, max_distance: int, u: float) -> int | None:
     """A frame of the shot other than ``pos``, uniformly among those within ``max_distance``
     (either direction), from one uniform number ``u`` in [0, 1); None for a one-frame shot."""
     lo, hi = max(0, pos - max_distance), min(n - 1, pos + max_distance)

@@ -96,7 +96,6 @@ def train_model(train_dir: Path, run_dir: Path, vgg: str, args) -> Path:
 def colorize(ckpt: Path, test_dir: Path, out: Path, keys: Path, args) -> dict:
     """Colour every held-out shot from its first frame as the keyframe; score the model and the
     answers that need no model on the frames after it -> {"model", "copy_keyframe", "flat_grey"}."""
-    import dataset as data_lib
     import metrics
     import test as colorize_cli
 
@@ -105,10 +104,10 @@ def colorize(ckpt: Path, test_dir: Path, out: Path, keys: Path, args) -> dict:
         utils.write_image(keys / f"{rel}.png", utils.read_rgb(frames[0]))
     argv = ["--checkpoint", str(ckpt), "--input", str(test_dir), "--output", str(out / "frames"),
             "--side_by_side", "--video", str(out / "side_by_side.mp4"), "--fps", "12",
-            "--overwrite", "--device", args.device, "--reference_dir", str(keys)]
+            "--overwrite", "--device", args.device, "--first_keyframe_dir", str(keys)]
     colorize_cli.main(colorize_cli.build_parser().parse_args(argv))
     size = json.loads((out / "frames" / "metrics.json").read_text())["image_size"]
-    truth = {rel: [data_lib.resize(utils.read_rgb(p), size) for p in frames] for rel, frames in shots.items()}
+    truth = {rel: [utils.resize(utils.read_rgb(p), size) for p in frames] for rel, frames in shots.items()}
     model = {rel: [utils.read_rgb(p) for p in utils.list_frames(out / "frames" / rel)] for rel in shots}
     copy = {rel: [frames[0]] * len(frames) for rel, frames in truth.items()}
     grey = {rel: [np.full_like(f, metrics.FLAT_GREY) for f in frames] for rel, frames in truth.items()}

@@ -110,8 +110,6 @@ def _is_current(folder: Path, index: dict) -> bool:
 
 
 def _build(folder: Path, files, given, load_size: int, index: dict) -> None:
-    import dataset as data_lib  # the one resize function of the project
-
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_killed_builds(folder)
     building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
@@ -119,7 +117,7 @@ def _build(folder: Path, files, given, load_size: int, index: dict) -> None:
     building.mkdir()
     size_gb = len(files) * load_size * load_size * (3 + bool(given)) / 1e9
     print(f"note: building the frame cache: {len(files)} frames at {load_size}x{load_size}, {size_gb:.2f} GB, "
-          f"in {folder} (once; --frame_cache off reads the image files instead)", file=sys.stderr)
+          f"in {folder} (once; --no_frame_cache reads the image files instead)", file=sys.stderr)
     try:
         jobs = [("frames.npy", files, utils.read_rgb, (load_size, load_size, 3))]
         if given:
@@ -129,7 +127,7 @@ def _build(folder: Path, files, given, load_size: int, index: dict) -> None:
                                               shape=(len(paths), *shape))
 
             def fill(i, paths=paths, read=read, array=array):
-                array[i] = data_lib.resize(read(paths[i]), load_size)
+                array[i] = utils.resize(read(paths[i]), load_size)
 
             with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
                 list(tqdm(pool.map(fill, range(len(paths))), total=len(paths), unit="frame",

@@ -8,10 +8,14 @@ Two generators, picked by ``ModelConfig.generator`` (``--generator`` in train.py
   exactly its state-dict layout, so the publicly circulating original weights load into it
   (``load_original_checkpoint`` + ``load_state_strict``).
 
-Both take (B, 4, H, W) = cat(line art, previous colour frame) in [0, 1] and return RGB
-(B, 3, H, W) in [0, 1] through ``(tanh(x) + 1) / 2``. ``PatchDiscriminator`` is the
-original's 70x70 PatchGAN with spectral norm; it returns raw logits (the losses apply the
-sigmoid inside BCE-with-logits).
+Every generator takes one ``correspond.Sources`` (the line art of frame t, the previous frame
+of the chain, a keyframe) and returns a ``Colouring``: RGB (B, 3, H, W) in [0, 1] through
+``(tanh(x) + 1) / 2``, and what the discriminator is conditioned on. The original network (and
+a U-Net saved before the copy path existed) sees cat(line art, previous colour), 4 channels;
+the default U-Net also sees the previous frame and the keyframe aligned onto frame t by its
+``correspond.Correspondence``, with their line art and presence (``UNetGenerator``).
+``PatchDiscriminator`` is the original's 70x70 PatchGAN with spectral norm; it returns raw
+logits (the losses apply the sigmoid inside BCE-with-logits).
 
 ``ModelConfig`` is stored in every checkpoint (``to_dict``) so that test.py rebuilds the
 networks from the checkpoint alone (``from_dict`` + ``build_generator``).
@@ -29,25 +33,26 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import correspond
 import utils
+from correspond import Source, Sources
 
 GENERATORS = ("unet", "resnet")
-WARP_MODES = ("flow", "none")
 # Per-generator defaults for the fields left as None in ModelConfig. The resnet values are
 # the original's and the only ones its published weights fit.
-_DEFAULTS = {"unet": {"ngf": 32, "n_blocks": 2, "propagate": True, "reference": True, "warp": "flow"},
-             "resnet": {"ngf": 64, "n_blocks": 8, "propagate": False, "reference": False, "warp": "none"}}
-# A config saved before propagation existed has none of these keys: it is the plain U-Net fed
-# cat(line art, previous frame), and loads as exactly that network.
-_LEGACY = {"propagate": False, "reference": False, "warp": "none"}
-
-# Channels of the extended generator input (``assemble_input``), in this order:
-#   0 line art t | 1-3 previous colour, warped onto t | 4 its line art, warped | 5 previous present
-#   6-8 reference colour, warped onto t | 9 its line art, warped | 10 reference present
-# The original layout is channels 0-4 only: cat(line art t, previous colour).
-PREV, PREV_MASK, REF, REF_MASK = slice(1, 4), slice(5, 6), slice(6, 9), slice(10, 11)
-# What the discriminator is conditioned on, in both layouts: line art t and the previous colour.
-D_COND = slice(0, 4)
+_DEFAULTS = {"unet": {"ngf": 32, "n_blocks": 2, "copy_path": True, "keyframe_input": True,
+                      "correspondence": "flow"},
+             "resnet": {"ngf": 64, "n_blocks": 8, "copy_path": False, "keyframe_input": False,
+                        "correspondence": "none"}}
+# Names the settings had in checkpoints written before they were renamed.
+_RENAMED = {"propagate": "copy_path", "reference": "keyframe_input", "warp": "correspondence"}
+# A U-Net config saved before the copy path existed has none of these keys: it is the plain
+# U-Net fed cat(line art, previous frame), and loads as exactly that network.
+_LEGACY = {"copy_path": False, "keyframe_input": False, "correspondence": "none"}
+# Per generator: (H and W must be multiples of this, and at least this) for a given depth.
+_SIZE_RULES = {"resnet": lambda depth: (4, 16),  # two stride-2 convs; reflection pads of 3
+               # instance norm needs more than one pixel at the bottleneck
+               "unet": lambda depth: (2 ** depth, 2 ** (depth + 1))}
 
 
 # ----------------------------------------------------------------------------- config
@@ -62,11 +67,11 @@ class ModelConfig:
     depth: int = 4                # unet only: downsamplings; H and W must divide by 2**depth
     ndf: int = 64                 # discriminator base width (64 -> 64, 128, 256, 512)
     d_in_channels: int = 7        # discriminator input: line art + previous + real/fake
-    propagate: bool | None = None  # unet: output blends generated colour, warped previous
-    #                                and warped reference per pixel (the copy path)
-    reference: bool | None = None  # unet: a coloured keyframe (and its line art) at every frame
-    warp: str | None = None        # 'flow': previous frame and keyframe are warped onto frame t
-    #                                by optical flow between line arts; 'none'
+    copy_path: bool | None = None  # unet: output blends generated colour, aligned previous
+    #                                frame and aligned keyframe per pixel
+    keyframe_input: bool | None = None  # unet: a coloured keyframe (and its line art) at every frame
+    correspondence: str | None = None   # how the previous frame and the keyframe are brought onto
+    #                                     frame t (correspond.CHOICES): 'flow' | 'none'
 
     def __post_init__(self):
         if self.generator not in GENERATORS:
@@ -75,19 +80,20 @@ class ModelConfig:
         for name, value in _DEFAULTS[self.generator].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        if self.warp not in WARP_MODES:
-            raise utils.UserError(f"unknown warp mode {self.warp!r} (choose from {', '.join(WARP_MODES)})")
+        if self.correspondence not in correspond.CHOICES:
+            raise utils.UserError(f"unknown correspondence {self.correspondence!r} "
+                                  f"(choose from {', '.join(correspond.CHOICES)})")
         if self.generator == "resnet" and self.extended_inputs:
-            raise utils.UserError("the resnet generator is the original network: it takes no reference, "
-                                  "no propagation and no warping (use --generator unet for those)")
+            raise utils.UserError("the resnet generator is the original network: it takes no keyframe input, "
+                                  "no copy path and no correspondence (use --generator unet for those)")
         if self.in_channels is None:
             self.in_channels = self.expected_in_channels
-        for name in ("propagate", "reference"):
+        for name in ("copy_path", "keyframe_input"):
             if not isinstance(getattr(self, name), bool):
                 raise utils.UserError(f"model setting {name} must be true or false, got {getattr(self, name)!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name not in ("generator", "warp", "propagate", "reference") and (
+            if field.name not in ("generator", "correspondence", "copy_path", "keyframe_input") and (
                     not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise utils.UserError(f"model setting {field.name} must be a positive "
                                       f"integer, got {value!r}")
@@ -98,45 +104,59 @@ class ModelConfig:
     @property
     def size_rule(self) -> tuple[int, int]:
         """(multiple, smallest): the generator's H and W must be multiples of the first and at
-        least the second (see each network's docstring)."""
-        if self.generator == "resnet":
-            return 4, 16
-        return 2 ** self.depth, 2 ** (self.depth + 1)
+        least the second. The one size rule of the project (``check_size``)."""
+        return _SIZE_RULES[self.generator](self.depth)
+
+    def check_size(self, height: int, width: int, what: str) -> None:
+        """``UserError`` naming ``what`` unless (height, width) fits the generator."""
+        check_size(height, width, self.size_rule, f"{what} ({self.generator} generator)")
 
     @property
     def extended_inputs(self) -> bool:
         """False: the original input cat(line art, previous colour), 4 channels."""
-        return self.propagate or self.reference or self.warp != "none"
+        return self.copy_path or self.keyframe_input or self.correspondence != "none"
 
     @property
     def expected_in_channels(self) -> int:
         if not self.extended_inputs:
             return 4
-        return 11 if self.reference else 6
+        return 11 if self.keyframe_input else 6
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+    to_dict = dataclasses.asdict
 
     @classmethod
     def from_dict(cls, d) -> "ModelConfig":
         """Rebuild from ``to_dict()``; unknown keys are a ``UserError`` (never silently lost).
-        A config saved before propagation existed (no ``propagate`` key) is the plain U-Net."""
+        Settings saved under their earlier names are read under the new ones; a U-Net config
+        saved before the copy path existed is the plain U-Net."""
         if not isinstance(d, dict):
             raise utils.UserError(f"the checkpoint's model settings are not a dict (got {type(d).__name__})")
+        d = {_RENAMED.get(k, k): v for k, v in d.items()}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
             raise utils.UserError(f"unknown model setting(s) in checkpoint: {', '.join(unknown)}")
-        if "propagate" not in d and d.get("generator", "unet") == "unet":
+        if "copy_path" not in d and d.get("generator", "unet") == "unet":
             d = {**_LEGACY, **d}
         return cls(**d)
+
+
+@dataclass
+class Colouring:
+    """What a generator returns for frame t."""
+    colour: torch.Tensor      # (B, 3, H, W) in [0, 1]
+    condition: torch.Tensor   # (B, 4, H, W) line art t and the aligned previous colour: what D judges against
+    weights: torch.Tensor | None = None     # copy path: (B, 1 + S, H, W) per-pixel blend weights of the
+    #                                         generated colour and the S aligned sources (previous, keyframe)
+    candidates: torch.Tensor | None = None  # copy path: (B, 1 + S, 3, H, W) the colours those weights blend
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
     if cfg.generator == "resnet":
         return ResNetGenerator(cfg.in_channels, cfg.out_channels, cfg.ngf, cfg.n_blocks)
     return UNetGenerator(cfg.in_channels, cfg.out_channels, cfg.ngf, cfg.depth, cfg.n_blocks,
-                         propagate=cfg.propagate, reference=cfg.reference)
+                         copy_path=cfg.copy_path, keyframe_input=cfg.keyframe_input,
+                         correspondence=cfg.correspondence)
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
@@ -158,12 +178,18 @@ def init_normal_(model: nn.Module, std: float = 0.02) -> nn.Module:
     return model
 
 
-def check_size(x: torch.Tensor, multiple: int, minimum: int, name: str) -> None:
-    """``UserError`` unless H and W are multiples of ``multiple`` and at least ``minimum``."""
-    h, w = x.shape[-2:]
-    if h % multiple or w % multiple or min(h, w) < minimum:
-        raise utils.UserError(f"{name} needs H and W divisible by {multiple} and at least "
-                              f"{minimum}, got {h}x{w} (resize or pad the frames)")
+def check_size(height: int, width: int, rule: tuple[int, int], what: str) -> None:
+    """``UserError`` unless H and W are multiples of ``rule[0]`` and at least ``rule[1]``."""
+    multiple, minimum = rule
+    if height % multiple or width % multiple or min(height, width) < minimum:
+        raise utils.UserError(f"{what} needs H and W divisible by {multiple} and at least "
+                              f"{minimum}, got {height}x{width} (resize or pad the frames)")
+
+
+def original_input(sources: Sources) -> torch.Tensor:
+    """cat(line art t, previous colour) (B, 4, H, W): the original network's input; a missing
+    previous frame is black."""
+    return torch.cat([sources.line.float(), sources.prev.masked().colour], 1)
 
 
 # ----------------------------------------------------------------------------- original generator
@@ -197,12 +223,12 @@ class ResNetGenerator(nn.Module):
     decoder: two convtranspose4x4 stride 2 back to 128 and 64, reflect-pad 3, conv7x7 -> 3.
     InstanceNorm (no affine) + ReLU after every conv but the last; output (tanh + 1) / 2.
     Defaults: 10,774,595 parameters, about 97 GFLOPs per 256x256 frame.
-    Input H and W: multiples of 4, at least 16.
+    Input H and W: multiples of 4, at least 16 (``ModelConfig.size_rule``).
     """
 
     def __init__(self, in_channels=4, out_channels=3, ngf=64, n_blocks=8):
         super().__init__()
-        self.in_channels, self.size_multiple, self.min_size = in_channels, 4, 16
+        self.in_channels, self.size_rule = in_channels, _SIZE_RULES["resnet"](0)
         c1, c2, c3 = ngf, 2 * ngf, 4 * ngf
         self.encoder = nn.Sequential(
             nn.ReflectionPad2d(3), nn.Conv2d(in_channels, c1, 7),
@@ -222,12 +248,13 @@ class ResNetGenerator(nn.Module):
         )
         init_normal_(self)
 
-    def forward(self, x):                      # (B, 4, H, W)
-        check_size(x, self.size_multiple, self.min_size, "the resnet generator")
-        x = self.encoder(x)                    # (B, 256, H/4, W/4)
-        x = self.middle(x)                     # (B, 256, H/4, W/4)
-        x = self.decoder(x)                    # (B, 3, H, W)
-        return (torch.tanh(x) + 1) / 2
+    def forward(self, sources: Sources) -> Colouring:
+        check_size(*sources.line.shape[-2:], self.size_rule, "the resnet generator")
+        x = original_input(sources)            # (B, 4, H, W)
+        h = self.encoder(x)                    # (B, 256, H/4, W/4)
+        h = self.middle(h)                     # (B, 256, H/4, W/4)
+        h = self.decoder(h)                    # (B, 3, H, W)
+        return Colouring((torch.tanh(h) + 1) / 2, condition=x)
 
 
 # ----------------------------------------------------------------------------- U-Net generator
@@ -279,25 +306,32 @@ class UNetGenerator(nn.Module):
     - up (x depth): bilinear x2 + conv3x3, concat the skip of that level, conv3x3;
     - head: conv3x3 -> 3, then (tanh + 1) / 2.
 
-    ``propagate=True`` (the default) adds the copy path. Instance norm removes every feature
-    map's mean, so flat colours of the previous frame cannot cross the network intact; instead
-    the head also sees the raw input and returns, per pixel, softmax weights over the sources
-    {generated colour, warped previous frame, warped keyframe}: output = w_g * generated +
-    w_p * previous + w_r * keyframe (vid2vid's composition, with the keyframe as a third
-    source). A source that is absent (its presence channel is 0) gets weight 0. Where the line
-    art did not change, the network can pass the previous colours through exactly.
+    Input (``input_tensor``): with every option off, cat(line art t, previous colour), 4
+    channels (what U-Nets saved before these options were). Otherwise each source (the previous
+    frame, and the keyframe with ``keyframe_input``) is aligned onto frame t by
+    ``self.correspond`` (``correspond.build(correspondence)``) and enters as its colour, its line
+    art and its presence plane: line art t | previous colour, line, presence | keyframe colour,
+    line, presence = 6 or 11 channels. An absent source is zeros.
 
-    Cost with the defaults: 7.26 M parameters and 26.8 GFLOPs per 256x256 frame (the
-    original generator: 10.77 M and 97.4 GFLOPs), counted by ``gflops_per_frame``; the copy
-    path adds a few thousand parameters. Input H and W must be multiples of 2**depth and at
-    least 2**(depth + 1) (instance norm needs more than one pixel at the bottleneck).
+    ``copy_path=True`` (the default). Instance norm removes every feature map's mean, so flat
+    colours of the previous frame cannot cross the network intact; instead the head also sees
+    the raw input and returns, per pixel, softmax weights over {generated colour, aligned
+    previous frame, aligned keyframe}: output = w_g * generated + w_p * previous + w_k *
+    keyframe (vid2vid's composition, with the keyframe as a third source). A source that is
+    absent gets weight 0. Where the line art did not change, the network can pass the previous
+    colours through exactly.
+
+    Defaults: 7.26 M parameters, 26.8 GFLOPs per 256x256 frame (``gflops_per_frame``; the
+    original: 10.77 M, 97.4). H and W: multiples of 2**depth, at least 2**(depth + 1).
     """
 
     def __init__(self, in_channels=4, out_channels=3, ngf=32, depth=4, n_blocks=2,
-                 propagate=False, reference=False):
+                 copy_path=False, keyframe_input=False, correspondence="none"):
         super().__init__()
-        self.in_channels, self.propagate, self.reference = in_channels, propagate, reference
-        self.size_multiple, self.min_size = 2 ** depth, 2 ** (depth + 1)
+        self.in_channels, self.copy_path, self.keyframe_input = in_channels, copy_path, keyframe_input
+        self.extended = copy_path or keyframe_input or correspondence != "none"
+        self.size_rule = _SIZE_RULES["unet"](depth)
+        self.correspond = correspond.build(correspondence)  # no weights for 'flow' and 'none'
         ch = [ngf * 2 ** min(i, 3) for i in range(depth + 1)]
         self.stem = nn.Sequential(conv_in_relu(in_channels, ch[0]), conv_in_relu(ch[0], ch[0]))
         self.down = nn.ModuleList(
@@ -306,93 +340,61 @@ class UNetGenerator(nn.Module):
             for i in range(depth))
         self.bottleneck = nn.Sequential(*[ResidualBlock(ch[depth]) for _ in range(n_blocks)])
         self.up = nn.ModuleList(UpBlock(ch[i + 1], ch[i]) for i in reversed(range(depth)))
-        n_sources = 1 + int(reference)  # previous frame (+ keyframe)
-        head_in = ch[0] + (in_channels if propagate else 0)
-        head_out = out_channels + (1 + n_sources if propagate else 0)
+        n_sources = 1 + int(keyframe_input)  # previous frame (+ keyframe)
+        head_in = ch[0] + (in_channels if copy_path else 0)
+        head_out = out_channels + (1 + n_sources if copy_path else 0)
         self.head = nn.Conv2d(head_in, head_out, 3, padding=1, padding_mode="reflect")
         init_normal_(self)
 
-    def forward(self, x):                          # (B, C_in, H, W)
-        check_size(x, self.size_multiple, self.min_size, "the unet generator")
-        h = self.stem(x)                           # (B, ngf, H, W)
+    def aligned_sources(self, sources: Sources) -> list[Source]:
+        """The previous frame (and the keyframe) aligned onto frame t; absent ones are zeros."""
+        chosen = [sources.prev]
+        if self.keyframe_input:
+            chosen.append(sources.keyframe if sources.keyframe is not None else Source.absent(sources.line))
+        return [self.correspond(source, sources.line) for source in chosen]
+
+    def input_tensor(self, sources: Sources) -> tuple[torch.Tensor, list[Source]]:
+        """(network input (B, 4 | 6 | 11, H, W), the aligned sources it holds)."""
+        if not self.extended:
+            return original_input(sources), [sources.prev.masked()]
+        aligned = self.aligned_sources(sources)
+        parts = [sources.line.float()]
+        for source in aligned:
+            line = source.line if source.line is not None else torch.zeros_like(source.colour[:, :1])
+            parts += [source.colour, line, source.plane()]
+        return torch.cat(parts, 1), aligned
+
+    def forward(self, sources: Sources) -> Colouring:
+        check_size(*sources.line.shape[-2:], self.size_rule, "the unet generator")
+        x, aligned = self.input_tensor(sources)        # (B, C_in, H, W)
+        condition = torch.cat([sources.line.float(), aligned[0].colour], 1)  # (B, 4, H, W)
+        h = self.stem(x)                               # (B, ngf, H, W)
         skips = []
         for down in self.down:
             skips.append(h)
-            h = down(h)                            # (B, C_i, H/2^i, W/2^i)
-        h = self.bottleneck(h)                     # (B, C_depth, H/2^depth, W/2^depth)
+            h = down(h)                                # (B, C_i, H/2^i, W/2^i)
+        h = self.bottleneck(h)                         # (B, C_depth, H/2^depth, W/2^depth)
         for up, skip in zip(self.up, reversed(skips)):
-            h = up(h, skip)                        # (B, C_{i-1}, H/2^(i-1), W/2^(i-1))
-        if not self.propagate:
-            return (torch.tanh(self.head(h)) + 1) / 2  # (B, 3, H, W)
+            h = up(h, skip)                            # (B, C_{i-1}, H/2^(i-1), W/2^(i-1))
+        if not self.copy_path:
+            return Colouring((torch.tanh(self.head(h)) + 1) / 2, condition)  # (B, 3, H, W)
         out = self.head(torch.cat([h, x], 1)).float()  # (B, 3 + 1 + n_sources, H, W)
-        return blend_sources(out, x.float(), self.reference)
+        return blend_sources(out, aligned, condition)
 
 
-def blend_sources(head_out: torch.Tensor, x: torch.Tensor, reference: bool) -> torch.Tensor:
-    """The copy path: (B, 3 + S + 1, H, W) head output -> RGB, a per-pixel convex blend of the
-    generated colour (tanh of the first 3 channels) and the S sources found in the input ``x``
-    (previous frame, keyframe). Logits of absent sources are pushed to -1e4 (weight 0). fp32."""
+def blend_sources(head_out: torch.Tensor, aligned: list[Source], condition: torch.Tensor) -> Colouring:
+    """The copy path: (B, 3 + 1 + S, H, W) head output -> a per-pixel convex blend of the
+    generated colour (tanh of the first 3 channels) and the S aligned sources. Logits of absent
+    sources are pushed to -1e4 (weight 0). fp32."""
     colour = (torch.tanh(head_out[:, :3]) + 1) / 2                    # (B, 3, H, W)
-    sources, present = [x[:, PREV]], [x[:, PREV_MASK]]
-    if reference:
-        sources.append(x[:, REF])
-        present.append(x[:, REF_MASK])
     logits = head_out[:, 3:]                                          # (B, 1 + S, H, W)
-    absent = torch.cat([torch.zeros_like(present[0])] + [1 - p for p in present], 1)
+    absent = torch.cat([torch.zeros_like(logits[:, :1])] + [1 - s.plane() for s in aligned], 1)
     weights = torch.softmax(logits - 1e4 * absent, dim=1)             # (B, 1 + S, H, W)
     out = weights[:, :1] * colour
-    for k, source in enumerate(sources, start=1):
-        out = out + weights[:, k:k + 1] * source
-    return out
-
-
-# ----------------------------------------------------------------------------- inputs
-def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """out(x) = image(x + flow(x)), bilinear, borders repeated; (B, C, H, W) and flow
-    (B, 2, H, W) in pixels, (dx, dy). With the flow from frame t to frame s, this brings frame s
-    onto frame t's pixel grid. fp32; a zero flow returns the image (to ~1e-6)."""
-    b, _, h, w = flow.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=flow.device, dtype=torch.float32),
-                            torch.arange(w, device=flow.device, dtype=torch.float32), indexing="ij")
-    gx = (xs + flow[:, 0].float()) * (2.0 / max(w - 1, 1)) - 1.0
-    gy = (ys + flow[:, 1].float()) * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack([gx, gy], dim=-1)                              # (B, H, W, 2)
-    return F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def _plane(flag: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """(B,) presence flags -> (B, 1, H, W) constant planes shaped like ``like``."""
-    return flag.float().view(-1, 1, 1, 1).expand(-1, 1, *like.shape[-2:])
-
-
-def assemble_input(cfg: ModelConfig, line, prev, has_prev, prev_line=None, flow=None,
-                   ref=None, ref_line=None, has_ref=None, ref_flow=None) -> torch.Tensor:
-    """The generator input for frame t, all tensors float in [0, 1] on one device:
-    line (B, 1, H, W); prev (B, 3, H, W) the previous colour frame and prev_line its line art;
-    has_prev (B,) 1 where a previous frame exists (else prev is ignored: black); flow
-    (B, 2, H, W) from frame t to the previous frame; ref / ref_line / has_ref / ref_flow the
-    same for the keyframe. The original layout is cat(line, prev); the extended one is listed
-    at ``PREV`` above, with previous frame and keyframe warped onto frame t when
-    ``cfg.warp == 'flow'``. Absent inputs are zeros."""
-    prev = prev.float() * has_prev.float().view(-1, 1, 1, 1)
-    if not cfg.extended_inputs:
-        return torch.cat([line.float(), prev], 1)                    # (B, 4, H, W)
-    parts = [line.float()] + _warped(cfg, prev, prev_line, flow, has_prev)
-    if cfg.reference:
-        if ref is None:
-            ref, ref_line = torch.zeros_like(prev), torch.zeros_like(line)
-            has_ref = torch.zeros_like(has_prev)
-        parts += _warped(cfg, ref.float() * has_ref.float().view(-1, 1, 1, 1), ref_line, ref_flow, has_ref)
-    return torch.cat(parts, 1)                                        # (B, 6 or 11, H, W)
-
-
-def _warped(cfg, colour, line, flow, present) -> list:
-    """[colour, line art, presence] of one source, warped onto frame t when there is a flow."""
-    line = torch.zeros_like(colour[:, :1]) if line is None else line.float() * present.float().view(-1, 1, 1, 1)
-    if cfg.warp == "flow" and flow is not None:
-        both = warp(torch.cat([colour, line], 1), flow)
-        colour, line = both[:, :3], both[:, 3:]
-    return [colour, line, _plane(present, colour)]
+    for k, source in enumerate(aligned, start=1):
+        out = out + weights[:, k:k + 1] * source.colour
+    candidates = torch.stack([colour] + [s.colour for s in aligned], 1)  # (B, 1 + S, 3, H, W)
+    return Colouring(out, condition, weights, candidates)
 
 
 # ----------------------------------------------------------------------------- discriminator
@@ -437,17 +439,31 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def gflops_per_frame(model: nn.Module, image_size: int = 256, in_channels: int | None = None
-                     ) -> float:
-    """GFLOPs of one forward pass on a (1, C, S, S) input, FLOPs = 2 * multiply-adds, counted
-    by ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls only; norms
-    and activations are not counted). Run in eval mode so that spectral norm's power
-    iteration is neither counted nor allowed to update its vectors."""
+def example_sources(batch: int, size: int, device="cpu") -> Sources:
+    """Sources of ``batch`` grey frames of (size, size), every source present, zero flow."""
+    line = torch.ones(batch, 1, size, size, device=device)
+
+    def grey():
+        return Source(torch.full((batch, 3, size, size), 0.5, device=device), torch.ones(batch, device=device),
+                      line.clone(), torch.zeros(batch, 2, size, size, device=device))
+    return Sources(line, grey(), grey())
+
+
+def gflops_per_frame(model: nn.Module, image_size: int = 256, example=None) -> float:
+    """GFLOPs of one forward pass on one (S, S) frame (``example``, else a generator's
+    ``example_sources`` or the discriminator's (1, C, S, S) zeros), FLOPs = 2 * multiply-adds, counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls only; norms, warps and
+    activations are not counted). Run in eval mode so that spectral norm's power iteration is
+    neither counted nor allowed to update its vectors."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    channels = in_channels or model.in_channels
     param = next(model.parameters())
-    x = torch.zeros(1, channels, image_size, image_size, device=param.device, dtype=param.dtype)
+    if example is not None:
+        x = example
+    elif isinstance(model, PatchDiscriminator):
+        x = torch.zeros(1, model.in_channels, image_size, image_size, device=param.device, dtype=param.dtype)
+    else:
+        x = example_sources(1, image_size, param.device)
     was_training = model.training
     model.eval()
     try:
@@ -543,6 +559,15 @@ def load_generator(path, device="cpu") -> tuple[nn.Module, ModelConfig, dict]:
     G = build_generator(cfg)
     load_state_strict(G, state, f"generator of {path}")
     return G.to(device).eval(), cfg, meta
+
+
+def network_weights(path, key: str) -> dict:
+    """The state dict of one network (``key``: 'generator' or 'discriminator') from our checkpoint
+    or the original's one-network files."""
+    ckpt = utils.read_checkpoint(path)
+    if key not in ckpt:
+        raise utils.UserError(f"{path} holds no {key} weights")
+    return ckpt[key]
 
 
 def load_state_strict(model: nn.Module, state_dict: dict, what: str = "generator") -> None:

@@ -2,15 +2,18 @@
 
     python test.py --checkpoint runs/exp1/checkpoints/best.pt --input frames/ --output out/
     python test.py --checkpoint best.pt --input EP.mp4 --output out/ --video out.mp4 --side_by_side
-    python test.py --checkpoint best.pt --input shot/ --output out/ --reference shot_key.png
+    python test.py --checkpoint best.pt --input shot/ --output out/ --first_keyframe shot_key.png
+    python test.py --checkpoint best.pt --input frames/ --output out/ --keyframes keys/
 
 ``--input`` is a folder of frames, a folder of shot folders, or a video file (split into shots
 exactly as FrameExtraction.py splits it). Within a shot every frame is fed the previous
 generated frame; a new shot starts a new chain from a black frame, or from a coloured keyframe
-(``--reference`` for every shot, ``--reference_dir`` with one keyframe per shot, named after
-the shot folder). Colour input is turned into line art with the training function and kept as
-ground truth: then ``OUT/metrics.json`` holds PSNR, SSIM, warping error, colour consistency and
-the temporal-consistency ratio per shot and overall (see metrics.py).
+(``--first_keyframe`` for every shot, ``--first_keyframe_dir`` with one per shot, named after
+the shot folder). ``--keyframes`` takes coloured versions of any frames, named after them.
+The colouring itself is ``colorize.py``'s; this script reads and writes the files. Colour input
+is turned into line art with the training function and kept as ground truth: then
+``OUT/metrics.json`` holds PSNR, SSIM, warping error, colour consistency and the temporal-
+consistency ratio per shot and overall (see metrics.py).
 
 The output folder is written under a temporary name and renamed when complete: a failed or
 interrupted run leaves no folder that looks finished. The original README's flags work too:
@@ -19,7 +22,6 @@ interrupted run leaves no folder that looks finished. The original README's flag
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -27,7 +29,6 @@ import queue
 import shutil
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -35,12 +36,12 @@ import numpy as np
 from tqdm import tqdm
 
 import FrameExtraction
-import chains
-import dataset as data_lib
+import colorize
 import metrics as metrics_lib
-import models
 import utils
+from colorize import Frame
 from utils import UserError
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,13 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="folder for the colorized frames; must not exist yet, unless --overwrite")
     p.add_argument("--root", help="original layout: colorize ROOT/DATASET/Test")
     p.add_argument("--dataset", help="original layout, see --root")
-    p.add_argument("--input_type", choices=["colour", "lineart", "grey"], default="colour",
+    p.add_argument("--input_type", choices=colorize.INPUT_TYPES, default="colour",
                    help="colour frames (line art derived, frames kept as ground truth), artist line art, or grey")
-    p.add_argument("--reference", help="coloured keyframe fed as the previous frame of every shot's first frame")
-    p.add_argument("--reference_dir", help="one keyframe per shot: REFERENCE_DIR/<shot path>.png")
+    p.add_argument("--first_keyframe", help="a coloured keyframe that starts every shot's chain: its first frame is "
+                   "coloured from it (and, for a model with a keyframe input, every frame is)")
+    p.add_argument("--first_keyframe_dir", help="one such keyframe per shot: FIRST_KEYFRAME_DIR/<shot path>.png")
     p.add_argument("--keyframes", help="coloured keyframes for any frames of any shots, named after the frame they "
                    "colour: KEYFRAMES/<shot path>/<frame file name> (any number per shot; frame folders only)")
-    p.add_argument("--blend", choices=chains.BLENDS, default="linear",
+    p.add_argument("--blend", choices=colorize.BLENDS, default="linear",
                    help="frames between two keyframes: blend the chains from both by distance (linear), or take "
                         "the nearer keyframe's chain (nearest)")
     p.add_argument("--batch_chains", type=int, default=1,
@@ -82,17 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace our own earlier output: an --output folder that test.py wrote (it holds "
                         f"{utils.OUTPUT_MARKER}) and the --video it wrote with it; never anything else, never a "
                         "folder holding the input, the checkpoint or a keyframe")
+    utils.renamed(p, "--reference", "--first_keyframe")
+    utils.renamed(p, "--reference_dir", "--first_keyframe_dir")
     return p
-
-
-@dataclass
-class Frame:
-    """One input frame as it flows through the pipeline."""
-    shot: str             # shot key: relative folder of the shot ('.' for a single folder)
-    name: str             # output file stem
-    rgb: np.ndarray | None  # full-resolution input, uint8 (H, W, 3); kept for --full_res only
-    line: np.ndarray      # (S, S) uint8 line art at network resolution
-    target: np.ndarray | None  # (S, S, 3) uint8 ground truth at network resolution, or None
 
 
 # ----------------------------------------------------------------------------- input
@@ -108,16 +102,6 @@ def iter_raw_frames(input_path: Path):
         key = shot_dir.relative_to(input_path).as_posix()
         for path in utils.list_frames(shot_dir):
             yield key, path.stem, utils.read_rgb(path)
-
-
-def to_frame(shot, name, rgb, args, line_mode) -> Frame:
-    """Network inputs for one frame, with the very functions training used to resize and to
-    make line art."""
-    small = data_lib.resize(rgb, args.image_size)
-    full = rgb if args.full_res else None
-    if args.input_type == "colour":
-        return Frame(shot, name, full, data_lib.make_line_art(small, line_mode), small)
-    return Frame(shot, name, full, cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), None)
 
 
 def prefetch(iterable, depth: int = 8):
@@ -153,7 +137,7 @@ def prefetch(iterable, depth: int = 8):
                 pass
 
 
-# ----------------------------------------------------------------------------- references
+# ----------------------------------------------------------------------------- keyframes
 def find_keyframes(args) -> dict:
     """``--keyframes DIR`` -> {shot: {frame stem: keyframe path}}, checked before any work: every
     image under DIR must be named after a frame of the input (DIR/<shot path>/<frame file name>,
@@ -201,34 +185,30 @@ def image_size(path) -> tuple[int, int]:
         raise UserError(f"cannot read image {path}: not a readable image file") from None
 
 
-def reference_for(shot: str, args) -> np.ndarray | None:
-    """The keyframe of a shot: ``--reference`` for all, or ``--reference_dir/<shot>.<ext>``."""
-    if args.reference:
-        return utils.read_rgb(args.reference)
-    if not args.reference_dir:
+def first_keyframe(shot: str, args) -> np.ndarray | None:
+    """The keyframe that starts a shot: ``--first_keyframe`` for all, or
+    ``--first_keyframe_dir/<shot>.<ext>``."""
+    if args.first_keyframe:
+        return utils.read_rgb(args.first_keyframe)
+    if not args.first_keyframe_dir:
         return None
-    stem = Path(args.reference_dir) / (Path(args.input).name if shot == "." else shot)
+    stem = Path(args.first_keyframe_dir) / (Path(args.input).name if shot == "." else shot)
     for ext in utils.IMAGE_EXTS:
         if stem.with_suffix(ext).is_file():
             return utils.read_rgb(stem.with_suffix(ext))
-    raise UserError(f"no keyframe for shot '{shot}' in --reference_dir (expected {stem}.png)")
+    raise UserError(f"no keyframe for shot '{shot}' in --first_keyframe_dir (expected {stem}.png)")
+
+
+def keyframes_reader(args, found: dict | None):
+    """``keyframes_of(shot)`` for ``colorize.Colorizer.stream``: reads a shot's keyframes when
+    the shot begins."""
+    def keyframes_of(shot: str) -> colorize.ShotKeyframes:
+        frames = {name: utils.read_rgb(path) for name, path in (found or {}).get(shot, {}).items()}
+        return colorize.ShotKeyframes(first_keyframe(shot, args), frames)
+    return keyframes_of
 
 
 # ----------------------------------------------------------------------------- output
-def full_resolution(result: np.ndarray, frame: Frame, input_type: str, colour=None) -> np.ndarray:
-    """Put the generated colour onto the input's own full-resolution detail: its luminance for
-    colour / grey input (chroma from the network, upsampled), or its lines for line art.
-    ``colour``: a full-resolution colour to use instead of the upsampled result (a keyframe)."""
-    h, w = frame.rgb.shape[:2]
-    up = colour if colour is not None else cv2.resize(result, (w, h), interpolation=cv2.INTER_CUBIC)
-    if input_type == "lineart":
-        lines = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
-        return (up.astype(np.float32) * lines[..., None] + 0.5).astype(np.uint8)
-    ycc = cv2.cvtColor(up, cv2.COLOR_RGB2YCrCb)
-    ycc[..., 0] = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
-    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
-
-
 class Writer:
     """Writes results into the temporary output folder and, optionally, the MP4."""
 
@@ -239,7 +219,8 @@ class Writer:
 
     def write(self, frame: Frame, result: np.ndarray, keyframe=None) -> None:
         """``keyframe``: the full-resolution keyframe when this frame is one (for --full_res)."""
-        image = full_resolution(result, frame, self.args.input_type, keyframe) if self.args.full_res else result
+        image = (colorize.full_resolution(result, frame, self.args.input_type, keyframe) if self.args.full_res
+                 else result)
         utils.write_image(self.out / frame.shot / f"{frame.name}.png", image)
         panel = None
         if self.args.side_by_side:
@@ -278,84 +259,6 @@ def open_video_writer(path: Path, size, fps: float):
 
 
 # ----------------------------------------------------------------------------- the loop
-class Colorizer:
-    """Recurrent colorization, shot by shot, in input order (``colorize``).
-
-    A shot without keyframes inside it is one chain (``chains.Chain``) streamed frame by frame,
-    started from its ``--reference`` / ``--reference_dir`` keyframe (which colours its first
-    frame) or from black. A shot with ``--keyframes`` is planned by ``chains.plan``: chains run
-    forward and backward from every keyframe and frames between two keyframes blend both; its
-    frames are held in memory until it is done, and its keyframes are output as they are. With
-    ``--batch_chains N`` up to N chains of consecutive shots run together."""
-
-    def __init__(self, G, cfg, device, line_mode: str, amp: bool, args, keyframes: dict | None = None):
-        self.G, self.cfg, self.device, self.line_mode, self.args = G, cfg, device, line_mode, args
-        self.autocast = utils.autocast_context(device, "bf16" if amp else "off")
-        self.keyframes = keyframes or {}  # {shot: {frame stem: keyframe path}}
-
-    def new_chain(self) -> chains.Chain:
-        return chains.Chain(self.G, self.cfg, self.device, self.line_mode, self.autocast)
-
-    def source(self, rgb: np.ndarray, line: np.ndarray) -> chains.Source:
-        return chains.Source.of(data_lib.resize(rgb, self.args.image_size), line, self.device)
-
-    def colorize(self, frames):
-        """Yield (frame, uint8 result (S, S, 3), full-resolution keyframe or None) in input order."""
-        pending, n_jobs = [], 0  # shots held for one batch of chains, and about how many chains they give
-        for shot, group in itertools.groupby(frames, key=lambda f: f.shot):
-            if self.args.batch_chains == 1 and not self.keyframes.get(shot):
-                yield from self._stream(shot, group)
-                continue
-            frames_of_shot = list(group)
-            pending.append((shot, frames_of_shot))
-            n_jobs += len(frames_of_shot) if self.args.frame_by_frame else 1 + 2 * len(self.keyframes.get(shot, ()))
-            if n_jobs >= self.args.batch_chains:
-                yield from self._planned(pending)
-                pending, n_jobs = [], 0
-        if pending:
-            yield from self._planned(pending)
-
-    def _start(self, shot: str, first: Frame) -> chains.Source | None:
-        ref = reference_for(shot, self.args)
-        return self.source(ref, first.line) if ref is not None else None
-
-    def _stream(self, shot, group):
-        chain = self.new_chain()
-        for i, frame in enumerate(group):
-            if i == 0:
-                chain.start(self._start(shot, frame))
-            elif self.args.frame_by_frame:
-                chain.start(None)
-            yield frame, data_lib.to_uint8(chain.step(frame.line)[0]), None
-
-    def _planned(self, shots):
-        """Plan every shot's chains, run them all (``--batch_chains`` at a time), blend, yield."""
-        jobs, plans = [], []
-        for shot, frames in shots:
-            keys = {i: utils.read_rgb(self.keyframes[shot][f.name]) for i, f in enumerate(frames)
-                    if f.name in self.keyframes.get(shot, {})}
-            if self.args.frame_by_frame:
-                shot_jobs = [chains.Job([t], None) for t in range(len(frames))]
-                weights = {t: [(t, 1.0)] for t in range(len(frames))}
-            else:
-                shot_jobs, weights = chains.plan(len(frames), keys, self.args.blend)
-            first = len(jobs)
-            for job in shot_jobs:
-                start = (self.source(keys[job.key], frames[job.key].line) if job.key is not None
-                         else None if self.args.frame_by_frame or keys else self._start(shot, frames[0]))
-                jobs.append(([frames[t].line for t in job.frames], start))
-            plans.append((frames, keys, shot_jobs, weights, first))
-        results = chains.run_jobs(jobs, self.new_chain, self.args.batch_chains)
-        for frames, keys, shot_jobs, weights, first in plans:
-            position = [{t: k for k, t in enumerate(job.frames)} for job in shot_jobs]
-            for t, frame in enumerate(frames):
-                if t in keys:
-                    yield frame, data_lib.resize(keys[t], self.args.image_size), keys[t]
-                    continue
-                colour = sum(w * results[first + j][position[j][t]][0] for j, w in weights[t])
-                yield frame, data_lib.to_uint8(colour), None
-
-
 class Background:
     """Consumes items in a worker thread (bounded queue), so that writing PNGs, encoding the
     video and computing metrics overlap the network. Errors surface in ``put`` / ``close``."""
@@ -407,21 +310,20 @@ class Sink:
             self.per_shot[frame.shot].update(result, frame.target)
 
 
-def run(args, G, cfg, line_mode, device, out_tmp: Path, keyframes: dict | None = None,
+def run(args, colorizer: colorize.Colorizer, out_tmp: Path, keyframes: dict | None = None,
         video_tmp: Path | None = None) -> dict:
     """Colorize every frame; returns per-shot metrics (empty without ground truth)."""
     input_path = Path(args.input)
     fps = args.fps or (FrameExtraction.video_fps(input_path) if input_path.is_file() else 24.0)
-    use_amp = args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda")
-    colorize = Colorizer(G, cfg, device, line_mode, use_amp, args, keyframes)
     writer = Writer(out_tmp, args, fps, video_tmp)
     sink = Sink(writer, not args.no_metrics)
     output = Background(sink)
-    frames = prefetch(to_frame(*raw, args, line_mode) for raw in iter_raw_frames(input_path))
+    frames = prefetch(colorizer.frame(rgb, shot, name, keep_rgb=args.full_res)
+                      for shot, name, rgb in iter_raw_frames(input_path))
     bar = tqdm(frames, unit="frame", dynamic_ncols=True)
     count, t0 = 0, time.time()
     try:
-        for frame, result, keyframe in colorize.colorize(bar):
+        for frame, result, keyframe in colorizer.stream(bar, keyframes_reader(args, keyframes)):
             output.put(frame, result, keyframe)
             count += 1
             bar.set_postfix(fps=f"{count / max(time.time() - t0, 1e-9):.1f}", shot=frame.shot)
@@ -447,9 +349,9 @@ def resolve_args(args) -> None:
             raise UserError(f"--{flag} is required")
     if not Path(args.input).exists():
         raise UserError(f"input {args.input} does not exist")
-    if sum(bool(k) for k in (args.reference, args.reference_dir, args.keyframes)) > 1:
-        raise UserError("give one of --reference, --reference_dir and --keyframes")
-    if args.frame_by_frame and (args.reference or args.reference_dir or args.keyframes):
+    if sum(bool(k) for k in (args.first_keyframe, args.first_keyframe_dir, args.keyframes)) > 1:
+        raise UserError("give one of --first_keyframe, --first_keyframe_dir and --keyframes")
+    if args.frame_by_frame and (args.first_keyframe or args.first_keyframe_dir or args.keyframes):
         raise UserError("--frame_by_frame feeds no previous frame, so it takes no keyframe")
     if args.batch_chains < 1:
         raise UserError(f"--batch_chains must be at least 1, got {args.batch_chains}")
@@ -457,13 +359,13 @@ def resolve_args(args) -> None:
         raise UserError(f"--image_size must be a positive number of pixels, got {args.image_size}")
     if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
         raise UserError(f"--fps must be a positive number, got {args.fps}")
-    for flag in ("reference", "reference_dir", "keyframes"):
+    for flag in ("first_keyframe", "first_keyframe_dir", "keyframes"):
         path = getattr(args, flag)
         if path and not Path(path).exists():
             raise UserError(f"--{flag} {path} does not exist")
-    if args.reference and not Path(args.reference).is_file():
-        raise UserError(f"--reference {args.reference} is a folder: give one keyframe image "
-                        "(or --reference_dir / --keyframes for a folder)")
+    if args.first_keyframe and not Path(args.first_keyframe).is_file():
+        raise UserError(f"--first_keyframe {args.first_keyframe} is a folder: give one keyframe image "
+                        "(or --first_keyframe_dir / --keyframes for a folder)")
     check_output(args)
     if args.video:
         check_video(args)
@@ -471,8 +373,8 @@ def resolve_args(args) -> None:
 
 def protected_paths(args) -> list[tuple[str, Path]]:
     """What test.py reads: an output may never replace or hold any of these."""
-    named = [("input", args.input), ("checkpoint", args.checkpoint), ("reference", args.reference),
-             ("reference folder", args.reference_dir), ("keyframe folder", args.keyframes)]
+    named = [("input", args.input), ("checkpoint", args.checkpoint), ("keyframe", args.first_keyframe),
+             ("keyframe folder", args.first_keyframe_dir), ("keyframe folder", args.keyframes)]
     return [(what, Path(p).resolve()) for what, p in named if p]
 
 
@@ -575,33 +477,25 @@ def finish(out_tmp: Path, args, per_shot: dict, note: dict, video_final: Path | 
         shutil.rmtree(old)
 
 
-def check_model_size(G, args) -> None:
-    multiple = getattr(G, "size_multiple", 1)
-    if args.image_size % multiple or args.image_size < getattr(G, "min_size", 1):
-        raise UserError(f"--image_size {args.image_size} does not fit this generator: it needs a multiple of "
-                        f"{multiple} of at least {getattr(G, 'min_size', 1)}")
-
-
 def main(args) -> int:
     resolve_args(args)
     keyframes = find_keyframes(args) if args.keyframes else None
     device = utils.resolve_device(args.device)
     if args.amp == "bf16" and device.type != "cuda":
         raise UserError("--amp bf16 is for CUDA GPUs; on the CPU use --amp off (or auto)")
-    G, cfg, meta = models.load_generator(args.checkpoint, device)
-    args.image_size = args.image_size or meta.get("image_size") or 256
-    check_model_size(G, args)
-    line_mode = args.line_art or meta.get("line_art") or "canny"
-    if args.input_type == "colour" and line_mode == "given":
-        raise UserError("this model was trained on artist line art: pass that line art with --input_type lineart")
+    amp = "bf16" if args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda") else "off"
+    colorizer = colorize.Colorizer.from_checkpoint(
+        args.checkpoint, device, args.image_size, args.line_art, input_type=args.input_type, blend=args.blend,
+        batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp)
+    options = colorizer.options
     out_tmp = start_output(args)
     video_tmp, video_final = video_paths(args, out_tmp)
     try:
-        per_shot = run(args, G, cfg, line_mode, device, out_tmp, keyframes, video_tmp)
-        finish(out_tmp, args, per_shot, {"checkpoint": str(args.checkpoint), "generator": cfg.generator,
-                                         "image_size": args.image_size, "line_art": line_mode,
-                                         "reference": args.reference or args.reference_dir or args.keyframes},
-                video_final)
+        per_shot = run(args, colorizer, out_tmp, keyframes, video_tmp)
+        keyframes_given = args.first_keyframe or args.first_keyframe_dir or args.keyframes
+        finish(out_tmp, args, per_shot, {"checkpoint": str(args.checkpoint), "generator": colorizer.cfg.generator,
+                                         "image_size": options.image_size, "line_art": options.line_art,
+                                         "keyframes": keyframes_given}, video_final)
     except BaseException:
         shutil.rmtree(out_tmp, ignore_errors=True)
         if video_final is not None:

@@ -9,12 +9,15 @@ Conventions used across the project:
 - A *frame* is an image file whose stem ends in a number (``frame7.png``,
   ``ep01_000123.jpg``); frames are ordered by that number, whatever the prefix or padding.
 - A *shot* is one folder of numbered frames. Nothing ever pairs frames of two folders.
+- ``resize`` / ``resize_to`` is the one resize of the project: training, the frame cache,
+  colouring and the benchmarks all shrink frames through it.
 
 Example:
     python -c "import utils; print(utils.find_shot_dirs('frames/'))"
 """
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import re
@@ -49,6 +52,28 @@ class UserError(Exception):
             last = [line for line in str(args[0]).splitlines() if line.strip()][-1]
             args = (last.split("UserError: ", 1)[-1],)
         super().__init__(*args)
+
+
+def renamed(parser, old: str, new: str, convert=None, **kwargs) -> None:
+    """Keep an old flag ``--old`` working for one release as an alias of ``--new``: it stores
+    into ``--new``'s destination (through ``convert`` when the old flag took another kind of
+    value, e.g. ``on|off`` for what is now a switch) and prints a one-line note with the new
+    name. ``kwargs`` are the old flag's own (``choices``, ``nargs``...)."""
+    dest = new.lstrip("-").replace("-", "_")
+
+    class Renamed(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"note: {option_string} is now {new}; the old name still works for this release",
+                  file=sys.stderr)
+            setattr(namespace, dest, convert(values) if convert else values)
+
+    parser.add_argument(old, action=Renamed, dest=f"_renamed_{old.lstrip('-')}", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS, **kwargs)
+
+
+def off_means_true(value: str) -> bool:
+    """``on|off`` of an old flag -> the value of the ``--no_...`` switch that replaced it."""
+    return value == "off"
 
 
 def run_cli(main, args) -> None:
@@ -144,6 +169,23 @@ def _skip_reason(folder: Path) -> str | None:
     if (folder / OUTPUT_MARKER).is_file():
         return "a test.py output"
     return None
+
+
+# ----------------------------------------------------------------------------- resizing
+def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """INTER_AREA (each output pixel averages the input pixels it covers: no aliasing) when
+    shrinking; bilinear when enlarging both sides. Aspect ratio not kept."""
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    grow = height > h and width > w
+    method = cv2.INTER_LINEAR if grow else cv2.INTER_AREA
+    return cv2.resize(image, (width, height), interpolation=method)
+
+
+def resize(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to (size, size), as the original's 256x256 resize."""
+    return resize_to(image, size, size)
 
 
 # ----------------------------------------------------------------------------- image I/O
@@ -304,6 +346,8 @@ def resolve_device(name: str = "auto"):
     """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a ``UserError``."""
     import torch
 
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

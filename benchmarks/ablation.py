@@ -5,12 +5,12 @@
 Trains, with the data, seed and step budget of ``benchmarks/reproduce.py`` (and in the same
 ``--out`` folder, so the study's full model is reused rather than trained again):
 - ``full``: the default model (the study's ``tcvc``);
-- ``no_propagate``: ``--propagate off``, no copy path: the output is generated colour only;
-- ``no_reference``: ``--reference off``, the keyframe only starts the chain;
+- ``no_copy_path``: ``--no_copy_path``: the output is generated colour only;
+- ``no_keyframe_input``: ``--no_keyframe_input``, the keyframe only starts the chain;
 - ``no_rollout``: ``--rollout_prob 0``, never trained on its own outputs;
 - ``rollout_grad``: the rollout with gradient through the own output (a 2-frame unroll)
   instead of detached;
-- ``no_warp``: ``--warp none``, previous frame and keyframe are not moved by optical flow.
+- ``no_warp``: ``--correspondence none``, previous frame and keyframe are not moved by optical flow.
 Each is scored like the study's ``tcvc_keyframe`` and ``tcvc`` settings, on frames 1 to N-1 of
 every evaluation shot, next to ``copy_keyframe``. Writes ``OUT/ablation.json`` and
 ``OUT/ablation.md``.
@@ -25,9 +25,9 @@ from pathlib import Path
 import reproduce
 from reproduce import utils
 
-VARIANTS = {"full": [], "no_propagate": ["--propagate", "off"], "no_reference": ["--reference", "off"],
+VARIANTS = {"full": [], "no_copy_path": ["--no_copy_path"], "no_keyframe_input": ["--no_keyframe_input"],
             "no_rollout": ["--rollout_prob", "0"], "rollout_grad": ["--rollout_grad"],
-            "no_warp": ["--warp", "none"]}
+            "no_warp": ["--correspondence", "none"]}
 RUN_NAME = {"full": "tcvc"}  # the study's own full model
 
 
@@ -48,7 +48,7 @@ def main(args) -> int:
     for variant in args.variants:
         name = RUN_NAME.get(variant, variant)
         ckpt = reproduce.train_model(name, reproduce.MODELS["tcvc"] + VARIANTS[variant], train_root, out, args)
-        settings = {f"{variant}/keyframe": (variant, ["--reference_dir", "{keyframes}"]),
+        settings = {f"{variant}/keyframe": (variant, ["--first_keyframe_dir", "{keyframes}"]),
                     f"{variant}/no_keyframe": (variant, [])}
         results |= reproduce.evaluate({variant: ckpt}, eval_root, out / "ablation", args,
                                       settings=list(settings), model_settings=settings)

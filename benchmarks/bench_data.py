@@ -9,7 +9,7 @@ for each number of --workers: first reading the PNG files (per triple one PNG re
 the previous frame is used, the crop's source region resized, Canny, the same random crop and
 flip on all three), then reading the frame cache (``framecache.py``: frames decoded and
 resized once; a triple is a crop of the cached frames, Canny, flip). It also times the
-default training sample of the propagating generator (previous frame's line art, optical
+default training sample of the default U-Net (previous frame's line art, optical
 flows, a keyframe half of the time, rollouts) from the cache, whose optical flow dominates.
 Rates leave out the first batch (worker start-up, amortised over a real epoch). The last line
 is ``triples_per_s=N``: the cached rate for the first --workers figure.
@@ -137,7 +137,7 @@ def main(args) -> float:
         print(f"frame cache built in {time.perf_counter() - start:.2f} s "
               f"({1000 * (time.perf_counter() - start) / len(png):.2f} ms a frame)")
         extended = dataset.TripletDataset.from_root(Path(tmp) / "frames", frame_cache=True, extended=True,
-                                                    ref_prob=0.5, rollout_prob=0.5, reverse_prob=0.5, **common)
+                                                    keyframe_prob=0.5, rollout_prob=0.5, reverse_prob=0.5, **common)
         rates = {}
         for name, ds in (("png", png), ("cached", cached), ("default sample, cached", extended)):
             for workers in args.workers:

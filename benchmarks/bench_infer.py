@@ -5,7 +5,7 @@
 
 1. Overhead: test.py on a PNG shot of ``--frame_size`` (decode, line art, optical flow and
    network, PNG writing; metrics off; ``--full_res`` as test.py's) against the bare recurrent
-   chain (``chains.Chain``: optical flow and generator) on the same frames, already prepared.
+   chain (``colorize.Chain``: optical flow and generator) on the same frames, already prepared.
    ``pipeline_overhead`` = end-to-end time / chain time - 1.
 2. Memory: peak resident memory of test.py on a 1000-frame against a 100-frame 640x480 video
    (a small generator, so that the run takes seconds: the question is whether memory grows
@@ -30,7 +30,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-import chains  # noqa: E402
+import colorize  # noqa: E402
 import dataset as data_lib  # noqa: E402
 import FrameExtraction  # noqa: E402
 import models  # noqa: E402
@@ -72,10 +72,10 @@ def export(path: Path, cfg: models.ModelConfig, image_size: int) -> None:
 
 def bare_forward_seconds(ckpt: Path, shot: Path, image_size: int, device) -> float:
     G, cfg, _ = models.load_generator(ckpt, device)
-    lines = [data_lib.make_line_art(data_lib.resize(utils.read_rgb(p), image_size), "canny")
+    lines = [data_lib.make_line_art(utils.resize(utils.read_rgb(p), image_size), "canny")
              for p in utils.list_frames(shot)]
     autocast = utils.autocast_context(device, "bf16")
-    chain = chains.Chain(G, cfg, device, "canny", autocast)
+    chain = colorize.Chain(G, cfg, device, "canny", autocast)
     chain.start(None)
     chain.step(lines[0])  # warm-up
     chain.start(None)

@@ -13,7 +13,7 @@ its speed, FLOP rate and memory on a GPU.
 2. Our step alone: images per second (median of ``--reps``), TFLOP/s (FLOPs counted once by
    ``torch.utils.flop_counter``, convolutions and matrix products only) and, with
    ``--peak_tflops``, the share of the card's peak; peak GPU memory.
-The batch is the default training sample of the chosen generator (for the propagating U-Net:
+The batch is the default training sample of the chosen generator (for the default U-Net:
 previous frame, flows, keyframe, half the samples rolled out), random values. VGG19 weights are
 random (timing does not depend on them). ``--channels_last`` and ``--compile`` as in train.py.
 Last line: ``train_step_speedup=X`` (or ``train_step_img_per_s=X`` with ``--no_reference``).
@@ -31,8 +31,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import dataset  # noqa: E402
 import losses  # noqa: E402
 import models  # noqa: E402
+import runs  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
 
@@ -55,18 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_batch(cfg, B: int, S: int, device) -> dict:
-    """A training batch of random values with every key the generator's sample has."""
+    """A training batch of random values with every key the generator's sample has (as
+    ``dataset.TripletDataset(extended=True)`` lays it out), on ``device``."""
     gen = torch.Generator().manual_seed(0)
-    images = {"line": 1, "target": 3, "prev": 3, "prev_line": 1, "prev2": 3, "prev2_line": 1,
-              "ref": 3, "ref_line": 1}
-    batch = {k: torch.rand(B, c, S, S, generator=gen) for k, c in images.items()}
-    for k in ("flow", "flow2", "ref_flow", "ref_flow2"):
-        batch[k] = torch.randn(B, 2, S, S, generator=gen)
-    for k in ("has_prev", "has_prev2", "has_ref"):
-        batch[k] = torch.ones(B)
-    batch["rollout"] = (torch.arange(B) % 2).float()
-    batch["index"] = torch.arange(B)
-    return {k: v.to(device) for k, v in batch.items()}
+
+    def source():
+        return {"colour": torch.rand(B, 3, S, S, generator=gen), "line": torch.rand(B, 1, S, S, generator=gen),
+                "present": torch.ones(B), "flow": torch.randn(B, 2, S, S, generator=gen)}
+    batch = {"line": torch.rand(B, 1, S, S, generator=gen), "target": torch.rand(B, 3, S, S, generator=gen),
+             "prev": source(), "prev2": source(), "keyframe": source(),
+             "keyframe_flow2": torch.randn(B, 2, S, S, generator=gen),
+             "rollout": (torch.arange(B) % 2).float(), "index": torch.arange(B)}
+    return dataset.to_device(batch, device)
 
 
 def make_step(args, device, fast: bool):
@@ -82,7 +84,7 @@ def make_step(args, device, fast: bool):
     if fast and args.compile:
         G, D = torch.compile(G), torch.compile(D)
     fused = device.type == "cuda"
-    nets = train.Nets(G, D, torch.optim.Adam(G.parameters(), 1e-4, betas=(0.0, 0.999), fused=fused),
+    nets = runs.Nets(G, D, torch.optim.Adam(G.parameters(), 1e-4, betas=(0.0, 0.999), fused=fused),
                       torch.optim.Adam(D.parameters(), 1e-5, betas=(0.0, 0.999), fused=fused))
     run_args = SimpleNamespace(gan_loss="nsgan", rollout_prob=0.5, rollout_grad=False)
     run = SimpleNamespace(device=device, cfg=cfg, args=run_args, g_loss=losses.GeneratorLoss(vgg),
@@ -94,9 +96,8 @@ def reference_step(batch, run, nets) -> None:
     """The original's order of work on the same inputs: G once, D on real and on fake in two
     calls, then VGG four times for the content and style losses, everything in fp32."""
     G, D, vgg = nets.generator, nets.discriminator, run.vgg
-    x = train.generator_input(run, nets, batch)
-    cond, target = x[:, models.D_COND], batch["target"]
-    fake = G(x)
+    out = G(train.batch_sources(run, nets, batch))
+    cond, target, fake = out.condition, batch["target"], out.colour
     train.requires_grad(D, True)
     real_logits = D(torch.cat([cond, target], 1))
     fake_logits = D(torch.cat([cond, fake.detach()], 1))
@@ -128,7 +129,7 @@ def step_flops(batch, run, nets) -> float:
 
     counter = FlopCounterMode(display=False)
     with counter:
-        train.gan_step(batch, run, nets, train.Health(run.device), update_d=True)
+        train.gan_step(batch, run, nets, runs.Health(run.device), update_d=True)
     return counter.get_total_flops()
 
 
@@ -137,7 +138,7 @@ def main(args) -> int:
     S, B = args.image_size, args.batch_size
     ours = make_step(args, device, fast=True)
     batch = make_batch(ours[0].cfg, B, S, device)
-    health = train.Health(device)
+    health = runs.Health(device)
     run_ours = lambda: train.gan_step(batch, *ours, health, update_d=True)  # noqa: E731
     for _ in range(2):  # warm-up (allocator, cudnn autotune, compilation)
         run_ours()

@@ -22,7 +22,7 @@ from pathlib import Path
 import reproduce
 from reproduce import metrics_lib, utils
 
-import chains  # noqa: E402  (reproduce puts the repository on sys.path)
+import colorize  # noqa: E402  (reproduce puts the repository on sys.path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,7 @@ def main(args) -> int:
     keys = reproduce.keyframe_folder(root, out / "keyframes2", reproduce.first_and_last)
     inner = {shot: range(1, len(frames) - 1) for shot, frames in truths.items()}
     rows = {}
-    for blend in chains.BLENDS:
+    for blend in colorize.BLENDS:
         outputs = reproduce.colorize(Path(args.checkpoint), ["--keyframes", str(keys), "--blend", blend], root,
                                      out / "outputs" / blend, args)
         rows[blend] = metrics_lib.score_frames(outputs, truths, inner)
@@ -62,7 +62,7 @@ def main(args) -> int:
         shots = "  ".join(f"{s.split('/')[0]} {r['psnr']:.2f}" for s, r in result["shots"].items())
         print(f"{name:24s} {o['psnr']:7.2f} {o['ssim']:6.3f} {o['warp_error']:9.5f} {o['tc_ratio']:8.2f} "
               f"{last:10.2f}  {shots}")
-    print(f"best_blend={best_blend({b: rows[b]['overall'] for b in chains.BLENDS})}")
+    print(f"best_blend={best_blend({b: rows[b]['overall'] for b in colorize.BLENDS})}")
     return 0
 
 

@@ -61,10 +61,10 @@ COLOURS = {"copy_keyframe": (120, 120, 120), "flat_grey": (190, 190, 190), "base
            "tcvc_2keys": (150, 50, 170)}
 # train.py flags of each trained model, on top of the shared budget
 MODELS = {"tcvc": [],
-          "baseline": ["--prev_prob", "0", "--rollout_prob", "0", "--reference", "off", "--ref_prob", "0"]}
+          "baseline": ["--prev_prob", "0", "--rollout_prob", "0", "--no_keyframe_input", "--keyframe_prob", "0"]}
 # setting -> (model, extra test.py flags); {keyframes} is the folder of true first frames
 MODEL_SETTINGS = {"baseline": ("baseline", ["--frame_by_frame"]), "tcvc": ("tcvc", []),
-                  "tcvc_keyframe": ("tcvc", ["--reference_dir", "{keyframes}"]),
+                  "tcvc_keyframe": ("tcvc", ["--first_keyframe_dir", "{keyframes}"]),
                   "tcvc_2keys": ("tcvc", ["--keyframes", "{keyframes2}"])}
 GREY = metrics_lib.FLAT_GREY  # the flat grey frame
 
@@ -145,7 +145,7 @@ def eval_shots(eval_root: Path, size: int) -> dict:
 
 
 def keyframes(eval_root: Path, dest: Path) -> Path:
-    """The true first frame of every evaluation shot, named as test.py's --reference_dir expects."""
+    """The true first frame of every evaluation shot, named as test.py's --first_keyframe_dir expects."""
     for shot in utils.find_shot_dirs(eval_root):
         target = dest / f"{shot.relative_to(eval_root).as_posix()}.png"
         utils.write_image(target, utils.read_rgb(utils.list_frames(shot)[0]))
@@ -346,9 +346,10 @@ def training_note(out: Path, names) -> str:
         cfg = json.loads((out / "runs" / name / "config.json").read_text())
         model = cfg["model"]
         notes.append(f"{name}: {log_steps(out / 'runs' / name)} steps, batch {cfg['batch_size']}, "
-                     f"{cfg['image_size']}², prev_prob {cfg['prev_prob']}, ref_prob {cfg['ref_prob']}, "
-                     f"rollout_prob {cfg['rollout_prob']}, {model['generator']} generator (propagate "
-                     f"{model['propagate']}, reference {model['reference']}, warp {model['warp']}), "
+                     f"{cfg['image_size']}², prev_prob {cfg['prev_prob']}, keyframe_prob {cfg['keyframe_prob']}, "
+                     f"rollout_prob {cfg['rollout_prob']}, {model['generator']} generator (copy path "
+                     f"{model['copy_path']}, keyframe input {model['keyframe_input']}, correspondence "
+                     f"{model['correspondence']}), "
                      f"VGG {cfg['vgg_weights']}")
     return "; ".join(notes)
 

@@ -41,3 +41,11 @@ def make_frame(index: int, height: int = 48, width: int = 64, seed: int = 0) -> 
 @pytest.fixture
 def frame_factory():
     return make_frame
+
+
+def tree_equal(a, b) -> bool:
+    """Two samples (tensors, or dicts of them, nested) hold the same keys and equal tensors."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(tree_equal(a[k], b[k]) for k in a)
+    import torch
+    return torch.equal(a, b)

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+import dataset
 import models
 import utils
 from utils import UserError
@@ -22,11 +23,12 @@ SIZE = 32
 
 
 class EchoGenerator(nn.Module):
-    """Returns its previous-frame input brightened by 0.1: frame k of a chain started from
-    black comes out as 0.1 * (k + 1), so the outputs reveal what was fed back."""
+    """Returns its previous frame brightened by 0.1: frame k of a chain started from black
+    comes out as 0.1 * (k + 1), so the outputs reveal what was fed back."""
 
-    def forward(self, x):  # (B, 4, H, W)
-        return (x[:, 1:4] + 0.1).clamp(0, 1)
+    def forward(self, sources):
+        prev = sources.prev.masked().colour
+        return models.Colouring((prev + 0.1).clamp(0, 1), models.original_input(sources))
 
 
 def write_shot(folder, frame_factory, n, seed=0, size=40):
@@ -69,21 +71,21 @@ def test_frame_by_frame_feeds_black_every_time(tmp_path, frame_factory, echo):
     assert got == pytest.approx([0.1, 0.1, 0.1], abs=0.003)
 
 
-def test_reference_keyframe_is_the_first_previous_frame(tmp_path, frame_factory, echo):
+def test_first_keyframe_is_the_first_previous_frame(tmp_path, frame_factory, echo):
     write_shot(tmp_path / "in", frame_factory, 3)
     key = np.full((50, 70, 3), 102, np.uint8)  # 0.4 after scaling to [0, 1]
     utils.write_image(tmp_path / "key.png", key)
-    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--reference", str(tmp_path / "key.png")))
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--first_keyframe", str(tmp_path / "key.png")))
     got = [mean_value(tmp_path / "out" / f"frame_{i:03d}.png") for i in range(3)]
     assert got == pytest.approx([0.5, 0.6, 0.7], abs=0.003)
 
 
-def test_reference_dir_gives_each_shot_its_keyframe(tmp_path, frame_factory, echo):
+def test_first_keyframe_dir_gives_each_shot_its_keyframe(tmp_path, frame_factory, echo):
     for shot in ("s1", "s2"):
         write_shot(tmp_path / "in" / shot, frame_factory, 2)
     utils.write_image(tmp_path / "keys" / "s1.png", np.full((8, 8, 3), 51, np.uint8))  # 0.2
     utils.write_image(tmp_path / "keys" / "s2.png", np.full((8, 8, 3), 153, np.uint8))  # 0.6
-    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--reference_dir", str(tmp_path / "keys")))
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--first_keyframe_dir", str(tmp_path / "keys")))
     assert mean_value(tmp_path / "out" / "s1" / "frame_000.png") == pytest.approx(0.3, abs=0.003)
     assert mean_value(tmp_path / "out" / "s2" / "frame_001.png") == pytest.approx(0.8, abs=0.003)
 
@@ -159,7 +161,7 @@ def test_corrupt_frame_leaves_no_output(tmp_path, frame_factory, echo):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in"]  # no output, no partial folder
 
 
-@pytest.mark.parametrize("case", ["empty", "inside", "exists", "missing_reference"])
+@pytest.mark.parametrize("case", ["empty", "inside", "exists", "missing_keyframe"])
 def test_bad_arguments_are_user_errors(tmp_path, frame_factory, echo, case):
     (tmp_path / "in").mkdir()
     if case != "empty":
@@ -169,8 +171,8 @@ def test_bad_arguments_are_user_errors(tmp_path, frame_factory, echo, case):
         out = tmp_path / "in" / "out"
     if case == "exists":
         out.mkdir()
-    if case == "missing_reference":
-        extra = ["--reference", str(tmp_path / "nope.png")]
+    if case == "missing_keyframe":
+        extra = ["--first_keyframe", str(tmp_path / "nope.png")]
     with pytest.raises(UserError):
         colorize_cli.main(args_for(tmp_path / "in", out, "x.pt", *extra))
 
@@ -194,7 +196,7 @@ def test_missing_and_foreign_checkpoints_give_one_line(tmp_path, frame_factory):
 
 # ----------------------------------------------------------------------------- old and new checkpoints
 LEGACY_CONFIG = {"generator": "unet", "in_channels": 4, "out_channels": 3, "ngf": 8, "n_blocks": 2,
-                 "depth": 4, "ndf": 64, "d_in_channels": 7}  # as saved before propagation existed
+                 "depth": 4, "ndf": 64, "d_in_channels": 7}  # as saved before the copy path existed
 
 
 def test_checkpoint_from_before_propagation_runs_as_it_did(tmp_path, frame_factory):
@@ -204,11 +206,19 @@ def test_checkpoint_from_before_propagation_runs_as_it_did(tmp_path, frame_facto
                 "image_size": SIZE, "line_art": "canny"}, tmp_path / "old.pt")
     write_shot(tmp_path / "in", frame_factory, 2)
     colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", tmp_path / "old.pt", "--no_metrics"))
-    # frame 0 by hand: cat(line art, black) through the old network
-    small = colorize_cli.data_lib.resize(frame_factory(0, 40, 40, 0), SIZE)
-    line = colorize_cli.data_lib.to_tensor(colorize_cli.data_lib.make_line_art(small, "canny"))[None]
+    # frame 0 by hand: cat(line art, black) through the old network's layers
+    small = utils.resize(frame_factory(0, 40, 40, 0), SIZE)
+    line = dataset.to_tensor(dataset.make_line_art(small, "canny"))[None]
+    skips = []
     with torch.no_grad():
-        expected = colorize_cli.data_lib.to_uint8(legacy(torch.cat([line, torch.zeros(1, 3, SIZE, SIZE)], 1))[0])
+        h = legacy.stem(torch.cat([line, torch.zeros(1, 3, SIZE, SIZE)], 1))
+        for down in legacy.down:
+            skips.append(h)
+            h = down(h)
+        h = legacy.bottleneck(h)
+        for up, skip in zip(legacy.up, reversed(skips)):
+            h = up(h, skip)
+        expected = dataset.to_uint8(((torch.tanh(legacy.head(h)) + 1) / 2)[0])
     got = utils.read_rgb(tmp_path / "out" / "frame_000.png")
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
 
@@ -218,7 +228,7 @@ def test_new_checkpoint_with_keyframe_and_a_mislabelled_one(tmp_path, frame_fact
     torch.save(models.generator_export(models.build_generator(cfg), cfg, SIZE, "canny"), tmp_path / "new.pt")
     write_shot(tmp_path / "in", frame_factory, 3)
     utils.write_image(tmp_path / "key.png", frame_factory(0, 40, 40, 0))
-    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", tmp_path / "new.pt", "--reference",
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", tmp_path / "new.pt", "--first_keyframe",
                                str(tmp_path / "key.png")))
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["overall"]["frames"] == 3
     # weights of the old network under a config that claims the new one: one clear line
@@ -227,3 +237,42 @@ def test_new_checkpoint_with_keyframe_and_a_mislabelled_one(tmp_path, frame_fact
     res = run_cli("--checkpoint", tmp_path / "bad.pt", "--input", tmp_path / "in", "--output", tmp_path / "o2")
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert res.returncode == 2 and len(lines) == 1 and "do not fit" in lines[0], res.stderr
+
+
+# ----------------------------------------------------------------------------- the library
+def test_the_library_colours_a_shot_with_no_command_line(tmp_path, frame_factory, monkeypatch):
+    """colorize.Colorizer with plain arguments gives test.py's very frames, and no argparse is
+    touched on the way (a GUI or a benchmark can call it as it is)."""
+    import argparse
+
+    import colorize
+
+    torch.manual_seed(0)
+    cfg = models.ModelConfig(ngf=8)
+    torch.save(models.generator_export(models.build_generator(cfg), cfg, SIZE, "canny"), tmp_path / "g.pt")
+    frames = [frame_factory(i, 40, 40) for i in range(5)]
+    for i, frame in enumerate(frames):
+        utils.write_image(tmp_path / "in" / "s" / f"frame_{i:03d}.png", frame)
+    key = frame_factory(3, 40, 40, seed=4)
+    utils.write_image(tmp_path / "keys" / "s" / "frame_003.png", key)
+    colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", tmp_path / "g.pt", "--keyframes",
+                               str(tmp_path / "keys"), "--no_metrics"))
+
+    def no_parsing(*a, **k):
+        raise AssertionError("the library parsed a command line")
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", no_parsing)
+    colorizer = colorize.Colorizer.from_checkpoint(tmp_path / "g.pt", "cpu")
+    results = colorizer.colour_shot(frames, keyframes={3: key})
+    assert len(results) == 5 and all(r.shape == (SIZE, SIZE, 3) for r in results)
+    for i, result in enumerate(results):
+        assert np.array_equal(result, utils.read_rgb(tmp_path / "out" / "s" / f"frame_{i:03d}.png")), i
+    assert np.array_equal(results[3], utils.resize(key, SIZE))  # a keyframe is output as it is
+    with pytest.raises(UserError, match="outside a shot of 5 frames"):
+        colorizer.colour_shot(frames, keyframes={5: key})
+
+
+def test_old_flag_names_still_work_with_a_note(tmp_path, capsys):
+    args = colorize_cli.build_parser().parse_args(["--reference", "k.png", "--reference_dir", "d"])
+    assert (args.first_keyframe, args.first_keyframe_dir) == ("k.png", "d")
+    err = capsys.readouterr().err
+    assert "--reference is now --first_keyframe" in err and "--reference_dir is now --first_keyframe_dir" in err

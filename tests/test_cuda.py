@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-import chains
+import colorize
 import models
 import train
 import utils
@@ -45,7 +45,7 @@ def test_gpu_chains_agree_with_the_cpu(frame_factory):
     lines = [np.where(frame_factory(i, 32, 32)[..., 0] > 128, 255, 0).astype(np.uint8) for i in range(4)]
     outs = {}
     for device, amp in (("cpu", "off"), ("cuda", "off"), ("cuda", "bf16")):
-        chain = chains.Chain(G.to(device), cfg, device, "canny", utils.autocast_context(torch.device(device), amp))
+        chain = colorize.Chain(G.to(device), cfg, device, "canny", utils.autocast_context(torch.device(device), amp))
         chain.start(None)
         outs[device, amp] = torch.cat([chain.step(line).cpu() for line in lines])
     assert (outs["cuda", "off"] - outs["cpu", "off"]).abs().max() < 1e-3

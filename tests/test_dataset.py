@@ -8,8 +8,10 @@ from skimage.color import rgb2gray
 from skimage.feature import canny as sk_canny
 from torch.utils.data import DataLoader
 
+import correspond
 import dataset
 import utils
+from conftest import tree_equal
 from utils import UserError
 
 
@@ -43,7 +45,7 @@ def test_frames_are_ordered_by_number_whatever_the_padding(tmp_path, frame_facto
     assert [p.name for p in ds.shot_frames[0]] == ["frame1.png", "frame2.png", "frame_0009.png",
                                                    "frame10.png"]
     # frame10 follows frame_0009 (names[2]); a string sort would put it after frame1
-    assert torch.equal(ds[3]["prev"], as_tensor(frames[2]))
+    assert torch.equal(ds[3]["prev"]["colour"], as_tensor(frames[2]))
     assert torch.equal(ds[3]["target"], as_tensor(frames[0]))
 
 
@@ -54,8 +56,8 @@ def test_previous_frame_is_frame_before_with_zero_padding(tmp_path, frame_factor
     ds = dataset.TripletDataset([tmp_path], image_size=32, train=False, prev_prob=1.0)
     for i in range(1, 4):
         sample = ds[i]
-        assert sample["has_prev"].item() == 1.0
-        assert torch.equal(sample["prev"], as_tensor(frames[i - 1]))
+        assert sample["prev"]["present"].item() == 1.0
+        assert torch.equal(sample["prev"]["colour"], as_tensor(frames[i - 1]))
         assert torch.equal(sample["target"], as_tensor(frames[i]))
 
 
@@ -64,7 +66,7 @@ def test_previous_frame_with_episode_prefix_jpeg(tmp_path, frame_factory):
     write_shot(tmp_path, names, frame_factory)
     ds = dataset.TripletDataset([tmp_path], image_size=32, train=False, prev_prob=1.0)
     decoded = {n: utils.read_rgb(tmp_path / n) for n in names}
-    prev = ds[2]["prev"]  # target ep01_000125
+    prev = ds[2]["prev"]["colour"]  # target ep01_000125
     assert torch.equal(prev, as_tensor(decoded["ep01_000124.jpg"]))
     assert not torch.allclose(prev, as_tensor(decoded["ep01_000123.jpg"]), atol=0.05)
 
@@ -73,10 +75,10 @@ def test_first_frame_black_and_never_crosses_folders(tmp_path, frame_factory):
     shot_a = write_shot(tmp_path / "a", ["f1.png", "f2.png", "f3.png"], frame_factory, seed=1)
     shot_b = write_shot(tmp_path / "b", ["f1.png", "f2.png", "f3.png"], frame_factory, seed=2)
     ds = dataset.TripletDataset.from_root(tmp_path, image_size=32, train=False, prev_prob=1.0)
-    has_prev = [ds[i]["has_prev"].item() for i in range(6)]
+    has_prev = [ds[i]["prev"]["present"].item() for i in range(6)]
     assert has_prev == [0, 1, 1, 0, 1, 1]
-    assert ds[0]["prev"].abs().sum() == 0 and ds[3]["prev"].abs().sum() == 0
-    assert torch.equal(ds[4]["prev"], as_tensor(shot_b[0]))
+    assert ds[0]["prev"]["colour"].abs().sum() == 0 and ds[3]["prev"]["colour"].abs().sum() == 0
+    assert torch.equal(ds[4]["prev"]["colour"], as_tensor(shot_b[0]))
     assert not torch.equal(ds[3]["target"], as_tensor(shot_a[2]))
 
 
@@ -86,12 +88,12 @@ def test_prev_prob_zero_one_and_half(tmp_path, frame_factory):
     always = dataset.TripletDataset([tmp_path], image_size=32, prev_prob=1.0)
     half = dataset.TripletDataset([tmp_path], image_size=32, prev_prob=0.5)
     for i in range(3):
-        assert never[i]["has_prev"] == 0 and never[i]["prev"].abs().sum() == 0
-        assert always[i]["has_prev"] == (i > 0) and (always[i]["prev"].sum() > 0) == (i > 0)
+        assert never[i]["prev"]["present"] == 0 and never[i]["prev"]["colour"].abs().sum() == 0
+        assert always[i]["prev"]["present"] == (i > 0) and (always[i]["prev"]["colour"].sum() > 0) == (i > 0)
     used = 0
     for epoch in range(100):
         half.set_epoch(epoch)
-        used += sum(int(half[i]["has_prev"]) for i in (1, 2))
+        used += sum(int(half[i]["prev"]["present"]) for i in (1, 2))
     assert 70 <= used <= 130  # Binomial(200, 0.5): mean 100, sd 7
 
 
@@ -132,7 +134,7 @@ def test_canny_agrees_with_skimage_on_real_frames(shared_clips):
     for _ in range(2):
         ok, bgr = cap.read()
         assert ok
-        rgb = dataset.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 256)
+        rgb = utils.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), 256)
         ours = dataset.make_line_art(rgb, "canny") == 0
         scores.append(edge_f1(ours, sk_canny(rgb2gray(rgb), sigma=1)))
     assert min(scores) > 0.95  # measured 0.975 to 0.99 on the shared clips
@@ -217,20 +219,18 @@ def test_same_crop_and_flip_on_line_target_and_prev(tmp_path):
             grey = cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY)
             assert torch.equal(sample["target"], as_tensor(crop(frames[i])))
             assert torch.equal(sample["line"][0], torch.from_numpy(crop(grey)).float() / 255)
-            assert torch.equal(sample["prev"], as_tensor(crop(frames[i - 1])))
+            assert torch.equal(sample["prev"]["colour"], as_tensor(crop(frames[i - 1])))
     assert {f for _, _, f in seen} == {True, False} and len({(t, l) for t, l, _ in seen}) > 3
 
 
-def test_eval_resizes_whole_frame_and_prepare_frame_matches(tmp_path, frame_factory):
+def test_eval_resizes_whole_frame_as_colouring_does(tmp_path, frame_factory):
     frame = frame_factory(5, 48, 64)
     utils.write_image(tmp_path / "f1.png", frame)
     small = cv2.resize(frame, (32, 32), interpolation=cv2.INTER_AREA)
-    line, colour = dataset.prepare_frame(frame, 32, "canny")
-    assert torch.equal(colour, as_tensor(small))
+    assert np.array_equal(utils.resize(frame, 32), small)
     expected_line = torch.from_numpy(dataset.make_line_art(small, "canny")).float() / 255
-    assert torch.equal(line[0], expected_line)
     sample = dataset.TripletDataset([tmp_path], image_size=32, train=False)[0]
-    assert torch.equal(sample["target"], colour) and torch.equal(sample["line"], line)
+    assert torch.equal(sample["target"], as_tensor(small)) and torch.equal(sample["line"][0], expected_line)
     assert dataset.load_size_for(256) == 288
 
 
@@ -253,7 +253,7 @@ def test_samples_depend_only_on_seed_epoch_index(tmp_path, frame_factory):
     ds_a.set_epoch(2), ds_b.set_epoch(2)
     first = {i: ds_a[i] for i in (0, 5, 3)}
     again = {i: ds_b[i] for i in (3, 0, 5)}  # another object, another order: the same samples
-    assert all(torch.equal(first[i][key], again[i][key]) for i in first for key in first[i])
+    assert all(tree_equal(first[i], again[i]) for i in first)
     ds_b.set_epoch(3)
     assert any(not torch.equal(ds_a[i]["target"], ds_b[i]["target"]) for i in range(6))
     other_seed = make(seed=1)
@@ -266,11 +266,11 @@ def test_worker_processes_give_the_same_batch(tmp_path, frame_factory):
     ds = dataset.TripletDataset([tmp_path], image_size=32, seed=7)
     ds.set_epoch(1)
     batch = next(iter(DataLoader(ds, batch_size=4, num_workers=1, timeout=60)))
-    assert batch["line"].shape == (4, 1, 32, 32) and batch["prev"].shape == (4, 3, 32, 32)
-    assert batch["has_prev"].dtype == torch.float32 and batch["index"].tolist() == [0, 1, 2, 3]
+    assert batch["line"].shape == (4, 1, 32, 32) and batch["prev"]["colour"].shape == (4, 3, 32, 32)
+    assert batch["prev"]["present"].dtype == torch.float32 and batch["index"].tolist() == [0, 1, 2, 3]
     for i in range(4):
         assert torch.equal(batch["target"][i], ds[i]["target"])
-        assert torch.equal(batch["prev"][i], ds[i]["prev"])
+        assert torch.equal(batch["prev"]["colour"][i], ds[i]["prev"]["colour"])
 
 
 # ----------------------------------------------------------------------------- splits and folders
@@ -359,9 +359,11 @@ def test_uint8_samples_become_the_float_samples_on_the_device(tmp_path, frame_fa
     as_uint8 = dataset.TripletDataset.from_root(tmp_path, uint8=True, **kwargs)
     for index in range(3):
         a, b = as_float[index], as_uint8[index]
-        for key in ("line", "target", "prev"):
+        for key in ("line", "target"):
             assert b[key].dtype == torch.uint8
             assert torch.allclose(dataset.to_device(b[key][None], "cpu")[0], a[key], atol=1e-6)
+        assert b["prev"]["colour"].dtype == torch.uint8
+        assert torch.allclose(dataset.to_device(b["prev"], "cpu")["colour"], a["prev"]["colour"], atol=1e-6)
 
 
 def test_to_uint8_inverts_to_tensor_and_spreads_line_art_to_rgb(frame_factory):
@@ -388,78 +390,92 @@ def which(frames, image):
 
 
 def test_extended_sample_keys_shapes_and_forward_chain(tmp_path, frame_factory):
-    frames, ds = extended(tmp_path, frame_factory, rollout_prob=1.0, ref_prob=1.0)
+    frames, ds = extended(tmp_path, frame_factory, rollout_prob=1.0, keyframe_prob=1.0)
     sample = ds[3]
-    shapes = {"line": (1, 32, 32), "target": (3, 32, 32), "prev": (3, 32, 32), "prev_line": (1, 32, 32),
-              "flow": (2, 32, 32), "prev2": (3, 32, 32), "prev2_line": (1, 32, 32), "flow2": (2, 32, 32),
-              "ref": (3, 32, 32), "ref_line": (1, 32, 32), "ref_flow": (2, 32, 32), "ref_flow2": (2, 32, 32)}
-    assert {k: tuple(sample[k].shape) for k in shapes} == shapes
+    source = {"colour": (3, 32, 32), "line": (1, 32, 32), "present": (), "flow": (2, 32, 32)}
+    for name in ("prev", "prev2", "keyframe"):
+        assert {k: tuple(v.shape) for k, v in sample[name].items()} == source, name
+    assert sample["line"].shape == (1, 32, 32) and sample["keyframe_flow2"].shape == (2, 32, 32)
     assert which(frames, sample["target"]) == 3
-    assert which(frames, sample["prev"]) == 2 and which(frames, sample["prev2"]) == 1
-    assert sample["rollout"] == 1 and sample["has_prev"] == 1 and sample["has_prev2"] == 1
-    ref = which(frames, sample["ref"])
-    assert sample["has_ref"] == 1 and ref is not None and ref != 3
+    assert which(frames, sample["prev"]["colour"]) == 2 and which(frames, sample["prev2"]["colour"]) == 1
+    assert sample["rollout"] == 1 and sample["prev"]["present"] == 1 and sample["prev2"]["present"] == 1
+    key = which(frames, sample["keyframe"]["colour"])
+    assert sample["keyframe"]["present"] == 1 and key is not None and key != 3
     line_prev = dataset.make_line_art(frames[2], "canny")
-    assert torch.equal(sample["prev_line"][0], torch.from_numpy(line_prev).float() / 255)
-    expected = dataset.line_flow(dataset.make_line_art(frames[3], "canny"), line_prev, "canny")
-    assert torch.allclose(sample["flow"], torch.from_numpy(expected).permute(2, 0, 1))
+    assert torch.equal(sample["prev"]["line"][0], torch.from_numpy(line_prev).float() / 255)
+    expected = correspond.line_flow(dataset.make_line_art(frames[3], "canny"), line_prev, "canny")
+    assert torch.allclose(sample["prev"]["flow"], torch.from_numpy(expected).permute(2, 0, 1))
+    # the previous frame's flow to the keyframe, for the rollout's own input
+    to_key = correspond.line_flow(line_prev, dataset.make_line_art(frames[key], "canny"), "canny")
+    assert torch.allclose(sample["keyframe_flow2"], torch.from_numpy(to_key).permute(2, 0, 1))
     # the first frame has no previous frame: no rollout, nothing but zeros in their place
     first = ds[0]
-    assert first["rollout"] == 0 and first["has_prev"] == 0 and which(frames, first["prev"]) is None
-    assert first["prev_line"].abs().sum() == 0 and first["flow"].abs().sum() == 0
+    assert first["rollout"] == 0 and first["prev"]["present"] == 0 and which(frames, first["prev"]["colour"]) is None
+    assert first["prev"]["line"].abs().sum() == 0 and first["prev"]["flow"].abs().sum() == 0
     # frame 1 rolls out from frame 0, whose own previous frame does not exist
-    assert ds[1]["rollout"] == 1 and ds[1]["has_prev2"] == 0 and which(frames, ds[1]["prev"]) == 0
+    assert ds[1]["rollout"] == 1 and ds[1]["prev2"]["present"] == 0 and which(frames, ds[1]["prev"]["colour"]) == 0
+
+
+def test_correspondence_none_computes_no_flow(tmp_path, frame_factory):
+    _, ds = extended(tmp_path, frame_factory, rollout_prob=1.0, keyframe_prob=1.0, correspondence="none")
+    sample = ds[3]
+    assert sample["prev"]["present"] == 1 and sample["keyframe"]["present"] == 1
+    assert all(sample[k]["flow"].abs().sum() == 0 for k in ("prev", "prev2", "keyframe"))
 
 
 def test_reversed_chains_take_frame_t_plus_1_as_previous(tmp_path, frame_factory):
     frames, ds = extended(tmp_path, frame_factory, rollout_prob=1.0, reverse_prob=1.0)
     sample = ds[2]
-    assert which(frames, sample["prev"]) == 3 and which(frames, sample["prev2"]) == 4
-    assert ds[5]["has_prev"] == 0  # the last frame has no "previous" frame backward in time
-    assert which(frames, ds[4]["prev"]) == 5 and ds[4]["has_prev2"] == 0
+    assert which(frames, sample["prev"]["colour"]) == 3 and which(frames, sample["prev2"]["colour"]) == 4
+    assert ds[5]["prev"]["present"] == 0  # the last frame has no "previous" frame backward in time
+    assert which(frames, ds[4]["prev"]["colour"]) == 5 and ds[4]["prev2"]["present"] == 0
 
 
 def test_keyframes_come_from_the_same_shot_within_the_distance(tmp_path, frame_factory):
-    frames, ds = extended(tmp_path, frame_factory, n=10, ref_prob=1.0, ref_max_distance=2)
-    refs = set()
+    frames, ds = extended(tmp_path, frame_factory, n=10, keyframe_prob=1.0, keyframe_max_distance=2)
+    keys = set()
     for epoch in range(6):
         ds.set_epoch(epoch)
         for i in range(10):
-            ref = which(frames, ds[i]["ref"])  # eval crops are whole frames: exact identification
-            assert ref is not None and ref != i and abs(ref - i) <= 2
-            refs.add(ref - i)
-    assert refs == {-2, -1, 1, 2}
-    _, half = extended(tmp_path / "b", frame_factory, n=10, ref_prob=0.5)
+            key = which(frames, ds[i]["keyframe"]["colour"])  # eval crops are whole frames: exact identification
+            assert key is not None and key != i and abs(key - i) <= 2
+            keys.add(key - i)
+    assert keys == {-2, -1, 1, 2}
+    _, half = extended(tmp_path / "b", frame_factory, n=10, keyframe_prob=0.5)
     present = []
     for epoch in range(12):
         half.set_epoch(epoch)
         for i in range(10):
             sample = half[i]
-            present.append(sample["has_ref"].item())
+            present.append(sample["keyframe"]["present"].item())
             if not present[-1]:
-                assert sample["ref"].abs().sum() == 0 and sample["ref_line"].abs().sum() == 0
+                assert sample["keyframe"]["colour"].abs().sum() == 0 and sample["keyframe"]["line"].abs().sum() == 0
     assert 0.3 < np.mean(present) < 0.7
 
 
 def test_identical_line_art_gets_an_exact_zero_flow():
     line = np.full((16, 16), 255, np.uint8)
     line[4:12, 8] = 0
-    assert not dataset.line_flow(line, line).any()
+    assert not correspond.line_flow(line, line).any()
     moved = np.roll(line, 2, axis=1)
-    flow = dataset.line_flow(line, moved)  # moved(x) = line(x - 2): frame t's pixel x is at x + 2
+    flow = correspond.line_flow(line, moved)  # moved(x) = line(x - 2): frame t's pixel x is at x + 2
     assert abs(np.median(flow[4:12, 6:11, 0]) - 2) < 0.5
-    assert dataset.flow_image(np.full((8, 8), 255, np.uint8), "canny").max() == 255  # no line at all
+    assert correspond.flow_image(np.full((8, 8), 255, np.uint8), "canny").max() == 255  # no line at all
 
 
 def test_extended_samples_are_deterministic_and_uint8_matches(tmp_path, frame_factory):
-    kwargs = {"rollout_prob": 0.5, "ref_prob": 0.5, "reverse_prob": 0.5, "train": True, "seed": 3}
+    kwargs = {"rollout_prob": 0.5, "keyframe_prob": 0.5, "reverse_prob": 0.5, "train": True, "seed": 3}
     frames, ds = extended(tmp_path, frame_factory, **kwargs)
     _, ds_u8 = extended(tmp_path, frame_factory, uint8=True, **kwargs)
+
+    def leaves(sample):
+        return {(k, f): v for k, x in sample.items() for f, v in (x.items() if isinstance(x, dict) else [("", x)])}
+
     for epoch in (0, 1):
         ds.set_epoch(epoch), ds_u8.set_epoch(epoch)
         for i in (5, 0, 3):
-            a, b, c = ds[i], ds[i], ds_u8[i]
-            assert all(torch.equal(a[k], b[k]) for k in a)
+            a, b, c = leaves(ds[i]), leaves(ds[i]), leaves(ds_u8[i])
+            assert a.keys() == c.keys() and all(torch.equal(a[k], b[k]) for k in a)
             for key in a:
                 if c[key].dtype == torch.uint8:
                     assert torch.allclose(dataset.to_device(c[key][None], "cpu")[0], a[key], atol=1e-6)

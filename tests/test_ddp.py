@@ -5,6 +5,7 @@ import socket
 import torch
 import torch.multiprocessing as mp
 
+import runs
 import train
 from test_train import write_shots
 
@@ -96,17 +97,17 @@ def test_resumable_sampler_continues_across_world_sizes():
     """2 ranks consume 2 batches of 2, then one process takes the rest of the epoch: every
     sample of the epoch is seen exactly once."""
     data = list(range(21))
-    ranks = [train.ResumableSampler(data, 2, r, seed=5) for r in (0, 1)]
+    ranks = [runs.ResumableSampler(data, 2, r, seed=5) for r in (0, 1)]
     for s in ranks:
         s.set_epoch(3)
     indices = lambda sampler: [i for epoch, i in sampler if epoch == 3]  # noqa: E731
     seen = [i for s in ranks for i in indices(s)[:4]]
-    single = train.ResumableSampler(data, 1, 0, seed=5)
+    single = runs.ResumableSampler(data, 1, 0, seed=5)
     single.set_epoch(3)
     single.consumed = len(seen)
     rest = indices(single)
     assert sorted(seen + rest) == data
-    full = train.ResumableSampler(data, 1, 0, seed=5)
+    full = runs.ResumableSampler(data, 1, 0, seed=5)
     full.set_epoch(3)
     assert set(indices(full)[:8]) == set(seen) and indices(full)[8:] == rest
 

@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn as nn
 
+import correspond
 import models
 import utils
+from correspond import Source, Sources
 
 REFERENCE = (Path(__file__).resolve().parents[2] / "shared" / "reference"
              / "original_tcvc_state_dicts.txt")
@@ -33,28 +35,46 @@ def resnet():
     return models.ResNetGenerator()
 
 
+def random_sources(b, h, w=None, seed=0, prev_present=None, key_present=None, flow=False) -> Sources:
+    """Random line art and sources for a batch of b frames of (h, w)."""
+    w = w or h
+    gen = torch.Generator().manual_seed(seed)
+
+    def source(present):
+        present = torch.ones(b) if present is None else torch.tensor(present, dtype=torch.float32)
+        return Source(torch.rand(b, 3, h, w, generator=gen), present, torch.rand(b, 1, h, w, generator=gen),
+                      torch.randn(b, 2, h, w, generator=gen) if flow else None)
+    return Sources(torch.rand(b, 1, h, w, generator=gen), source(prev_present), source(key_present))
+
+
 def test_unet_output_shape_and_range():
     torch.manual_seed(0)
-    cfg = models.ModelConfig()
-    net = models.build_generator(cfg)
-    x = torch.rand(2, cfg.in_channels, 32, 64)
-    y = net(x)
-    assert y.shape == (2, 3, 32, 64)
-    assert 0 <= y.min() and y.max() <= 1 and y.std() > 0
+    net = models.build_generator(models.ModelConfig())
+    out = net(random_sources(2, 32, 64, flow=True))
+    assert out.colour.shape == (2, 3, 32, 64) and out.condition.shape == (2, 4, 32, 64)
+    assert 0 <= out.colour.min() and out.colour.max() <= 1 and out.colour.std() > 0
+    assert out.weights.shape == (2, 3, 32, 64) and torch.allclose(out.weights.sum(1), torch.ones(2, 32, 64))
+    # the output is the blend the weights say, of the candidates it reports
+    assert torch.allclose((out.weights[:, :, None] * out.candidates).sum(1), out.colour, atol=1e-6)
 
 
 def test_resnet_output_shape_and_range(resnet):
-    y = resnet(torch.rand(1, 4, 32, 32))
-    assert y.shape == (1, 3, 32, 32)
-    assert 0 <= y.min() and y.max() <= 1 and y.std() > 0
+    sources = random_sources(1, 32)
+    out = resnet(sources)
+    assert out.colour.shape == (1, 3, 32, 32)
+    assert 0 <= out.colour.min() and out.colour.max() <= 1 and out.colour.std() > 0
+    assert torch.equal(out.condition, torch.cat([sources.line, sources.prev.colour], 1))
 
 
 def test_generator_rejects_sizes_not_divisible():
     net = models.UNetGenerator(ngf=8, depth=4)
     with pytest.raises(utils.UserError, match="divisible by 16"):
-        net(torch.rand(1, 4, 40, 48))
+        net(random_sources(1, 40, 48))
     with pytest.raises(utils.UserError, match="at least 32"):
-        net(torch.rand(1, 4, 16, 16))
+        net(random_sources(1, 16))
+    with pytest.raises(utils.UserError, match="--image_size 40 .unet generator. needs H and W divisible by 16"):
+        models.ModelConfig().check_size(40, 40, "--image_size 40")
+    models.ModelConfig("resnet").check_size(20, 20, "--image_size 20")  # the original's rule: 4
 
 
 def test_discriminator_output_shape():
@@ -85,10 +105,10 @@ def test_original_generator_checkpoint_reproduces_outputs(tmp_path, resnet):
     assert kind == "generator"
     torch.manual_seed(1)
     fresh = models.build_generator(models.ModelConfig("resnet"))
-    x = torch.rand(1, 4, 32, 32)
-    assert not torch.allclose(fresh(x), resnet(x))
+    x = random_sources(1, 32)
+    assert not torch.allclose(fresh(x).colour, resnet(x).colour)
     models.load_state_strict(fresh, sd, "generator")
-    torch.testing.assert_close(fresh(x), resnet(x), rtol=0, atol=0)
+    torch.testing.assert_close(fresh(x).colour, resnet(x).colour, rtol=0, atol=0)
 
 
 def test_original_discriminator_checkpoint_reproduces_outputs(tmp_path):
@@ -157,7 +177,7 @@ def test_gflops_is_twice_the_multiply_adds():
     conv = nn.Conv2d(2, 3, 3, padding=1)
     # 16x16 outputs, each 3 channels x (2 x 3 x 3) multiply-adds.
     expected = 2 * 16 * 16 * 3 * 2 * 3 * 3 / 1e9
-    assert models.gflops_per_frame(conv, 16, in_channels=2) == pytest.approx(expected)
+    assert models.gflops_per_frame(conv, 16, example=torch.zeros(1, 2, 16, 16)) == pytest.approx(expected)
 
 
 def test_unet_costs_at_most_half_the_original(resnet):
@@ -174,75 +194,94 @@ def test_main_prints_every_network(capsys):
     assert "10,774,595" in out and "2,767,872" in out and "unet generator" in out
 
 
-# ----------------------------------------------------------------------------- propagation
+# ----------------------------------------------------------------------------- the copy path
 def test_config_defaults_and_legacy_configs():
     unet, resnet = models.ModelConfig(), models.ModelConfig("resnet")
-    assert (unet.propagate, unet.reference, unet.warp, unet.in_channels) == (True, True, "flow", 11)
-    assert (resnet.propagate, resnet.reference, resnet.warp, resnet.in_channels) == (False, False, "none", 4)
-    assert models.ModelConfig(reference=False).in_channels == 6
-    # a config saved before propagation existed is the plain U-Net fed cat(line art, previous)
+    assert (unet.copy_path, unet.keyframe_input, unet.correspondence, unet.in_channels) == (True, True, "flow", 11)
+    assert (resnet.copy_path, resnet.keyframe_input, resnet.correspondence, resnet.in_channels) == (
+        False, False, "none", 4)
+    assert models.ModelConfig(keyframe_input=False).in_channels == 6
+    # a config saved before the copy path existed is the plain U-Net fed cat(line art, previous)
     old = {"generator": "unet", "in_channels": 4, "out_channels": 3, "ngf": 8, "n_blocks": 2, "depth": 4,
            "ndf": 64, "d_in_channels": 7}
     legacy = models.ModelConfig.from_dict(old)
-    assert (legacy.propagate, legacy.reference, legacy.warp, legacy.in_channels) == (False, False, "none", 4)
+    assert (legacy.copy_path, legacy.keyframe_input, legacy.correspondence, legacy.in_channels) == (
+        False, False, "none", 4)
+    # one saved under the settings' earlier names reads as the same model
+    before_renames = {**old, "in_channels": 6, "propagate": True, "reference": False, "warp": "flow"}
+    assert models.ModelConfig.from_dict(before_renames) == models.ModelConfig(ngf=8, keyframe_input=False)
     assert models.ModelConfig.from_dict(unet.to_dict()) == unet
     with pytest.raises(utils.UserError, match="original network"):
-        models.ModelConfig("resnet", reference=True)
+        models.ModelConfig("resnet", keyframe_input=True)
     with pytest.raises(utils.UserError, match="not a dict"):
         models.ModelConfig.from_dict("unet")
+    with pytest.raises(utils.UserError, match="unknown model setting"):
+        models.ModelConfig.from_dict({**unet.to_dict(), "colour_space": "lab"})
 
 
 def test_legacy_unet_state_dict_is_unchanged():
     """The legacy config builds the very network older checkpoints hold: same keys and shapes."""
-    legacy = models.build_generator(models.ModelConfig(propagate=False, reference=False, warp="none", ngf=8))
+    legacy = models.build_generator(models.ModelConfig(copy_path=False, keyframe_input=False, correspondence="none",
+                                                       ngf=8))
     new = models.build_generator(models.ModelConfig(ngf=8))
     assert legacy.head.weight.shape == (3, 8, 3, 3) and legacy.stem[0][0].weight.shape[1] == 4
     assert new.head.weight.shape == (3 + 3, 8 + 11, 3, 3)  # colour + 3 logits; features + raw input
     assert _layout(legacy)[:-2] != _layout(new)[:-2]
+    assert not any(k.startswith("correspond.") for k in new.state_dict())  # the flow has no weights
 
 
 def test_warp_zero_flow_is_identity_and_shift_moves_pixels():
     torch.manual_seed(0)
     image = torch.rand(1, 3, 8, 10)
     zero = torch.zeros(1, 2, 8, 10)
-    assert torch.allclose(models.warp(image, zero), image, atol=1e-5)
+    assert torch.allclose(correspond.warp(image, zero), image, atol=1e-5)
     flow = torch.zeros(1, 2, 8, 10)
     flow[:, 0] = 2.0  # out(x) = image(x + 2)
-    assert torch.allclose(models.warp(image, flow)[..., :8], image[..., 2:], atol=1e-5)
-    assert torch.allclose(models.warp(image, flow)[..., 9], image[..., 9], atol=1e-5)  # border repeated
+    assert torch.allclose(correspond.warp(image, flow)[..., :8], image[..., 2:], atol=1e-5)
+    assert torch.allclose(correspond.warp(image, flow)[..., 9], image[..., 9], atol=1e-5)  # border repeated
 
 
-def test_reference_input_shapes_and_absent_sources():
-    cfg = models.ModelConfig(warp="none")
-    b, s = 2, 16
-    line, prev, ref = torch.rand(b, 1, s, s), torch.rand(b, 3, s, s), torch.rand(b, 3, s, s)
-    x = models.assemble_input(cfg, line, prev, torch.tensor([1.0, 0.0]), torch.rand(b, 1, s, s), None,
-                              ref, torch.rand(b, 1, s, s), torch.tensor([0.0, 1.0]), None)
-    assert x.shape == (b, 11, s, s)
-    assert torch.equal(x[0, models.PREV], prev[0]) and x[1, models.PREV].abs().sum() == 0
-    assert x[:, models.PREV_MASK].flatten(1).mean(1).tolist() == [1.0, 0.0]
-    assert x[:, models.REF_MASK].flatten(1).mean(1).tolist() == [0.0, 1.0]
-    assert x[0, models.REF].abs().sum() == 0 and torch.equal(x[1, models.REF], ref[1])
+def test_generator_input_by_name_and_absent_sources():
+    net = models.build_generator(models.ModelConfig(ngf=8, depth=2, correspondence="none"))
+    s = random_sources(2, 16, prev_present=[1.0, 0.0], key_present=[0.0, 1.0])
+    x, aligned = net.input_tensor(s)
+    assert x.shape == (2, 11, 16, 16)
+    prev, key = aligned
+    assert torch.equal(prev.colour[0], s.prev.colour[0]) and prev.colour[1].abs().sum() == 0
+    assert torch.equal(prev.line[0], s.prev.line[0]) and prev.line[1].abs().sum() == 0
+    assert key.colour[0].abs().sum() == 0 and torch.equal(key.colour[1], s.keyframe.colour[1])
+    # the input holds them in the documented order: line | prev colour, line, presence | keyframe ...
+    assert torch.equal(x[:, 0:1], s.line) and torch.equal(x[:, 1:4], prev.colour)
+    assert x[:, 5].flatten(1).mean(1).tolist() == [1.0, 0.0] and x[:, 10].flatten(1).mean(1).tolist() == [0.0, 1.0]
     # no keyframe at all: zeros in its place, same layout
-    x2 = models.assemble_input(cfg, line, prev, torch.ones(b))
-    assert x2.shape == (b, 11, s, s) and x2[:, 6:].abs().sum() == 0
-    legacy = models.ModelConfig(propagate=False, reference=False, warp="none")
-    assert models.assemble_input(legacy, line, prev, torch.ones(b)).shape == (b, 4, s, s)
+    x2, _ = net.input_tensor(Sources(s.line, s.prev))
+    assert x2.shape == (2, 11, 16, 16) and x2[:, 6:].abs().sum() == 0
+    legacy = models.build_generator(models.ModelConfig(ngf=8, copy_path=False, keyframe_input=False,
+                                                       correspondence="none"))
+    assert legacy.input_tensor(s)[0].shape == (2, 4, 16, 16)
+    assert net(s).colour.shape == (2, 3, 16, 16)
+
+
+def test_flow_correspondence_warps_each_source_along_its_own_flow():
     net = models.build_generator(models.ModelConfig(ngf=8, depth=2))
-    assert net(x).shape == (b, 3, s, s)
+    s = random_sources(1, 16, flow=True)
+    prev, key = net.aligned_sources(s)
+    assert torch.allclose(prev.colour, correspond.warp(s.prev.colour, s.prev.flow))
+    assert torch.allclose(key.line, correspond.warp(s.keyframe.line, s.keyframe.flow))
+    assert torch.allclose(net(s).condition[:, 1:], prev.colour)  # D is conditioned on the aligned frame
 
 
 def test_absent_source_gets_no_weight():
     """A blend can never copy a source marked absent, whatever the logits say."""
-    x = torch.zeros(1, 11, 4, 4)
-    x[:, models.PREV] = 1.0          # a white previous frame, marked absent
-    x[:, models.REF] = 0.5
-    x[:, models.REF_MASK] = 1.0      # a grey keyframe, present
+    ones = torch.ones(1, 3, 4, 4)
+    aligned = [Source(ones, torch.zeros(1)),           # a white previous frame, marked absent
+               Source(0.5 * ones, torch.ones(1))]      # a grey keyframe, present
     head = torch.zeros(1, 6, 4, 4)
     head[:, :3] = -20.0              # generated colour ~0
     head[:, 4] = 50.0                # logits strongly favour the absent previous frame
-    out = models.blend_sources(head, x, reference=True)
-    assert torch.allclose(out, torch.full_like(out, 0.25), atol=1e-4)  # half black, half keyframe
+    out = models.blend_sources(head, aligned, torch.zeros(1, 4, 4, 4))
+    assert torch.allclose(out.colour, torch.full_like(out.colour, 0.25), atol=1e-4)  # half black, half keyframe
+    assert out.weights[:, 1].max() < 1e-6
 
 
 def _flat_colour_images(n, size, seed):
@@ -261,23 +300,24 @@ def _train_copy(propagate: bool) -> float:
     """Train a tiny generator for 40 steps on (line art, prev = target) and return its L1 error
     on unseen images with the same setup."""
     torch.manual_seed(0)
-    cfg = models.ModelConfig(ngf=8, depth=2, n_blocks=1, propagate=propagate, reference=False, warp="none")
+    cfg = models.ModelConfig(ngf=8, depth=2, n_blocks=1, copy_path=propagate, keyframe_input=False,
+                             correspondence="none")
     G = models.build_generator(cfg)
     opt = torch.optim.Adam(G.parameters(), lr=2e-3)
 
     def inputs(images):
         line = images.mean(1, keepdim=True)  # a stand-in for line art: the same for prev and target
-        return models.assemble_input(cfg, line, images, torch.ones(len(images)), line)
+        return Sources(line, Source(images, torch.ones(len(images)), line))
 
     for step in range(40):
         images = _flat_colour_images(8, 16, seed=step)
-        loss = (G(inputs(images)) - images).abs().mean()
+        loss = (G(inputs(images)).colour - images).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     test = _flat_colour_images(8, 16, seed=999)
     with torch.no_grad():
-        return (G(inputs(test)) - test).abs().mean().item()
+        return (G(inputs(test)).colour - test).abs().mean().item()
 
 
 def test_copy_path_reproduces_an_unchanged_previous_frame():

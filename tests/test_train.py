@@ -13,8 +13,10 @@ import torch
 
 import dataset
 import models
+import runs
 import train
 import utils
+from conftest import tree_equal
 from utils import UserError
 
 
@@ -48,7 +50,7 @@ def test_short_run_writes_checkpoint_and_finite_losses(shots, tmp_path):
     run_dir = tmp_path / "run"
     assert train.main(tiny_args(shots, run_dir, max_steps=2)) == 0
     ckpt = torch.load(run_dir / "checkpoints" / "step_00000002.pt", weights_only=True)
-    assert ckpt["progress"]["step"] == 2 and ckpt["format"] == train.CHECKPOINT_FORMAT
+    assert ckpt["progress"]["step"] == 2 and ckpt["format"] == runs.CHECKPOINT_FORMAT
     assert set(ckpt) >= {"generator", "discriminator", "opt_g", "opt_d", "scaler", "progress",
                          "model_config", "run_config"}
     steps = [r for r in read_log(run_dir) if "loss_d" in r]
@@ -101,7 +103,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(shots, tmp_path, monkey
         return total * float("nan"), parts
 
     monkeypatch.setattr(train.losses.GeneratorLoss, "__call__", exploding)
-    with pytest.raises(train.NonFiniteLoss, match="generator loss became non-finite .nan or inf. at step 2"):
+    with pytest.raises(runs.NonFiniteLoss, match="generator loss became non-finite .nan or inf. at step 2"):
         train.main(tiny_args(shots, run_dir, max_steps=3, resume="auto"))
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("step_*")) == ["step_00000001.pt"]
     assert (run_dir / "checkpoints" / "step_00000001.pt").read_bytes() == good
@@ -206,16 +208,21 @@ class ConstantGenerator(torch.nn.Module):
         self.scale = torch.nn.Parameter(torch.ones(()))
         self.inputs = []
 
-    def forward(self, x):
-        self.inputs.append(x.detach().clone())
-        return torch.full_like(x[:, :3], 0.7) * self.scale
+    def forward(self, sources):
+        self.inputs.append(sources)
+        colour = torch.full_like(sources.prev.colour, 0.7) * self.scale
+        return models.Colouring(colour, models.original_input(sources))
 
 
 def rollout_batch(shots, seed=0):
     ds = dataset.TripletDataset(utils.find_shot_dirs(shots), image_size=32, extended=True, prev_prob=1.0,
-                                rollout_prob=0.5, ref_prob=0.5, seed=seed, uint8=True)
+                                rollout_prob=0.5, keyframe_prob=0.5, seed=seed, uint8=True)
     ds.set_epoch(1)
     return next(iter(torch.utils.data.DataLoader(ds, batch_size=12, shuffle=False)))
+
+
+def on_cpu(batch):
+    return dataset.to_device({k: v for k, v in batch.items() if k != "index"}, "cpu")
 
 
 def test_rollout_samples_are_fed_the_generators_own_output(shots):
@@ -223,33 +230,35 @@ def test_rollout_samples_are_fed_the_generators_own_output(shots):
     run = SimpleNamespace(cfg=train.model_config(args), args=args, autocast=contextlib.nullcontext())
     G = ConstantGenerator()
     batch = rollout_batch(shots)
-    b = {k: dataset.to_device(v, "cpu") for k, v in batch.items() if k != "index"}
-    x = train.generator_input(run, SimpleNamespace(generator=G), b)
+    b = on_cpu(batch)
+    sources = train.batch_sources(run, SimpleNamespace(generator=G), b)
     rollout = b["rollout"] > 0
     assert 0 < rollout.sum() < len(rollout)  # both kinds in one batch
-    # the generator's own output (0.7 everywhere, warped: still 0.7) replaced the real frame
-    assert torch.allclose(x[rollout][:, models.PREV], torch.full_like(x[rollout][:, models.PREV], 0.7))
-    real = models.warp(b["prev"], b["flow"])[~rollout]
-    assert torch.allclose(x[~rollout][:, models.PREV], real, atol=1e-6)
-    # that output was made from the frame before: its line art is the previous frame's
-    assert torch.equal(G.inputs[0][:, :1], b["prev_line"])
-    # and the same seed, epoch and indices give the same batch and the same inputs again
+    # the generator's own output (0.7 everywhere) replaced the real frame
+    assert torch.allclose(sources.prev.colour[rollout], torch.full_like(sources.prev.colour[rollout], 0.7))
+    assert torch.equal(sources.prev.colour[~rollout], b["prev"]["colour"][~rollout])
+    # that output was made from the frame before: its line art is the previous frame's, its
+    # previous frame is prev2, and its keyframe comes with the flow from the previous frame
+    earlier = G.inputs[0]
+    assert torch.equal(earlier.line, b["prev"]["line"]) and torch.equal(earlier.prev.colour, b["prev2"]["colour"])
+    assert torch.equal(earlier.keyframe.flow, b["keyframe_flow2"])
+    # and the same seed, epoch and indices give the same batch and the same sources again
     again = rollout_batch(shots)
-    assert all(torch.equal(batch[k], again[k]) for k in batch)
-    b2 = {k: dataset.to_device(v, "cpu") for k, v in again.items() if k != "index"}
-    assert torch.equal(train.generator_input(run, SimpleNamespace(generator=G), b2), x)
+    assert tree_equal(batch, again)
+    assert torch.equal(train.batch_sources(run, SimpleNamespace(generator=G), on_cpu(again)).prev.colour,
+                       sources.prev.colour)
 
 
 def test_rollout_grad_backpropagates_through_the_own_output(shots):
     args = tiny_args(shots, "unused", rollout_grad=True)
     run = SimpleNamespace(cfg=train.model_config(args), args=args, autocast=contextlib.nullcontext())
-    b = {k: dataset.to_device(v, "cpu") for k, v in rollout_batch(shots).items() if k != "index"}
+    b = on_cpu(rollout_batch(shots))
     G = ConstantGenerator()
-    train.generator_input(run, SimpleNamespace(generator=G), b).sum().backward()
+    train.batch_sources(run, SimpleNamespace(generator=G), b).prev.colour.sum().backward()
     assert G.scale.grad is not None and G.scale.grad != 0
     args.rollout_grad = False
     G = ConstantGenerator()
-    assert not train.generator_input(run, SimpleNamespace(generator=G), b).requires_grad
+    assert not train.batch_sources(run, SimpleNamespace(generator=G), b).prev.colour.requires_grad
 
 
 def test_training_with_rollout_grad_runs(shots, tmp_path):
@@ -273,7 +282,8 @@ def test_no_host_reads_of_device_values_between_log_steps(shots, tmp_path, monke
     GPU to finish; the step must leave that to the log steps. Counted here on the CPU, by the
     file that asks: 6 steps with --log_every 3 may read values at steps 3 and 6 only."""
     root = Path(train.__file__).resolve().parent
-    ours = {str(root / name) for name in ("train.py", "losses.py", "models.py", "chains.py", "dataset.py")}
+    ours = {str(root / name) for name in ("train.py", "runs.py", "losses.py", "models.py", "correspond.py",
+                                          "colorize.py", "dataset.py")}
     reads, step = [], {"now": 0}
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         real = getattr(torch.Tensor, name)
@@ -295,3 +305,16 @@ def test_no_host_reads_of_device_values_between_log_steps(shots, tmp_path, monke
     inside = [r for r in reads if r[0] not in (3, 6) and r[0] > 0 and "evaluate" not in r[2]]
     assert not inside, inside
     assert {r[0] for r in reads if r[0] > 0} <= {3, 6}
+
+
+def test_old_flag_names_still_work_with_a_note(capsys):
+    old = train.build_parser().parse_args(["--propagate", "off", "--reference", "off", "--warp", "none",
+                                           "--frame_cache", "off", "--ref_prob", "0.3", "--ref_max_distance", "7"])
+    new = train.build_parser().parse_args(["--no_copy_path", "--no_keyframe_input", "--correspondence", "none",
+                                           "--no_frame_cache", "--keyframe_prob", "0.3", "--keyframe_max_distance", "7"])
+    assert vars(old) == vars(new)
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 6 and all(line.startswith("note: --") and " is now --" in line for line in notes)
+    on = train.build_parser().parse_args(["--propagate", "on", "--reference", "on"])
+    assert not on.no_copy_path and not on.no_keyframe_input
+    assert train.model_config(on) == train.model_config(train.build_parser().parse_args([]))

@@ -1,0 +1,372 @@
+"""Colour shots with a trained generator: the library behind test.py, train.py's validation,
+demo.py, the benchmarks and app.py. Plain arguments only; nothing here reads a command line.
+
+A *chain* colours the frames of one shot in order: frame t is fed the chain's previous output
+(its previous frame) and, for a generator with a keyframe input, the shot's coloured keyframe,
+each aligned onto frame t by the generator's correspondence (``correspond.py``). A keyframe
+also starts the chain: it is the previous frame of the first frame coloured. Without one, the
+first frame gets no previous frame (black, as in the original).
+
+Keyframes of a shot (``ShotKeyframes``):
+- ``start``: a coloured keyframe that starts the chain of the whole shot; frame 0 is coloured
+  from it (test.py's ``--first_keyframe``);
+- ``frames``: coloured versions of any frames of the shot ({frame name: RGB}). Chains run forward
+  and backward from every keyframe (``plan``), frames between two keyframes blend both chains,
+  and a keyframe's own frame is output as the keyframe.
+
+Example (a generator checkpoint and the frames of one shot in memory, uint8 RGB):
+    colorizer = colorize.Colorizer.from_checkpoint("runs/exp1/generator.pt", "cpu")
+    results = colorizer.colour_shot(frames, keyframes={0: key_rgb, 40: key40_rgb})
+    # results[t]: uint8 (S, S, 3); results[0] is key_rgb resized to S x S
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+import torch
+
+import correspond
+import dataset as data_lib
+import models
+import utils
+from correspond import Source, Sources
+from utils import UserError
+
+INPUT_TYPES = ("colour", "lineart", "grey")
+BLENDS = ("linear", "nearest")
+
+
+@dataclass
+class Options:
+    """How frames are coloured (every field has test.py's default)."""
+    image_size: int                  # network resolution, square
+    line_art: str = "canny"          # how colour input becomes line art: canny | grey
+    input_type: str = "colour"       # colour (line art derived, frames kept as the truth) | lineart | grey
+    blend: str = "linear"            # frames between two keyframes: linear | nearest (see ``plan``)
+    batch_chains: int = 1            # independent chains stepped in one generator call (on a GPU)
+    frame_by_frame: bool = False     # no recurrence: every frame gets a black previous frame
+    amp: str = "off"                 # mixed precision on CUDA: off | bf16 | fp16 (utils.autocast_context)
+
+
+@dataclass
+class Frame:
+    """One input frame as it flows through colouring."""
+    shot: str                         # its shot (any key; test.py: the shot folder relative to the input)
+    name: str                         # its name within the shot (test.py: the file stem)
+    line: np.ndarray                  # (S, S) uint8 line art at network resolution
+    target: np.ndarray | None = None  # (S, S, 3) uint8 true colours at network resolution, when known
+    rgb: np.ndarray | None = None     # the full-resolution input, uint8 (H, W, 3), when kept
+
+
+@dataclass
+class ShotKeyframes:
+    """The coloured keyframes of one shot, uint8 RGB of the input frames' size."""
+    start: np.ndarray | None = None                      # starts the shot's chain; frame 0 is coloured from it
+    frames: dict[str, np.ndarray] = field(default_factory=dict)  # {frame name: its coloured version}
+
+
+# ----------------------------------------------------------------------------- one chain
+@dataclass
+class ChainSource:
+    """A coloured frame a chain takes colours from: its previous output or a keyframe."""
+    colour: torch.Tensor  # (1, 3, S, S) float32 in [0, 1], on the chain's device
+    line: np.ndarray      # (S, S) uint8 line art of the same frame
+
+    @classmethod
+    def of(cls, rgb: np.ndarray, line: np.ndarray, device) -> "ChainSource":
+        """From a uint8 RGB (S, S, 3) frame already at network resolution and its line art."""
+        return cls(data_lib.to_tensor(rgb)[None].to(device), line)
+
+
+class Chain:
+    """One recurrent chain through a shot. ``start`` begins it (from a keyframe or from black);
+    ``step`` colours the next frame from its line art and returns the colour frame."""
+
+    def __init__(self, G, cfg: models.ModelConfig, device, line_mode: str, autocast=None):
+        self.G, self.cfg, self.device, self.line_mode = G, cfg, torch.device(device), line_mode
+        self.correspondence = correspond.build(cfg.correspondence)
+        self.autocast = autocast or contextlib.nullcontext()
+        self.prev: ChainSource | None = None
+        self.keyframe: ChainSource | None = None
+
+    def start(self, keyframe: ChainSource | None = None) -> None:
+        self.prev = keyframe
+        self.keyframe = keyframe if self.cfg.keyframe_input else None
+
+    def _source(self, source: ChainSource | None, line: np.ndarray, line_t: torch.Tensor) -> Source:
+        """One source of frame ``line`` (uint8 line art) for the generator, by name."""
+        if source is None:
+            return Source.absent(line_t)
+        data = self.correspondence.pair_data(line, source.line, self.line_mode)
+        flow = None if data is None else correspond.flow_tensor(data)[None].to(self.device)
+        return Source(source.colour, torch.ones(1, device=self.device),
+                      data_lib.to_tensor(source.line)[None].to(self.device), flow)
+
+    def sources(self, line: np.ndarray) -> Sources:
+        """What the generator is given for the next frame, from its uint8 line art (S, S)."""
+        line_t = data_lib.to_tensor(line)[None].to(self.device)               # (1, 1, S, S)
+        keyframe = self._source(self.keyframe, line, line_t) if self.cfg.keyframe_input else None
+        return Sources(line_t, self._source(self.prev, line, line_t), keyframe)
+
+    def step(self, line: np.ndarray) -> torch.Tensor:
+        """Colour the next frame from its uint8 line art (S, S) -> (1, 3, S, S) in [0, 1]."""
+        return step_together([self], [line])[0]
+
+
+@torch.no_grad()
+def step_together(chains: list[Chain], lines: list[np.ndarray]) -> list[torch.Tensor]:
+    """Step independent chains (other shots, other keyframe segments): one line-art frame each ->
+    one (1, 3, S, S) colour frame each, in the same order. On a GPU they run as one batch, several
+    times faster; every layer works on each sample alone, so the result is that of stepping them
+    one at a time up to the kernels' rounding. On the CPU each chain runs on its own: batching
+    buys little there, and oneDNN's batch-size-dependent kernels would change the last bits,
+    which a recurrent chain carries on (4-5/255 after a few frames)."""
+    lead = chains[0]
+    sources = [chain.sources(line) for chain, line in zip(chains, lines)]
+    groups = [Sources.cat(sources)] if lead.device.type == "cuda" else sources
+    outs = []
+    with lead.autocast:
+        for batch in groups:
+            outs.append(lead.G(batch).colour.float().clamp(0, 1))          # (B, 3, S, S)
+    results = list(torch.cat(outs).split(1))
+    for chain, line, result in zip(chains, lines, results):
+        chain.prev = ChainSource(result, line)
+    return results
+
+
+# ----------------------------------------------------------------------------- keyframe plans
+@dataclass
+class Job:
+    """One chain through part of a shot: the shot's frame indices in the order they are
+    coloured, started from the keyframe at index ``key`` (which it also gets as its keyframe
+    input), or from black (None)."""
+    frames: list[int]
+    key: int | None
+
+
+def blend_weight(t: int, a: int, b: int, blend: str = "linear") -> float:
+    """The weight of the chain from keyframe ``a`` at frame t, a < t < b (the chain from ``b``
+    gets the rest): ``linear`` (b - t) / (b - a); ``nearest`` 1 for the nearer keyframe, 1/2 each
+    at the midpoint."""
+    if blend == "linear":
+        return (b - t) / (b - a)
+    if blend == "nearest":
+        return 1.0 if t - a < b - t else 0.0 if t - a > b - t else 0.5
+    raise ValueError(f"unknown blend {blend!r} (choose from {', '.join(BLENDS)})")
+
+
+def plan(n: int, keys, blend: str = "linear") -> tuple[list[Job], dict[int, list[tuple[int, float]]]]:
+    """How a shot of ``n`` frames with keyframes at indices ``keys`` is coloured: each frame from
+    its nearest keyframes in time, chains running away from every keyframe.
+
+    - no keyframe: one chain forward from black over the whole shot;
+    - before the first keyframe: one chain backward from it (frames k0-1, ..., 0);
+    - after the last keyframe: one chain forward from it;
+    - between keyframes a < b: a chain forward from a and one backward from b, blended by
+      distance (``blend_weight``): with ``linear`` frame t takes (b - t) / (b - a) of the chain
+      from a and (t - a) / (b - a) of the chain from b, so the nearer keyframe weighs more (a
+      midpoint takes half of each); with ``nearest`` it takes the nearer chain alone. A chain
+      whose weight is 0 everywhere is cut short.
+    Returns (jobs, weights) where weights[t] = [(job index, weight), ...] for every frame that
+    is not a keyframe; the weights of a frame sum to 1. Keyframes are output as they are."""
+    keys = sorted(set(keys))
+    if any(not 0 <= k < n for k in keys):
+        raise ValueError(f"keyframe indices {keys} outside a shot of {n} frames")
+    jobs: list[Job] = []
+    weights: dict[int, list[tuple[int, float]]] = {}
+
+    def add(frames, key, weight_of):
+        if frames:
+            jobs.append(Job(frames, key))
+            for t in frames:
+                weights.setdefault(t, []).append((len(jobs) - 1, weight_of(t)))
+
+    if not keys:
+        add(list(range(n)), None, lambda t: 1.0)
+        return jobs, weights
+    add(list(range(keys[0] - 1, -1, -1)), keys[0], lambda t: 1.0)
+    for a, b in zip(keys, keys[1:]):
+        forward = [t for t in range(a + 1, b) if blend_weight(t, a, b, blend) > 0]
+        backward = [t for t in range(b - 1, a, -1) if blend_weight(t, a, b, blend) < 1]
+        add(forward, a, lambda t, a=a, b=b: blend_weight(t, a, b, blend))
+        add(backward, b, lambda t, a=a, b=b: 1 - blend_weight(t, a, b, blend))
+    add(list(range(keys[-1] + 1, n)), keys[-1], lambda t: 1.0)
+    return jobs, weights
+
+
+def run_jobs(jobs: list, new_chain, batch: int = 1) -> list[list[torch.Tensor]]:
+    """Run independent chains, up to ``batch`` of them stepped together. ``jobs``: (line arts in
+    the order they are coloured, starting ``ChainSource`` or None) pairs; ``new_chain()`` makes a
+    ``Chain``. A chain that ends hands its place to the next job. Returns, per job, its colour
+    frames (1, 3, S, S) on the CPU, in its own order."""
+    results: list[list[torch.Tensor]] = [[] for _ in jobs]
+    waiting = iter(range(len(jobs)))
+    active: dict[int, Chain] = {}
+
+    def refill():
+        while len(active) < batch:
+            j = next(waiting, None)
+            if j is None:
+                return
+            if jobs[j][0]:
+                active[j] = new_chain()
+                active[j].start(jobs[j][1])
+
+    refill()
+    while active:
+        ids = list(active)
+        outs = step_together([active[j] for j in ids], [jobs[j][0][len(results[j])] for j in ids])
+        for j, out in zip(ids, outs):
+            results[j].append(out.cpu())
+            if len(results[j]) == len(jobs[j][0]):
+                del active[j]
+        refill()
+    return results
+
+
+# ----------------------------------------------------------------------------- shots
+class Colorizer:
+    """Colours shots, in input order (``stream``), or one shot held in memory (``colour_shot``).
+
+    A shot without keyframes inside it is one chain streamed frame by frame, started from its
+    ``start`` keyframe or from black. A shot with keyframes inside it is planned by ``plan``;
+    its frames are held in memory until it is done. With ``batch_chains`` N up to N chains of
+    consecutive shots run together."""
+
+    def __init__(self, G, cfg: models.ModelConfig, device, options: Options):
+        if options.input_type not in INPUT_TYPES:
+            raise UserError(f"unknown input type {options.input_type!r} (choose from {', '.join(INPUT_TYPES)})")
+        if options.blend not in BLENDS:
+            raise UserError(f"unknown blend {options.blend!r} (choose from {', '.join(BLENDS)})")
+        if options.batch_chains < 1:
+            raise UserError(f"batch_chains must be at least 1, got {options.batch_chains}")
+        cfg.check_size(options.image_size, options.image_size, f"image size {options.image_size}")
+        self.G, self.cfg, self.device, self.options = G, cfg, torch.device(device), options
+        self.autocast = utils.autocast_context(self.device, options.amp)
+
+    @classmethod
+    def from_checkpoint(cls, path, device="auto", image_size: int | None = None, line_art: str | None = None,
+                        **options) -> "Colorizer":
+        """A colorizer for a training checkpoint, a generator export or an original file; the
+        image size and line art default to the ones it was trained with."""
+        device = utils.resolve_device(device)
+        G, cfg, meta = models.load_generator(path, device)
+        line_mode = line_art or meta.get("line_art") or "canny"
+        if options.get("input_type", "colour") == "colour" and line_mode == "given":
+            raise UserError("this model was trained on artist line art: pass that line art as the input "
+                            "(input type lineart)")
+        size = image_size or meta.get("image_size") or 256
+        return cls(G, cfg, device, Options(size, line_mode, **options))
+
+    # ------------------------------------------------------------------ inputs
+    def frame(self, rgb: np.ndarray, shot: str = ".", name: str = "0", keep_rgb: bool = False) -> Frame:
+        """Network inputs of one input frame (uint8 RGB of any size), with the very functions
+        training used to resize and to make line art."""
+        small = utils.resize(rgb, self.options.image_size)
+        full = rgb if keep_rgb else None
+        if self.options.input_type == "colour":
+            return Frame(shot, name, data_lib.make_line_art(small, self.options.line_art), small, full)
+        return Frame(shot, name, cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), None, full)
+
+    def source(self, rgb: np.ndarray, line: np.ndarray) -> ChainSource:
+        """A keyframe (uint8 RGB of any size) as a chain source, for a frame of line art ``line``."""
+        return ChainSource.of(utils.resize(rgb, self.options.image_size), line, self.device)
+
+    def new_chain(self) -> Chain:
+        return Chain(self.G, self.cfg, self.device, self.options.line_art, self.autocast)
+
+    # ------------------------------------------------------------------ colouring
+    def colour_shot(self, frames: list[np.ndarray], keyframes: dict[int, np.ndarray] | None = None,
+                    start: np.ndarray | None = None) -> list[np.ndarray]:
+        """Colour one shot held in memory. ``frames``: uint8 RGB (colour input: line art is
+        derived) or grey / line-art frames as ``Options.input_type`` says, any size; ``keyframes``:
+        {frame index: coloured frame}; ``start``: a keyframe that starts the chain. Returns the
+        results, uint8 (S, S, 3), one per frame."""
+        keyframes = keyframes or {}
+        if any(not 0 <= i < len(frames) for i in keyframes):
+            raise UserError(f"keyframe indices {sorted(keyframes)} outside a shot of {len(frames)} frames")
+        shot = ShotKeyframes(start, {str(i): key for i, key in keyframes.items()})
+        prepared = [self.frame(rgb, name=str(i)) for i, rgb in enumerate(frames)]
+        return [result for _, result, _ in self.stream(prepared, lambda _: shot)]
+
+    def stream(self, frames: Iterable[Frame], keyframes_of: Callable[[str], ShotKeyframes] | None = None
+               ) -> Iterator[tuple[Frame, np.ndarray, np.ndarray | None]]:
+        """Yield (frame, uint8 result (S, S, 3), the full-size keyframe when the frame is one, else
+        None) in input order. ``keyframes_of(shot)`` gives each shot's keyframes, asked once when
+        the shot's first frame arrives."""
+        keyframes_of = keyframes_of or (lambda _: ShotKeyframes())
+        pending, n_jobs = [], 0  # shots held for one batch of chains, and about how many chains they give
+        for shot, group in itertools.groupby(frames, key=lambda f: f.shot):
+            keys = keyframes_of(shot)
+            if self.options.frame_by_frame and (keys.start is not None or keys.frames):
+                raise UserError("frame by frame colouring feeds no previous frame, so it takes no keyframe")
+            if self.options.batch_chains == 1 and not keys.frames:
+                yield from self._stream(group, keys.start)
+                continue
+            held = list(group)
+            pending.append((held, keys))
+            n_jobs += len(held) if self.options.frame_by_frame else 1 + 2 * len(keys.frames)
+            if n_jobs >= self.options.batch_chains:
+                yield from self._planned(pending)
+                pending, n_jobs = [], 0
+        if pending:
+            yield from self._planned(pending)
+
+    def _stream(self, group: Iterable[Frame], start: np.ndarray | None):
+        chain = self.new_chain()
+        for i, frame in enumerate(group):
+            if i == 0:
+                chain.start(self.source(start, frame.line) if start is not None else None)
+            elif self.options.frame_by_frame:
+                chain.start(None)
+            yield frame, data_lib.to_uint8(chain.step(frame.line)[0]), None
+
+    def _planned(self, shots: list[tuple[list[Frame], ShotKeyframes]]):
+        """Plan every shot's chains, run them all (``batch_chains`` at a time), blend, yield."""
+        jobs, plans = [], []
+        for frames, shot_keys in shots:
+            keys = {i: shot_keys.frames[f.name] for i, f in enumerate(frames) if f.name in shot_keys.frames}
+            if self.options.frame_by_frame:
+                shot_jobs = [Job([t], None) for t in range(len(frames))]
+                weights = {t: [(t, 1.0)] for t in range(len(frames))}
+            else:
+                shot_jobs, weights = plan(len(frames), keys, self.options.blend)
+            first = len(jobs)
+            for job in shot_jobs:
+                if job.key is not None:
+                    start = self.source(keys[job.key], frames[job.key].line)
+                elif shot_keys.start is not None and not keys:
+                    start = self.source(shot_keys.start, frames[0].line)
+                else:
+                    start = None
+                jobs.append(([frames[t].line for t in job.frames], start))
+            plans.append((frames, keys, shot_jobs, weights, first))
+        results = run_jobs(jobs, self.new_chain, self.options.batch_chains)
+        for frames, keys, shot_jobs, weights, first in plans:
+            position = [{t: k for k, t in enumerate(job.frames)} for job in shot_jobs]
+            for t, frame in enumerate(frames):
+                if t in keys:
+                    yield frame, utils.resize(keys[t], self.options.image_size), keys[t]
+                    continue
+                colour = sum(w * results[first + j][position[j][t]][0] for j, w in weights[t])
+                yield frame, data_lib.to_uint8(colour), None
+
+
+# ----------------------------------------------------------------------------- full resolution
+def full_resolution(result: np.ndarray, frame: Frame, input_type: str, colour=None) -> np.ndarray:
+    """Put the generated colour onto the input's own full-resolution detail: its luminance for
+    colour / grey input (chroma from the network, upsampled), or its lines for line art.
+    ``colour``: a full-resolution colour to use instead of the upsampled result (a keyframe)."""
+    h, w = frame.rgb.shape[:2]
+    up = colour if colour is not None else cv2.resize(result, (w, h), interpolation=cv2.INTER_CUBIC)
+    if input_type == "lineart":
+        lines = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+        return (up.astype(np.float32) * lines[..., None] + 0.5).astype(np.uint8)
+    ycc = cv2.cvtColor(up, cv2.COLOR_RGB2YCrCb)
+    ycc[..., 0] = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
