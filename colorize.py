@@ -33,6 +33,7 @@ import torch
 import correspond
 import dataset as data_lib
 import models
+import regions
 import utils
 from correspond import Source, Sources
 from utils import UserError
@@ -50,6 +51,7 @@ class Options:
     blend: str = "linear"            # frames between two keyframes: linear | nearest (see ``plan``)
     batch_chains: int = 1            # independent chains stepped in one generator call (on a GPU)
     frame_by_frame: bool = False     # no recurrence: every frame gets a black previous frame
+    regions: bool = False            # flat regions: each line-art region takes one colour by a vote (regions.py)
     amp: str = "off"                 # mixed precision on CUDA: off | bf16 | fp16 (utils.autocast_context)
 
 
@@ -85,12 +87,15 @@ class ChainSource:
 
 class Chain:
     """One recurrent chain through a shot. ``start`` begins it (from a keyframe or from black);
-    ``step`` colours the next frame from its line art and returns the colour frame."""
+    ``step`` colours the next frame from its line art and returns the colour frame. With
+    ``regions`` each output is flattened region by region (``flat_regions``) before it is
+    returned and fed back, so colours cannot fade or blur along the chain."""
 
-    def __init__(self, G, cfg: models.ModelConfig, device, line_mode: str, autocast=None):
+    def __init__(self, G, cfg: models.ModelConfig, device, line_mode: str, autocast=None, regions=False):
         self.G, self.cfg, self.device, self.line_mode = G, cfg, torch.device(device), line_mode
         self.correspondence = correspond.build(cfg.correspondence)
         self.autocast = autocast or contextlib.nullcontext()
+        self.regions = regions
         self.prev: ChainSource | None = None
         self.keyframe: ChainSource | None = None
 
@@ -132,11 +137,31 @@ def step_together(chains: list[Chain], lines: list[np.ndarray]) -> list[torch.Te
     outs = []
     with lead.autocast:
         for batch in groups:
-            outs.append(lead.G(batch).colour.float().clamp(0, 1))          # (B, 3, S, S)
-    results = list(torch.cat(outs).split(1))
-    for chain, line, result in zip(chains, lines, results):
+            out = lead.G(batch)
+            for i in range(len(out.colour)):
+                outs.append(models.Colouring(*(None if v is None else v[i:i + 1].float() for v in
+                                               (out.colour, out.condition, out.weights, out.candidates))))
+    results = []
+    for chain, line, out in zip(chains, lines, outs):
+        result = flat_regions(out, line) if chain.regions else out.colour.clamp(0, 1)  # (1, 3, S, S)
         chain.prev = ChainSource(result, line)
+        results.append(result)
     return results
+
+
+def flat_regions(out: models.Colouring, line: np.ndarray) -> torch.Tensor:
+    """One frame's output with every region of its line art flat: the vote of ``regions.vote``
+    over the copy path's candidates (generated colour, aligned previous frame, aligned keyframe)
+    weighted by its blend weights; a generator without a copy path votes with its colour alone
+    (each region's median). Line pixels keep the blended colour. -> (1, 3, S, S) in [0, 1]."""
+    colour = out.colour.clamp(0, 1)
+    if out.candidates is None:
+        candidates, weights = colour[:, None], torch.ones_like(colour[:, :1])
+    else:
+        candidates, weights = out.candidates.clamp(0, 1), out.weights
+    flat, _ = regions.vote(regions.segment(line), (candidates[0].permute(0, 2, 3, 1) * 255).cpu().numpy(),
+                           weights[0].cpu().numpy(), data_lib.to_uint8(colour[0]))
+    return data_lib.to_tensor(flat)[None].to(colour.device)
 
 
 # ----------------------------------------------------------------------------- keyframe plans
@@ -278,7 +303,7 @@ class Colorizer:
         return ChainSource.of(utils.resize(rgb, self.options.image_size), line, self.device)
 
     def new_chain(self) -> Chain:
-        return Chain(self.G, self.cfg, self.device, self.options.line_art, self.autocast)
+        return Chain(self.G, self.cfg, self.device, self.options.line_art, self.autocast, self.options.regions)
 
     # ------------------------------------------------------------------ colouring
     def colour_shot(self, frames: list[np.ndarray], keyframes: dict[int, np.ndarray] | None = None,
@@ -353,8 +378,19 @@ class Colorizer:
                 if t in keys:
                     yield frame, utils.resize(keys[t], self.options.image_size), keys[t]
                     continue
-                colour = sum(w * results[first + j][position[j][t]][0] for j, w in weights[t])
-                yield frame, data_lib.to_uint8(colour), None
+                parts = [(results[first + j][position[j][t]][0], w) for j, w in weights[t]]
+                yield frame, self._join(parts, frame.line), None
+
+    def _join(self, parts: list[tuple[torch.Tensor, float]], line: np.ndarray) -> np.ndarray:
+        """One frame from the chains that reach it ((colour (3, S, S), blend weight) each): their
+        blend; with ``regions`` each region takes the colour of one chain, the one with the most
+        weight there, so two keyframes never cross-fade inside a region."""
+        blend = data_lib.to_uint8(sum(w * colour for colour, w in parts))
+        if not self.options.regions or len(parts) == 1:
+            return blend
+        candidates = np.stack([data_lib.to_uint8(colour) for colour, _ in parts]).astype(np.float32)
+        weights = np.stack([np.full(line.shape, w, np.float32) for _, w in parts])
+        return regions.vote(regions.segment(line), candidates, weights, blend)[0]
 
 
 # ----------------------------------------------------------------------------- full resolution

@@ -303,17 +303,62 @@ def _weighted_mean(shots, key, weight):
 
 LAST_FRAMES = 10  # psnr_last10: the end of a shot, where drift shows
 FLAT_GREY = 128   # the flat grey frame, one of the answers that need no model
+# A pixel has changed since the keyframe when its true colour differs from the keyframe's by more
+# than this (mean of |R|, |G|, |B| differences, 0-255): where copying is wrong by construction.
+CHANGED_LEVEL = 25.0
+# A line-art region has changed when the keyframe's median colour under it is more than this far
+# (RGB distance, 0-255) from the truth's median there; it is right when the output's median is
+# within this distance of the truth's.
+REGION_LEVEL = 20.0
 
 
-def score_frames(outputs: dict, truths: dict, scored: dict | None = None) -> dict:
+def changed_error(output: np.ndarray, truth: np.ndarray, keyframe: np.ndarray) -> tuple[float, int]:
+    """(sum of squared errors, number of values) on the pixels that changed since ``keyframe``
+    (``CHANGED_LEVEL``): pooled over frames, they give the changed-pixel PSNR."""
+    changed = np.abs(truth.astype(np.float32) - keyframe.astype(np.float32)).mean(2) > CHANGED_LEVEL
+    diff = output[changed].astype(np.float64) - truth[changed].astype(np.float64)
+    return float((diff ** 2).sum()), int(changed.sum()) * truth.shape[2]
+
+
+def changed_regions(output: np.ndarray, truth: np.ndarray, keyframe: np.ndarray, line: np.ndarray
+                    ) -> tuple[int, int]:
+    """(pixels of changed regions the output got right, pixels of changed regions) of one frame.
+    Regions are ``regions.segment`` of the frame's own line art (lines thickened by 1 pixel,
+    at least 4 pixels); see ``REGION_LEVEL`` for changed and right. Pooled over frames, their
+    ratio is the share of changed regions right, weighted by area: where copying would be wrong,
+    did the paint land right?"""
+    import regions
+
+    labels = regions.segment(line)
+    if labels.max() < 0:
+        return 0, 0
+    true, key, out = (regions.region_medians(labels, image) for image in (truth, keyframe, output))
+    area = np.bincount(labels[labels >= 0], minlength=len(true))
+    changed = np.linalg.norm(key - true, axis=1) > REGION_LEVEL
+    right = changed & (np.linalg.norm(out - true, axis=1) <= REGION_LEVEL)
+    return int(area[right].sum()), int(area[changed].sum())
+
+
+def _changed_psnr(squared: float, count: int) -> float | None:
+    if count == 0:
+        return None
+    return PSNR_CAP_DB if squared == 0 else float(min(10 * np.log10(255.0 ** 2 * count / squared), PSNR_CAP_DB))
+
+
+def score_frames(outputs: dict, truths: dict, scored: dict | None = None, keyframes: dict | None = None,
+                 lines: dict | None = None) -> dict:
     """Metrics of whole shots held in memory, on chosen frames (how the study and the demo
     compare a model with the answers that need none). ``outputs`` and ``truths``: {shot: [uint8
     RGB frames 0 .. N-1]}; ``scored``: {shot: [frame indices]}, default 1 to N-1 (frame 0 is
-    given where a keyframe starts the shot). Returns {"overall": ``summarize`` + psnr_last10 and
-    psnr_frame0 (means over shots), "shots": {shot: ``VideoMetrics.result()`` + psnr_last10
-    (mean PSNR of its last 10 scored frames), psnr_frame0, scored_frames}, "per_frame_psnr":
-    {shot: [PSNR of each scored frame]}}. Warping errors pair consecutive scored frames."""
-    shots, curves = {}, {}
+    given where a keyframe starts the shot). With ``keyframes`` ({shot: [the keyframe copying would
+    give each frame]}) also ``changed_psnr`` (PSNR on the pixels that changed since it, pooled) and,
+    with ``lines`` ({shot: [line art of each frame]}), ``changed_regions`` (share of the changed
+    regions' area whose colour is right). Returns {"overall": ``summarize`` + psnr_last10 and
+    psnr_frame0 (means over shots) + the pooled changed figures, "shots": {shot:
+    ``VideoMetrics.result()`` + psnr_last10 (mean PSNR of its last 10 scored frames), psnr_frame0,
+    scored_frames, changed figures}, "per_frame_psnr": {shot: [PSNR of each scored frame]}}. Warping
+    errors pair consecutive scored frames."""
+    shots, curves, pooled = {}, {}, np.zeros(4)
     for shot, truth in truths.items():
         out = outputs[shot]
         if len(out) != len(truth):
@@ -323,10 +368,27 @@ def score_frames(outputs: dict, truths: dict, scored: dict | None = None) -> dic
         curves[shot] = [video.update(out[i], truth[i])["psnr"] for i in keep]
         shots[shot] = video.result() | {"psnr_last10": float(np.mean(curves[shot][-LAST_FRAMES:])),
                                         "psnr_frame0": psnr(out[0], truth[0]), "scored_frames": keep}
+        if keyframes is not None:
+            sums = np.zeros(4)
+            for i in keep:
+                sums[:2] += changed_error(out[i], truth[i], keyframes[shot][i])
+                if lines is not None:
+                    sums[2:] += changed_regions(out[i], truth[i], keyframes[shot][i], lines[shot][i])
+            shots[shot] |= _changed_figures(sums, lines is not None)
+            pooled += sums
     overall = summarize(shots)
     for key in ("psnr_last10", "psnr_frame0"):
         overall[key] = float(np.mean([r[key] for r in shots.values()]))
+    if keyframes is not None:
+        overall |= _changed_figures(pooled, lines is not None)
     return {"overall": overall, "shots": shots, "per_frame_psnr": curves}
+
+
+def _changed_figures(sums: np.ndarray, with_regions: bool) -> dict:
+    figures = {"changed_psnr": _changed_psnr(sums[0], int(sums[1]))}
+    if with_regions:
+        figures["changed_regions"] = float(sums[2] / sums[3]) if sums[3] else None
+    return figures
 
 
 # ----------------------------------------------------------------------------- reporting

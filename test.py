@@ -61,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blend", choices=colorize.BLENDS, default="linear",
                    help="frames between two keyframes: blend the chains from both by distance (linear), or take "
                         "the nearer keyframe's chain (nearest)")
+    p.add_argument("--regions", action="store_true",
+                   help="flat regions: every area enclosed by the line art takes one colour, chosen by a vote over the "
+                        "generated colour, the aligned keyframe and the aligned previous frame, weighted by the model's "
+                        "own blend weights (lines keep the blended colour)")
     p.add_argument("--batch_chains", type=int, default=1,
                    help="colour up to N independent chains (shots, keyframe segments) at once: faster on a GPU, "
                         "the same result; holds their shots in memory")
@@ -486,7 +490,7 @@ def main(args) -> int:
     amp = "bf16" if args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda") else "off"
     colorizer = colorize.Colorizer.from_checkpoint(
         args.checkpoint, device, args.image_size, args.line_art, input_type=args.input_type, blend=args.blend,
-        batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp)
+        batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp, regions=args.regions)
     options = colorizer.options
     out_tmp = start_output(args)
     video_tmp, video_final = video_paths(args, out_tmp)
@@ -495,7 +499,7 @@ def main(args) -> int:
         keyframes_given = args.first_keyframe or args.first_keyframe_dir or args.keyframes
         finish(out_tmp, args, per_shot, {"checkpoint": str(args.checkpoint), "generator": colorizer.cfg.generator,
                                          "image_size": options.image_size, "line_art": options.line_art,
-                                         "keyframes": keyframes_given}, video_final)
+                                         "keyframes": keyframes_given, "regions": args.regions}, video_final)
     except BaseException:
         shutil.rmtree(out_tmp, ignore_errors=True)
         if video_final is not None:

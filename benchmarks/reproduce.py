@@ -45,27 +45,36 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import FrameExtraction  # noqa: E402
+import correspond  # noqa: E402
 import dataset as data_lib  # noqa: E402
 import metrics as metrics_lib  # noqa: E402
+import regions  # noqa: E402
 import test as colorize_cli  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
 from utils import UserError  # noqa: E402
 
-SETTINGS = ("copy_keyframe", "flat_grey", "baseline", "tcvc", "tcvc_keyframe", "copy_nearest_keyframe",
-            "tcvc_2keys")
-PLOTTED = ("copy_keyframe", "baseline", "tcvc", "tcvc_keyframe", "copy_nearest_keyframe", "tcvc_2keys")
-TWO_KEYS = ("copy_nearest_keyframe", "tcvc_2keys")  # scored without their keyframes
-COLOURS = {"copy_keyframe": (120, 120, 120), "flat_grey": (190, 190, 190), "baseline": (200, 60, 60),
-           "tcvc": (40, 110, 220), "tcvc_keyframe": (30, 160, 70), "copy_nearest_keyframe": (200, 150, 40),
-           "tcvc_2keys": (150, 50, 170)}
+SETTINGS = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_regions", "baseline", "tcvc",
+            "tcvc_keyframe", "tcvc_keyframe_regions", "copy_nearest_keyframe", "warp_2keys", "tcvc_2keys",
+            "tcvc_2keys_regions")
+PLOTTED = ("copy_keyframe", "warp_keyframe", "warp_chain", "tcvc_keyframe", "tcvc_keyframe_regions",
+           "copy_nearest_keyframe", "warp_2keys", "tcvc_2keys")
+TWO_KEYS = ("copy_nearest_keyframe", "warp_2keys", "tcvc_2keys", "tcvc_2keys_regions")  # scored without their keyframes
+NO_MODEL = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_regions", "copy_nearest_keyframe",
+            "warp_2keys")
+COLOURS = {"copy_keyframe": "#787878", "flat_grey": "#bebebe", "warp_keyframe": "#1f9bd6", "warp_chain": "#8fc6e8",
+           "warp_regions": "#5d8aa8", "baseline": "#c83c3c", "tcvc": "#286edc", "tcvc_keyframe": "#1ea046",
+           "tcvc_keyframe_regions": "#0b5d25", "copy_nearest_keyframe": "#c89628", "warp_2keys": "#e07b39",
+           "tcvc_2keys": "#9632aa", "tcvc_2keys_regions": "#5a1a68"}
 # train.py flags of each trained model, on top of the shared budget
 MODELS = {"tcvc": [],
           "baseline": ["--prev_prob", "0", "--rollout_prob", "0", "--no_keyframe_input", "--keyframe_prob", "0"]}
 # setting -> (model, extra test.py flags); {keyframes} is the folder of true first frames
 MODEL_SETTINGS = {"baseline": ("baseline", ["--frame_by_frame"]), "tcvc": ("tcvc", []),
                   "tcvc_keyframe": ("tcvc", ["--first_keyframe_dir", "{keyframes}"]),
-                  "tcvc_2keys": ("tcvc", ["--keyframes", "{keyframes2}"])}
+                  "tcvc_keyframe_regions": ("tcvc", ["--first_keyframe_dir", "{keyframes}", "--regions"]),
+                  "tcvc_2keys": ("tcvc", ["--keyframes", "{keyframes2}"]),
+                  "tcvc_2keys_regions": ("tcvc", ["--keyframes", "{keyframes2}", "--regions"])}
 GREY = metrics_lib.FLAT_GREY  # the flat grey frame
 
 
@@ -171,8 +180,48 @@ def nearest_of_two(n: int) -> list[int]:
     return [0 if t <= (n - 1) - t else n - 1 for t in range(n)]
 
 
-def trivial_outputs(setting: str, truths: dict) -> dict:
+def warped(image: np.ndarray, line_to: np.ndarray, line_from: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 RGB, the frame of line art ``line_from``) warped onto the frame of line art
+    ``line_to`` along the project's own line-art DIS flow and warp: what the model is given."""
+    flow = correspond.flow_tensor(correspond.line_flow(line_to, line_from, "canny"))[None]
+    return data_lib.to_uint8(correspond.warp(data_lib.to_tensor(image)[None], flow)[0])
+
+
+def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
+    """The flow answers that need no model: ``warp_keyframe`` (the true first frame warped onto
+    every frame), ``warp_chain`` (warped frame to frame, each from the one before),
+    ``warp_regions`` (``warp_keyframe`` with each line-art region filled by its median:
+    the region step with the network replaced by no model), ``warp_2keys`` (the true first and
+    last frames each warped onto every frame, blended by distance as ``--blend linear`` blends
+    chains)."""
+    out = {}
+    for shot, frames in truths.items():
+        key, ln, n = frames[0], lines[shot], len(frames)
+        if setting in ("warp_keyframe", "warp_regions"):
+            shot_out = [key] + [warped(key, ln[t], ln[0]) for t in range(1, n)]
+            if setting == "warp_regions":
+                shot_out = [key] + [regions.vote(regions.segment(ln[t]), f[None].astype(np.float32),
+                                                 np.ones((1, *ln[t].shape), np.float32), f)[0]
+                                    for t, f in enumerate(shot_out[1:], start=1)]
+        elif setting == "warp_chain":
+            shot_out = [key]
+            for t in range(1, n):
+                shot_out.append(warped(shot_out[-1], ln[t], ln[t - 1]))
+        elif setting == "warp_2keys":
+            last = frames[-1]
+            shot_out = [key] + [np.rint((n - 1 - t) / (n - 1) * warped(key, ln[t], ln[0]).astype(np.float32)
+                                        + t / (n - 1) * warped(last, ln[t], ln[-1]).astype(np.float32)
+                                        ).astype(np.uint8) for t in range(1, n - 1)] + [last]
+        else:
+            raise ValueError(f"{setting} is not a flow setting without a model")
+        out[shot] = shot_out
+    return out
+
+
+def trivial_outputs(setting: str, truths: dict, lines: dict | None = None) -> dict:
     """The answers that need no model, for every frame of every shot."""
+    if setting.startswith("warp_"):
+        return warp_outputs(setting, truths, lines)
     if setting == "copy_keyframe":
         return {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     if setting == "flat_grey":
@@ -194,11 +243,16 @@ def colorize(ckpt: Path, extra: list, eval_root: Path, dest: Path, args) -> dict
 
 def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTINGS,
              model_settings=MODEL_SETTINGS) -> dict:
-    """{setting: score(...)}; model outputs go to ``out/outputs/<setting>``."""
+    """{setting: score(...)}; model outputs go to ``out/outputs/<setting>``, and the answers that
+    need no model to ``out/outputs/<setting>`` too (for the sample strips)."""
     truths = eval_shots(eval_root, args.image_size)
+    lines = {shot: [data_lib.make_line_art(f, "canny") for f in frames] for shot, frames in truths.items()}
     folders = {"keyframes": keyframes(eval_root, out / "keyframes"),
                "keyframes2": keyframe_folder(eval_root, out / "keyframes2", first_and_last)}
     inner = {shot: range(1, len(frames) - 1) for shot, frames in truths.items()}
+    # the keyframe copying would give each frame: what "changed" is measured against
+    first = {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
+    nearest = {shot: [frames[k] for k in nearest_of_two(len(frames))] for shot, frames in truths.items()}
     results = {}
     for setting in settings:
         if setting in model_settings:
@@ -206,11 +260,23 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
             extra = [e.format(**folders) for e in extra]
             outputs = colorize(checkpoints[model], extra, eval_root, out / "outputs" / setting, args)
         else:
-            outputs = trivial_outputs(setting, truths)
-        results[setting] = metrics_lib.score_frames(outputs, truths, inner if setting in TWO_KEYS else None)
+            outputs = trivial_outputs(setting, truths, lines)
+            save_outputs(outputs, eval_root, out / "outputs" / setting)
+        two = setting in TWO_KEYS
+        results[setting] = metrics_lib.score_frames(outputs, truths, inner if two else None,
+                                                    nearest if two else first, lines)
         results[setting]["overall"]["psnr_last_third"] = last_third(results[setting], truths)
-        print(f"{setting}: PSNR {results[setting]['overall']['psnr']:.2f} dB", flush=True)
+        o = results[setting]["overall"]
+        print(f"{setting}: PSNR {o['psnr']:.2f} dB, changed pixels {o['changed_psnr']:.2f} dB, changed regions "
+              f"right {100 * (o['changed_regions'] or 0):.1f}%", flush=True)
     return results
+
+
+def save_outputs(outputs: dict, eval_root: Path, dest: Path) -> None:
+    """Frames of an answer that needs no model, named as test.py names its outputs."""
+    for shot, frames in outputs.items():
+        for path, frame in zip(utils.list_frames(eval_root / shot), frames):
+            utils.write_image(dest / shot / f"{path.stem}.png", frame)
 
 
 def last_third(result: dict, truths: dict) -> float:
@@ -225,34 +291,47 @@ def last_third(result: dict, truths: dict) -> float:
 
 # ----------------------------------------------------------------------------- pictures
 def drift_plot(results: dict, path: Path, settings=PLOTTED) -> None:
-    """Per-frame PSNR over each evaluated shot, one panel per shot, one line per setting, each
-    point at its frame's index."""
+    """Per-frame PSNR over each evaluated shot: one panel per shot, one line per setting, each
+    point at its frame's index; axes, ticks and a legend (matplotlib, benchmarks only)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = [s for s in settings if s in results]
     shots = list(results[settings[0]]["shots"])
-    w, h, pad = 640, 220, 40
-    img = Image.new("RGB", (w, h * len(shots) + 44), "white")
-    draw = ImageDraw.Draw(img)
-    values = [v for s in settings for shot in shots for v in results[s]["per_frame_psnr"][shot]]
-    lo, hi = np.floor(min(values)), np.ceil(max(values))
-    for k, shot in enumerate(shots):
-        top = 44 + k * h
-        draw.rectangle([pad, top + 10, w - 10, top + h - pad], outline="black")
-        draw.text((pad + 5, top + 12), f"{shot}: PSNR (dB) per frame, {lo:.0f}-{hi:.0f}", fill="black")
-        n = max(max(results[s]["shots"][shot]["scored_frames"]) for s in settings) + 1
+    fig, axes = plt.subplots(len(shots), 1, figsize=(8, 3.2 * len(shots)), squeeze=False)
+    for ax, shot in zip(axes[:, 0], shots):
         for s in settings:
-            frames = results[s]["shots"][shot]["scored_frames"]
-            pts = [(pad + (w - 10 - pad) * t / max(n - 1, 1),
-                    top + h - pad - (h - pad - 10) * (v - lo) / max(hi - lo, 1e-6))
-                   for t, v in zip(frames, results[s]["per_frame_psnr"][shot])]
-            draw.line(pts, fill=COLOURS[s], width=2)
-        draw.text((pad, top + h - pad + 4), f"frame 1 ... {n - 1}", fill="black")
-    for i, s in enumerate(settings):
-        draw.text((pad + 200 * (i % 3), 4 + 14 * (i // 3)), f"- {s}", fill=COLOURS[s])
-    img.save(path)
+            style = "--" if s in NO_MODEL else "-"
+            ax.plot(results[s]["shots"][shot]["scored_frames"], results[s]["per_frame_psnr"][shot], style,
+                    color=COLOURS[s], label=s + (" (no model)" if s in NO_MODEL else ""), linewidth=1.6)
+        ax.set_title(f"{shot}: PSNR of each frame")
+        ax.set_xlabel("frame index")
+        ax.set_ylabel("PSNR (dB)")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+STRIP = ("copy_keyframe", "warp_keyframe", "baseline", "tcvc_keyframe", "tcvc_keyframe_regions", "tcvc_2keys")
+
+
+def labelled(panels: list[np.ndarray], names: list[str]) -> np.ndarray:
+    """Panels side by side under a header row naming each column."""
+    row = np.concatenate(panels, 1)
+    width = panels[0].shape[1]
+    header = Image.new("RGB", (row.shape[1], 14), "white")
+    draw = ImageDraw.Draw(header)
+    for k, name in enumerate(names):
+        draw.text((k * width + 2, 1), name[:width // 6], fill="black")
+    return np.concatenate([np.asarray(header), row], 0)
 
 
 def sample_strips(eval_root: Path, out: Path, image_size: int, line_mode: str, dest: Path,
-                  settings=("copy_keyframe", "baseline", "tcvc", "tcvc_keyframe", "tcvc_2keys")) -> list[Path]:
-    """For each shot, rows at a few frames: line art | each setting | truth."""
+                  settings=STRIP) -> list[Path]:
+    """For each shot, rows at a few frames: line art | each setting | truth, columns named."""
     written = []
     for shot in utils.find_shot_dirs(eval_root):
         rel = shot.relative_to(eval_root).as_posix()
@@ -261,12 +340,12 @@ def sample_strips(eval_root: Path, out: Path, image_size: int, line_mode: str, d
         for i in sorted({1, len(frames) // 3, 2 * len(frames) // 3, len(frames) - 2}):
             truth = truth_image(frames[i], image_size)
             panels = [np.repeat(data_lib.make_line_art(truth, line_mode)[..., None], 3, 2)]
-            for s in settings:
-                panels.append(truth_image(frames[0], image_size) if s == "copy_keyframe"
-                              else utils.read_rgb(out / s / rel / f"{frames[i].stem}.png"))
+            panels += [utils.read_rgb(out / s / rel / f"{frames[i].stem}.png") for s in settings]
             rows.append(np.concatenate(panels + [truth], 1))
+        names = ["line art", *[s.replace("tcvc_keyframe_regions", "tcvc_key+regions") for s in settings], "truth"]
         path = dest / f"samples_{rel.replace('/', '_')}.png"
-        utils.write_image(path, np.concatenate(rows, 0))
+        utils.write_image(path, labelled([np.concatenate(rows, 0)[:, k * image_size:(k + 1) * image_size]
+                                          for k in range(len(names))], names))
         written.append(path)
     return written
 
@@ -300,7 +379,8 @@ def three_keyframes_strip(ckpt: Path, eval_root: Path, out: Path, args) -> Path:
 
 # ----------------------------------------------------------------------------- report
 def markdown(results: dict, meta: dict) -> str:
-    keys = [("psnr", "PSNR dB ↑", ".2f"), ("psnr_last10", "last 10 PSNR ↑", ".2f"),
+    keys = [("psnr", "PSNR dB ↑", ".2f"), ("changed_psnr", "changed-pixel PSNR ↑", ".2f"),
+            ("changed_regions", "changed regions right ↑", ".1%"), ("psnr_last10", "last 10 PSNR ↑", ".2f"),
             ("psnr_last_third", "last third PSNR ↑", ".2f"), ("ssim", "SSIM ↑", ".3f"),
             ("warp_error", "warp err ↓", ".5f"), ("cdc", "colour JSD ↓", ".4f"),
             ("tc_ratio", "TC ratio (1 = as steady as truth)", ".2f"), ("psnr_frame0", "frame 0 PSNR", ".2f")]

@@ -90,3 +90,40 @@ def test_a_finished_run_is_reused_not_retrained(tmp_path, frame_factory, capsys)
     said = capsys.readouterr().out
     assert ckpt.is_file()
     assert "m: 2 steps (2 steps in" in said and "m: 2 steps (reused, already trained)" in said
+
+
+def test_the_flow_rows_without_a_model_by_hand(truths):
+    """Flat frames have no lines, so every line-art flow is exactly zero: each warp is the frame
+    itself, and the two-keyframe row is the linear blend, worked out by hand."""
+    lines = {"shot": [np.full((16, 16), 255, np.uint8)] * 3}
+    for setting in ("warp_keyframe", "warp_chain", "warp_regions"):
+        out = reproduce.trivial_outputs(setting, truths, lines)["shot"]
+        assert all(np.array_equal(f, flat(100)) for f in out), setting
+    five = {"shot": [flat(0), flat(10), flat(20), flat(30), flat(200)]}
+    blended = reproduce.trivial_outputs("warp_2keys", five, {"shot": lines["shot"] * 2})["shot"]
+    assert [int(f[0, 0, 0]) for f in blended] == [0, 50, 100, 150, 200]  # (4 - t)/4 * 0 + t/4 * 200
+    # changed pixels: frame 2 (130) differs from the keyframe (100) by 30 > 25, frame 1 by 10
+    first = {"shot": [flat(100)] * 3}
+    result = reproduce.metrics_lib.score_frames(reproduce.trivial_outputs("warp_keyframe", truths, lines), truths,
+                                                keyframes=first, lines=lines)
+    assert result["overall"]["changed_psnr"] == pytest.approx(db(900))
+    assert result["overall"]["changed_regions"] == 0.0  # the one region changed, and stayed the keyframe's
+
+
+def test_a_moved_square_is_followed_by_the_keyframe_warp():
+    """A flat square moved 3 pixels right: the keyframe warped along the line-art flow lands the
+    square's colour where it went, which copying the keyframe cannot."""
+    import dataset
+
+    def frame(x):
+        f = np.full((48, 48, 3), 230, np.uint8)
+        f[14:34, x:x + 20] = (200, 40, 40)
+        return f
+    truths = {"s": [frame(10), frame(13)]}
+    lines = {"s": [dataset.make_line_art(f, "canny") for f in truths["s"]]}
+    warp = reproduce.trivial_outputs("warp_keyframe", truths, lines)["s"][1]
+    copy = reproduce.trivial_outputs("copy_keyframe", truths)["s"][1]
+    moved = (slice(16, 32), slice(30, 32))  # inside the square now, background before
+    assert np.abs(warp[moved].astype(int) - (200, 40, 40)).max() < 40
+    assert np.abs(copy[moved].astype(int) - (230, 230, 230)).max() == 0
+    assert reproduce.metrics_lib.psnr(warp, truths["s"][1]) > reproduce.metrics_lib.psnr(copy, truths["s"][1]) + 3
