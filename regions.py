@@ -26,6 +26,10 @@ import numpy as np
 
 MIN_AREA = 4  # pixels: smaller regions are specks of the line art, treated as lines
 GAP = 1       # thicken lines by this many pixels each side (a 3x3 dilation) before finding regions
+# A region is painted flat only where the winning candidate is itself flat there: the mean absolute
+# deviation of its colours from their median at most this (0-255). Shading, gradients and regions
+# that leaked through a gap keep the pixel-wise result instead of losing their detail.
+MAX_SPREAD = 12.0
 
 
 def segment(line: np.ndarray, gap: int = GAP, min_area: int = MIN_AREA) -> np.ndarray:
@@ -60,13 +64,14 @@ def region_medians(labels: np.ndarray, image: np.ndarray) -> np.ndarray:
     return out
 
 
-def vote(labels: np.ndarray, candidates: np.ndarray, weights: np.ndarray, base: np.ndarray
-         ) -> tuple[np.ndarray, np.ndarray]:
+def vote(labels: np.ndarray, candidates: np.ndarray, weights: np.ndarray, base: np.ndarray,
+         max_spread: float | None = MAX_SPREAD) -> tuple[np.ndarray, np.ndarray]:
     """Colour each region by a weighted vote over candidate colourings.
 
     labels (H, W) from ``segment``; candidates (K, H, W, 3) uint8 or float (0-255); weights (K, H, W)
-    >= 0 (the copy path's per-pixel blend weights); base (H, W, 3) uint8, what line pixels keep.
-    Returns (uint8 (H, W, 3) result, winning candidate per region (n_regions,))."""
+    >= 0 (the copy path's per-pixel blend weights); base (H, W, 3) uint8, what line pixels keep, and
+    regions where the winner is not flat (``max_spread``; None: paint every region).
+    Returns (uint8 (H, W, 3) result, winning candidate per region (n_regions,), -1 where unpainted)."""
     n = int(labels.max()) + 1
     out = base.copy()
     if n <= 0:
@@ -77,5 +82,12 @@ def vote(labels: np.ndarray, candidates: np.ndarray, weights: np.ndarray, base: 
     winner = scores.argmax(0)
     colours = np.stack([region_medians(labels, c) for c in candidates])                      # (K, n, 3)
     flat = colours[winner, np.arange(n)]                                                      # (n, 3)
-    out[inside] = np.clip(np.rint(flat[lab]), 0, 255).astype(np.uint8)
+    if max_spread is not None:
+        chosen = candidates[winner[lab], np.nonzero(inside)[0], np.nonzero(inside)[1]].astype(np.float32)
+        spread = np.bincount(lab, weights=np.abs(chosen - flat[lab]).mean(1), minlength=n)
+        spread /= np.maximum(np.bincount(lab, minlength=n), 1)
+        winner = np.where(spread <= max_spread, winner, -1)
+    painted = winner[lab] >= 0
+    rows, cols = np.nonzero(inside)
+    out[rows[painted], cols[painted]] = np.clip(np.rint(flat[lab][painted]), 0, 255).astype(np.uint8)
     return out, winner

@@ -7,7 +7,9 @@
    network, PNG writing; metrics off; ``--full_res`` as test.py's) against the bare recurrent
    chain (``colorize.Chain``: optical flow and generator) on the same frames, already prepared.
    ``pipeline_overhead`` = end-to-end time / chain time - 1.
-2. Memory: peak resident memory of test.py on a 1000-frame against a 100-frame 640x480 video
+2. The region step: test.py ``--regions`` against plain test.py on the same shot
+   (``regions_overhead`` = per-frame time with it / without - 1).
+3. Memory: peak resident memory of test.py on a 1000-frame against a 100-frame 640x480 video
    (a small generator, so that the run takes seconds: the question is whether memory grows
    with the length of the input, which the network's size does not change).
 The weights are random (speed and memory do not depend on them). The shot's frames come from
@@ -154,6 +156,12 @@ def main(args) -> int:
         print(f"test.py end to end:     {total:.2f} s, of which {startup:.2f} s start-up (imports, model "
               f"load, one frame) -> {pipeline:.2f} s for the frames ({args.frames / pipeline:.2f} fps)")
         print(f"test_py_fps={args.frames / pipeline:.2f}")
+        with_regions = pipeline_seconds(ckpt, shot, tmp / "out_regions", args.device,
+                                        ["--regions"] + (["--full_res"] if args.full_res else []))
+        regions_cost = (with_regions - startup + forward / args.frames) / pipeline - 1
+        print(f"test.py --regions: {with_regions:.2f} s end to end; the region step adds {100 * regions_cost:.1f}% "
+              f"per frame (target <= 15%)")
+        print(f"regions_overhead={regions_cost:.3f}")
         if not args.skip_memory:
             m100, m1000 = memory_ratio(tmp)
             print(f"peak memory: 100 frames {m100:.0f} MiB, 1000 frames {m1000:.0f} MiB, "

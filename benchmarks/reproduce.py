@@ -144,7 +144,7 @@ def log_steps(run_dir: Path) -> int:
 
 # ----------------------------------------------------------------------------- evaluation
 def truth_image(path: Path, size: int) -> np.ndarray:
-    return data_lib.resize(utils.read_rgb(path), size)  # as test.py's ground truth
+    return utils.resize(utils.read_rgb(path), size)  # as test.py's ground truth
 
 
 def eval_shots(eval_root: Path, size: int) -> dict:

@@ -61,8 +61,22 @@ def test_the_winner_paints_its_median_not_a_blur():
     labels = np.zeros((4, 4), np.int32)
     candidate = np.zeros((1, 4, 4, 3), np.uint8)
     candidate[0, :, :3] = 100          # 12 pixels of 100, 4 of 0: the median is 100, the mean 75
-    out, _ = regions.vote(labels, candidate, np.ones((1, 4, 4)), np.zeros((4, 4, 3), np.uint8))
+    out, _ = regions.vote(labels, candidate, np.ones((1, 4, 4)), np.zeros((4, 4, 3), np.uint8), max_spread=None)
     assert (out == 100).all()
+
+
+def test_a_shaded_region_keeps_its_detail():
+    """A gradient (shading, a region leaked through a gap) is not flat in the winning candidate:
+    it keeps the pixel-wise result; a flat one next to it is painted."""
+    labels = np.zeros((8, 8), np.int32)
+    labels[:, 4:] = 1
+    candidate = np.zeros((1, 8, 8, 3), np.float32)
+    candidate[0, :, :4] = np.linspace(0, 200, 8)[:, None, None]   # region 0: a ramp, spread 50
+    candidate[0, :, 4:] = 90                                      # region 1: flat
+    base = np.full((8, 8, 3), 33, np.uint8)
+    out, winner = regions.vote(labels, candidate, np.ones((1, 8, 8)), base)
+    assert winner.tolist() == [-1, 0]
+    assert (out[:, :4] == 33).all() and (out[:, 4:] == 90).all()
 
 
 def test_changed_regions_and_changed_pixels_by_hand():
