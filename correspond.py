@@ -136,6 +136,16 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
+def warp_frame(image: np.ndarray, line_to: np.ndarray, line_from: np.ndarray, mode: str = "canny") -> np.ndarray:
+    """A uint8 RGB frame (that of line art ``line_from``) warped onto the frame of line art
+    ``line_to`` along ``line_flow``: the answer that needs no model, made with the very flow and
+    warp the model is given (the study's and the demo's ``warp_keyframe``)."""
+    flow = flow_tensor(line_flow(line_to, line_from, mode))[None]
+    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None] / 255.0
+    out = warp(tensor, flow)[0].clamp(0, 1).permute(1, 2, 0).numpy()
+    return (out * 255 + 0.5).astype(np.uint8)
+
+
 # ----------------------------------------------------------------------------- the choices
 class Correspondence(nn.Module):
     """Brings a source onto frame t. Subclasses set ``name`` and override what they change."""

@@ -180,13 +180,6 @@ def nearest_of_two(n: int) -> list[int]:
     return [0 if t <= (n - 1) - t else n - 1 for t in range(n)]
 
 
-def warped(image: np.ndarray, line_to: np.ndarray, line_from: np.ndarray) -> np.ndarray:
-    """``image`` (uint8 RGB, the frame of line art ``line_from``) warped onto the frame of line art
-    ``line_to`` along the project's own line-art DIS flow and warp: what the model is given."""
-    flow = correspond.flow_tensor(correspond.line_flow(line_to, line_from, "canny"))[None]
-    return data_lib.to_uint8(correspond.warp(data_lib.to_tensor(image)[None], flow)[0])
-
-
 def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
     """The flow answers that need no model: ``warp_keyframe`` (the true first frame warped onto
     every frame), ``warp_chain`` (warped frame to frame, each from the one before),
@@ -198,7 +191,7 @@ def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
     for shot, frames in truths.items():
         key, ln, n = frames[0], lines[shot], len(frames)
         if setting in ("warp_keyframe", "warp_regions"):
-            shot_out = [key] + [warped(key, ln[t], ln[0]) for t in range(1, n)]
+            shot_out = [key] + [correspond.warp_frame(key, ln[t], ln[0]) for t in range(1, n)]
             if setting == "warp_regions":
                 shot_out = [key] + [regions.vote(regions.segment(ln[t]), f[None].astype(np.float32),
                                                  np.ones((1, *ln[t].shape), np.float32), f)[0]
@@ -206,12 +199,13 @@ def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
         elif setting == "warp_chain":
             shot_out = [key]
             for t in range(1, n):
-                shot_out.append(warped(shot_out[-1], ln[t], ln[t - 1]))
+                shot_out.append(correspond.warp_frame(shot_out[-1], ln[t], ln[t - 1]))
         elif setting == "warp_2keys":
             last = frames[-1]
-            shot_out = [key] + [np.rint((n - 1 - t) / (n - 1) * warped(key, ln[t], ln[0]).astype(np.float32)
-                                        + t / (n - 1) * warped(last, ln[t], ln[-1]).astype(np.float32)
-                                        ).astype(np.uint8) for t in range(1, n - 1)] + [last]
+            from_first = [correspond.warp_frame(key, ln[t], ln[0]).astype(np.float32) for t in range(1, n - 1)]
+            from_last = [correspond.warp_frame(last, ln[t], ln[-1]).astype(np.float32) for t in range(1, n - 1)]
+            shot_out = [key] + [np.rint((n - 1 - t) / (n - 1) * a + t / (n - 1) * b).astype(np.uint8)
+                                for t, a, b in zip(range(1, n - 1), from_first, from_last)] + [last]
         else:
             raise ValueError(f"{setting} is not a flow setting without a model")
         out[shot] = shot_out
