@@ -50,21 +50,22 @@ def segment(line: np.ndarray, gap: int = GAP, min_area: int = MIN_AREA) -> np.nd
 
 def region_medians(labels: np.ndarray, image: np.ndarray) -> np.ndarray:
     """Per-region median colour (n_regions, C) of ``image`` (H, W, C), values 0-255 (rounded to
-    whole levels), under ``labels``: the lower median."""
+    whole levels), under ``labels``: numpy's median (the mean of the two middle values)."""
     inside = labels >= 0
     return _medians(labels[inside], image[inside].reshape(int(inside.sum()), -1), int(labels.max()) + 1)
 
 
 def _medians(lab: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Lower medians per label of (P, C) values from one 256-bin histogram per label and channel
-    (a bincount: a sort per channel cost 30 times as much at 256x256)."""
+    """Medians per label of (P, C) values, from one 256-bin histogram per label and channel (a
+    bincount: a sort per channel cost 30 times as much at 256x256)."""
     lab = lab.astype(np.int64)
     values = np.clip(np.rint(values), 0, 255).astype(np.int64)
-    half = (np.bincount(lab, minlength=n) + 1) // 2                     # rank of the lower median
+    counts = np.bincount(lab, minlength=n)
+    lower, upper = (counts + 1) // 2, counts // 2 + 1                  # ranks of the two middle values
     out = np.zeros((n, values.shape[1]), np.float32)
     for c in range(values.shape[1]):
-        hist = np.bincount(lab * 256 + values[:, c], minlength=n * 256).reshape(n, 256)
-        out[:, c] = (np.cumsum(hist, 1) >= half[:, None]).argmax(1)
+        below = np.cumsum(np.bincount(lab * 256 + values[:, c], minlength=n * 256).reshape(n, 256), 1)
+        out[:, c] = ((below >= lower[:, None]).argmax(1) + (below >= upper[:, None]).argmax(1)) / 2
     return out
 
 
@@ -91,5 +92,5 @@ def vote(labels: np.ndarray, candidates: np.ndarray, weights: np.ndarray, base: 
         spread /= np.maximum(np.bincount(lab, minlength=n), 1)
         winner = np.where(spread <= max_spread, winner, -1)
     painted = winner[lab] >= 0
-    out[rows[painted], cols[painted]] = flat[lab][painted].astype(np.uint8)
+    out[rows[painted], cols[painted]] = np.rint(flat[lab][painted]).astype(np.uint8)
     return out, winner

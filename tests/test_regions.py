@@ -120,3 +120,11 @@ def test_the_colouring_library_flattens_regions_along_the_chain():
     labels = regions.segment(drawing())
     assert noisy[1][labels >= 0].std() > 1                      # the blend carries the noise
     assert (flattened[1][labels >= 0] == (40, 90, 200)).all()   # every region: the keyframe's flat colour
+
+
+def test_region_medians_are_numpys_medians():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(-1, 7, (40, 50)).astype(np.int32)
+    image = rng.integers(0, 256, (40, 50, 3)).astype(np.uint8)
+    expected = np.array([np.median(image[labels == r].reshape(-1, 3), 0) for r in range(labels.max() + 1)])
+    assert np.array_equal(regions.region_medians(labels, image), expected)
