@@ -24,8 +24,10 @@ validation shot is coloured by ``colorize.py``, as test.py colours.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -175,6 +177,30 @@ def resolve_data(args):
     return train_dir, train_shots, val_dir or train_dir, val_shots
 
 
+def check_run_dir_apart(args, data_roots, shots) -> None:
+    """The run folder is never the data: not a data root, not a shot folder or inside one, and
+    no data inside it (training would write checkpoints among the frames, and the next data
+    discovery would skip that shot as a run folder)."""
+    run_dir = Path(args.run_dir).resolve()
+    for folder in [Path(d).resolve() for d in data_roots if d] + [Path(s).resolve() for s in shots]:
+        if run_dir == folder or folder in run_dir.parents or run_dir in folder.parents:
+            raise UserError(f"--run_dir {args.run_dir} is, holds or lies inside the training data {folder}: "
+                            "choose a run folder outside the data")
+
+
+# Bytes per pixel per generator base channel (ngf) of one training sample: the generator's
+# activations (~60 feature maps, test.ACTIVATION_BYTES_PER_PIXEL_CHANNEL) kept for the backward,
+# their gradients, and the discriminator's and VGG19's on top: an upper estimate, x4.
+TRAIN_BYTES_PER_PIXEL_CHANNEL = 4 * 60 * 4
+
+
+def check_training_memory(args, cfg, device) -> None:
+    """A batch that cannot fit is refused in one line before the data is read."""
+    needed = args.batch_size * args.image_size ** 2 * cfg.ngf * TRAIN_BYTES_PER_PIXEL_CHANNEL
+    utils.check_memory(needed, f"training at --image_size {args.image_size} with --batch_size {args.batch_size}",
+                       device)
+
+
 def model_config(args) -> models.ModelConfig:
     """A switch given turns the option off; none given leaves the generator's own default."""
     return models.ModelConfig(generator=args.generator, ndf=args.ndf, ngf=args.ngf, correspondence=args.correspondence,
@@ -228,7 +254,12 @@ def prepare(args) -> tuple[Run, runs.Nets]:
     """Everything the loop needs: the fixed run context, and the networks with their optimisers."""
     rank, world, device = runs.setup_distributed(args.device)
     train_dir, train_shots, val_dir, val_shots = resolve_data(args)
+    check_run_dir_apart(args, [train_dir, val_dir, args.line_root], train_shots + val_shots)
     cfg = model_config(args)
+    check_training_memory(args, cfg, device)
+    threads = utils.set_threads(args.batch_size * args.image_size ** 2)
+    if rank == 0:
+        runs.tqdm.write(f"note: {threads} thread(s) (set TCVC_THREADS to choose)")
     ds, sampler, loader = build_loader(args, cfg, train_dir, train_shots, rank, world, device)
     nets = build_nets(args, cfg, device)
     vgg = losses.load_vgg19(args.vgg_weights).to(device)
@@ -392,6 +423,9 @@ def announce(run: Run, nets: runs.Nets, total: int) -> None:
              f"generator {cfg.generator}: {models.count_parameters(G) / 1e6:.2f} M parameters "
              f"(copy path {cfg.copy_path}, keyframe input {cfg.keyframe_input}, correspondence "
              f"{cfg.correspondence}); {total} steps of batch {args.batch_size} x {run.world}"]
+    if not run.n_val_shots:
+        lines.append("note: no validation shot (one shot, --val_fraction 0, or too few shots to hold one out): "
+                     "no best.pt and no samples/ will be written; give --val_data to have them")
     if run.vgg_random:
         lines.append("WARNING: VGG19 has RANDOM weights (--vgg_weights random): perceptual and style "
                      "losses are not ImageNet features; use this for smoke runs only")
@@ -529,6 +563,7 @@ def check_args(args) -> None:
         raise UserError(f"--beta1 and --beta2 must be in [0, 1), got {args.beta1}, {args.beta2}")
     if not 0 <= args.val_fraction < 1:
         raise UserError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
+    runs.check_logfile(args.logfile)
     model_config(args).check_size(args.image_size, args.image_size, f"--image_size {args.image_size}")
 
 
@@ -536,21 +571,24 @@ def run_training(args) -> tuple[int, Run, runs.Nets]:
     """Train as ``main`` does and also return the run and the networks (tests read every
     rank's weights). Nothing is written before every check has passed."""
     check_args(args)
-    folder = runs.RunFolder(args.run_dir, {})
-    resume = runs.find_resume(args.resume, folder)
-    folder.check(resume, asked_auto=args.resume == "auto")
-    utils.seed_everything(args.seed)
-    run, nets = prepare(args)
-    try:
-        progress = runs.Progress()
-        if resume is not None:
-            progress = restore(run, nets, resume)
-            if run.is_main:
-                runs.tqdm.write(f"resumed from {resume} at step {progress.step} (epoch {progress.epoch})")
-        return train(run, nets, progress), run, nets
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    # one train.py per run folder (rank 0 holds the lock: only it writes); checked under the lock
+    lock = utils.WriterLock(args.run_dir, "train.py") if os.environ.get("RANK", "0") == "0" else None
+    with lock or contextlib.nullcontext():
+        folder = runs.RunFolder(args.run_dir, {})
+        resume = runs.find_resume(args.resume, folder)
+        folder.check(resume, asked_auto=args.resume == "auto")
+        utils.seed_everything(args.seed)
+        run, nets = prepare(args)
+        try:
+            progress = runs.Progress()
+            if resume is not None:
+                progress = restore(run, nets, resume)
+                if run.is_main:
+                    runs.tqdm.write(f"resumed from {resume} at step {progress.step} (epoch {progress.epoch})")
+            return train(run, nets, progress), run, nets
+        finally:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 def main(args) -> int:

@@ -94,7 +94,11 @@ def test_full_res_keeps_input_size_and_side_by_side(tmp_path, frame_factory, ech
     write_shot(tmp_path / "in", frame_factory, 2, size=72)
     colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--full_res", "--side_by_side"))
     assert utils.read_rgb(tmp_path / "out" / "frame_000.png").shape == (72, 72, 3)
-    assert utils.read_rgb(tmp_path / "out" / "side_by_side" / "frame_000.png").shape == (SIZE, 3 * SIZE, 3)
+    # the side-by-side frames (and so --video) are at the size of the frames written, their middle
+    # panel the very frame written
+    panel = utils.read_rgb(tmp_path / "out" / "side_by_side" / "frame_000.png")
+    assert panel.shape == (72, 3 * 72, 3)
+    assert np.array_equal(panel[:, 72:144], utils.read_rgb(tmp_path / "out" / "frame_000.png"))
 
 
 def test_full_res_puts_colour_on_input_luminance(tmp_path, echo):
