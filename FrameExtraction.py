@@ -376,6 +376,9 @@ def remove_own_partial(partial: Path) -> None:
     marker is somebody else's and is never touched."""
     if not partial.exists():
         return
+    if partial.is_dir() and not any(partial.iterdir()):  # killed between its mkdir and its marker
+        partial.rmdir()
+        return
     if not (partial / utils.PARTIAL_MARKER).is_file():
         raise UserError(f"{partial} exists and was not left by FrameExtraction.py: move it away first")
     shutil.rmtree(partial)

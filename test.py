@@ -495,6 +495,8 @@ def start_output(args) -> Path:
     removed first, one that is not ours is refused."""
     out = Path(args.output).resolve()
     out_tmp = out.with_name(f".{out.name}.partial")
+    if out_tmp.is_dir() and not any(out_tmp.iterdir()):  # a run killed between its mkdir and its marker
+        out_tmp.rmdir()
     if out_tmp.exists():
         if not (out_tmp / utils.OUTPUT_MARKER).is_file():
             raise UserError(f"{out_tmp} exists and was not left by test.py: move it away first")

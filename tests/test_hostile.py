@@ -201,7 +201,8 @@ REFUSED = [
 def write_clip(path: Path, n=10, black=False, size=48):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12, (size, size))
     for i in range(n):
-        frame = np.zeros((size, size, 3), np.uint8) if black else np.full((size, size, 3), 40 + 15 * i, np.uint8)
+        grey = (40 + 15 * i) % 256
+        frame = np.zeros((size, size, 3), np.uint8) if black else np.full((size, size, 3), grey, np.uint8)
         if not black:
             frame[10:30, 5 + 2 * i:25 + 2 * i] = (200, 60, 30)
         writer.write(frame)
@@ -436,3 +437,153 @@ def test_symlink_loops_and_our_own_folders_are_read_once_or_skipped(sandbox, cap
     assert shots == [data / "shot_a"]
     note = capsys.readouterr().err
     assert ".shot_b.partial (partial)" in note and "run_inside (a train.py run folder)" in note
+
+
+# ----------------------------------------------------------------------------- issue 20: what must work
+def test_a_grey_alpha_png_that_pyspng_cannot_read_is_coloured(sandbox, capsys):
+    from PIL import Image
+    shot = sandbox["root"] / "grey_alpha"
+    shot.mkdir()
+    for i in range(3):
+        grey = np.full((40, 40), 60 + 40 * i, np.uint8)
+        Image.fromarray(np.stack([grey, np.full_like(grey, 255)], -1), "LA").save(shot / f"frame_{i:06d}.png")
+    assert utils.read_rgb(shot / "frame_000001.png")[0, 0].tolist() == [100, 100, 100]
+    colour(["--input", str(shot), "--output", str(sandbox["new"])], capsys, sandbox["ckpt"])
+    assert len(list(sandbox["new"].glob("frame_*.png"))) == 3
+
+
+def test_a_run_folder_that_saved_nothing_can_be_reused(sandbox, capsys):
+    """A run that failed after its checks (a full disk at its first checkpoint) left its marker,
+    config and log but no checkpoint: a new run, and --resume auto, may start there."""
+    dead = sandbox["root"] / "dead"
+    shutil.copytree(sandbox["run"], dead)
+    shutil.rmtree(dead / "checkpoints")
+    (dead / "generator.pt").unlink()
+    for extra in ([], ["--resume", "auto"]):
+        if extra:
+            shutil.rmtree(dead / "checkpoints")
+            (dead / "generator.pt").unlink()
+        code, lines = run_tool("train.py", TRAIN + ["--data", str(sandbox["data"]), "--run_dir", str(dead),
+                                                    "--val_fraction", "0"] + extra, capsys)
+        assert code == 0, lines
+        assert (dead / "checkpoints" / "step_00000001.pt").is_file() and (dead / "generator.pt").is_file()
+
+
+def test_frame_cache_on_a_full_disk_is_one_line_and_leaves_nothing(sandbox, capsys, monkeypatch):
+    import framecache
+    cache = sandbox["root"] / "cache"
+    cache.mkdir()
+    real = shutil.disk_usage
+    monkeypatch.setattr(framecache.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    before = snapshot(sandbox["root"])
+    code, lines = run_tool("train.py", TRAIN + ["--data", str(sandbox["data"]), "--run_dir", str(sandbox["new"]),
+                                                "--cache_dir", str(cache)], capsys)
+    assert code == 2 and len(lines) == 1 and "free" in lines[0], lines
+    assert snapshot(sandbox["root"]) == before and not list(cache.iterdir()) and not sandbox["new"].exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_a_damaged_frame_cache_is_rebuilt_not_used(sandbox, capsys, damage):
+    cache = sandbox["root"] / "cache"
+    argv = TRAIN + ["--data", str(sandbox["data"]), "--cache_dir", str(cache), "--val_fraction", "0"]
+    code, lines = run_tool("train.py", argv + ["--run_dir", str(sandbox["new"])], capsys)
+    assert code == 0, lines
+    (frames,) = cache.glob("*/frames.npy")
+    size = frames.stat().st_size
+    with open(frames, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(size - 100)
+        else:
+            f.seek(128)  # past the .npy header: every frame becomes black
+            f.write(bytes(size - 128))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(train.main, train.build_parser().parse_args(argv + ["--run_dir", str(sandbox["new2"])]))
+    assert exit_info.value.code == 0
+    assert "rebuilding the frame cache" in capsys.readouterr().err
+    assert frames.stat().st_size == size and np.load(frames).max() > 0
+
+
+def test_a_cache_truncated_while_in_use_is_one_clear_error(tmp_path, frame_factory):
+    import framecache
+    for i in range(4):
+        utils.write_image(tmp_path / "shot" / f"frame_{i}.png", frame_factory(i, 40, 40))
+    cache = framecache.open_or_build([utils.list_frames(tmp_path / "shot")], 36, "canny", cache_dir=tmp_path / "c")
+    assert cache.colour(0, 3).shape == (36, 36, 3)
+    (frames,) = (tmp_path / "c").glob("*/frames.npy")
+    os.truncate(frames, frames.stat().st_size - 10)
+    with pytest.raises(utils.UserError, match="truncated while in use"):
+        cache.colour(0, 3)
+
+
+# ----------------------------------------------------------------------------- issue 20: two writers
+def start_holding_lock(tool: str, argv: list, lock: Path, env: dict) -> subprocess.Popen:
+    """Start a real command and stop it (SIGSTOP) once it holds its lock: the lock file names
+    its pid only after flock succeeded. Nothing here depends on how fast the machine is."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, tool] + argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    while not (lock.is_file() and lock.read_text().startswith(f"pid {proc.pid}")):
+        assert proc.poll() is None, f"{tool} ended before it was seen holding {lock}: {proc.stderr.read()}"
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGSTOP)
+    return proc
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()
+            and not line.startswith("note: ") and not PROGRESS_BAR.search(line)]
+
+
+def writers(s: dict) -> list:
+    """(tool, argv, what it writes) for the three writers, with work enough to watch them."""
+    long_shot = s["root"] / "long_shot"
+    long_shot.mkdir()
+    frame = s["shot"] / "frame_000001.png"
+    for i in range(20):
+        shutil.copy(frame, long_shot / f"frame_{i:06d}.png")
+    long_clip = write_clip(s["clips"] / "long.avi", n=400)
+    out = s["root"] / "out"
+    return [("test.py", COLOUR[:1] + [str(s["ckpt"]), "--device", "cpu", "--input", str(long_shot), "--output",
+                                      str(out)], out),
+            ("train.py", TRAIN[:-4] + ["--device", "cpu", "--num_workers", "0", "--max_steps", "6", "--data",
+                                        str(s["data"]), "--run_dir", str(out), "--val_fraction", "0"], out),
+            ("FrameExtraction.py", ["--video_path", str(long_clip), "--output_path", str(out)], out)]
+
+
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["test.py", "train.py", "FrameExtraction.py"])
+def test_a_second_writer_is_refused_and_the_first_completes(sandbox, which, tmp_path):
+    import signal
+    tool, argv, out = writers(sandbox)[which]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TCVC_CACHE_DIR=str(tmp_path / "cache"))
+    first = start_holding_lock(tool, argv, out.with_name(f".{out.name}.lock"), env)
+    try:
+        before = snapshot(sandbox["root"])
+        second = subprocess.run([sys.executable, tool] + argv, cwd=ROOT, env=env, capture_output=True, text=True)
+        lines = error_lines(second.stderr)
+        assert second.returncode == 2 and len(lines) == 1 and f"another {tool} is writing" in lines[0], lines
+        assert snapshot(sandbox["root"]) == before  # the second touched nothing
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    # train.py: 3 steps an epoch, a checkpoint at each epoch end, the newest 3 kept
+    expected = {"test.py": ("frame_*.png", 20), "train.py": ("checkpoints/step_*.pt", 2),
+                "FrameExtraction.py": ("shot_*/frame_*.png", 400)}[tool]
+    assert len(list(out.glob(expected[0]))) == expected[1]
+    assert not out.with_name(f".{out.name}.lock").exists()
+
+
+# (train.py takes the same utils.WriterLock; its killed run is resumed in test_train)
+@pytest.mark.parametrize("which", [0, 2], ids=["test.py", "FrameExtraction.py"])
+def test_a_killed_writer_never_blocks_the_next(sandbox, which, tmp_path):
+    import signal
+    tool, argv, out = writers(sandbox)[which]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TCVC_CACHE_DIR=str(tmp_path / "cache"))
+    first = start_holding_lock(tool, argv, out.with_name(f".{out.name}.lock"), env)
+    os.kill(first.pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+    second = subprocess.run([sys.executable, tool] + argv, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr
+    assert out.is_dir() and not out.with_name(f".{out.name}.partial").exists()
