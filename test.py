@@ -344,7 +344,7 @@ def run(args, colorizer: colorize.Colorizer, out_tmp: Path, keyframes: dict | No
     # counts frames coloured, not frames read: a shot with keyframes is read whole before its
     # first frame is coloured, and a bar of frames read would stand at 100 % meanwhile
     bar = tqdm(total=total or None, unit="frame", dynamic_ncols=True)
-    count, t0 = 0, time.time()
+    count = 0
     try:
         for frame, result, keyframe in colorizer.stream(frames, keyframes_reader(args, keyframes)):
             output.put(frame, result, keyframe)

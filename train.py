@@ -439,7 +439,11 @@ def train(run: Run, nets: runs.Nets, progress: runs.Progress) -> int:
     health = runs.Health(run.device)
     if run.is_main:
         announce(run, nets, total)
-    bar = runs.tqdm(total=total, initial=progress.step, disable=not run.is_main, dynamic_ncols=True, unit="step")
+    # under --max_minutes the time budget, not the step count, usually ends the run: a bar of
+    # steps would promise 139 hours for a 4-minute demo, so it shows steps and the time left
+    budgeted = run.args.max_minutes is not None
+    bar = runs.tqdm(total=None if budgeted else total, initial=progress.step, disable=not run.is_main,
+                    dynamic_ncols=True, unit="step")
     try:
         with runs.StopRequest() as stop:
             return loop(run, nets, progress, health, logger, bar, stop, total)
@@ -471,8 +475,10 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
                 health.check()
                 record = dict(zip(logs, torch.stack(list(logs.values())).tolist()))  # the one sync
                 rate = seen / max(time.time() - t0, 1e-9)  # honest: the device has caught up
+                left = {"min_left": f"{max(0.0, args.max_minutes - (time.time() - t0) / 60):.1f}"} \
+                    if args.max_minutes is not None else {}
                 bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in record.items()}
-                                | {"img/s": f"{rate:.1f}"})
+                                | {"img/s": f"{rate:.1f}"} | left)
                 logger.log(progress.step, record | {"epoch": progress.epoch, "img_per_s": rate,
                                                     "vgg": vgg_note})
             bar.update(1)

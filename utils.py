@@ -441,7 +441,8 @@ def choose_threads(pixels_per_step: int, cores=None) -> int:
             if not value.isdigit() or int(value) < 1:
                 raise UserError(f"{name} must be a whole number of threads, at least 1, got {value!r}")
             return int(value)
-    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    if cores is None:  # macOS has no sched_getaffinity
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(cores, pixels_per_step // PIXELS_PER_THREAD))
 
 
