@@ -1,9 +1,9 @@
-"""A decoded-frame cache: every training frame resized once to the load size, memory-mapped.
+"""A decoded-frame cache: every training frame resized once to the load size, in one file.
 
 Decoding a 640x480 PNG costs about 4 ms, so PNG data loading cannot feed a GPU. The cache
 holds every frame of the training shots already decoded and resized to the load size
 (``dataset.load_size_for(image_size)``, the frame the random crop is taken from) in one
-uint8 array on disk, ``frames.npy`` (N, L, L, 3), opened with ``np.load(mmap_mode="r")``:
+uint8 array on disk, ``frames.npy`` (N, L, L, 3), read a frame at a time (``NpyFile``):
 DataLoader workers and DDP ranks share the operating system's page cache instead of each
 decoding. With line-art mode ``given`` the line art is cached too (``lines.npy``).
 
@@ -58,7 +58,7 @@ def _stamp(path: Path) -> list:
 class FrameCache:
     """Decoded frames of a list of shots: ``colour(shot, pos)`` -> uint8 (L, L, 3) and, with
     given line art, ``line(shot, pos)`` -> uint8 (L, L). Pickles as its folder, so a DataLoader
-    worker re-opens the memory map rather than copying it."""
+    worker re-opens the file rather than copying it."""
 
     def __init__(self, folder: Path, shot_lengths: list[int]):
         self.folder = Path(folder)
@@ -218,7 +218,7 @@ def _build(folder: Path, files, given, load_size: int, index: dict) -> None:
             del array
         index = index | {"checks": _checks(building)}
         utils.atomic_write_bytes(building / "index.json", json.dumps(index).encode())  # last: complete
-        if folder.exists():  # out of date: set aside, then removed (open memory maps stay valid)
+        if folder.exists():  # out of date: set aside, then removed (open files stay valid)
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             os.replace(folder, old)
             shutil.rmtree(old)

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_workers", type=int, default=2, help="DataLoader workers per process")
     g.add_argument("--no_frame_cache", action="store_true",
                    help="read the image files at every sample instead of the decoded-frame cache (every training "
-                        "frame decoded and resized once into a memory-mapped file shared by all workers and GPUs)")
+                        "frame decoded and resized once into one file read by all workers and GPUs)")
     g.add_argument("--cache_dir", default=None,
                    help="where the frame cache lives (default: $TCVC_CACHE_DIR, else $XDG_CACHE_HOME/tcvc, else "
                         "~/.cache/tcvc); it can be deleted at any time")

@@ -1,6 +1,5 @@
 """test.py: recurrent colorization of shots and videos, keyframes, outputs and bad input."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -182,7 +181,15 @@ def test_bad_arguments_are_user_errors(tmp_path, frame_factory, echo, case):
 
 
 def run_cli(*argv):
-    return subprocess.run([sys.executable, str(ROOT / "test.py"), *map(str, argv)], capture_output=True, text=True)
+    """test.py's command line as ``__main__`` runs it (utils.run_cli), in this process: a fresh
+    process would spend most of its time importing torch (the real processes are in test_hostile)."""
+    import contextlib
+    import io
+    import types
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(colorize_cli.main, colorize_cli.build_parser().parse_args([str(a) for a in argv]))
+    return types.SimpleNamespace(returncode=exit_info.value.code, stderr=err.getvalue())
 
 
 def test_missing_and_foreign_checkpoints_give_one_line(tmp_path, frame_factory):
