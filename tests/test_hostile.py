@@ -533,11 +533,6 @@ def start_holding_lock(tool: str, argv: list, lock: Path, env: dict) -> subproce
     return proc
 
 
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()
-            and not line.startswith("note: ") and not PROGRESS_BAR.search(line)]
-
-
 def writers(s: dict) -> list:
     """(tool, argv, what it writes) for the three writers, with work enough to watch them."""
     long_shot = s["root"] / "long_shot"
@@ -555,16 +550,17 @@ def writers(s: dict) -> list:
 
 
 @pytest.mark.parametrize("which", [0, 1, 2], ids=["test.py", "train.py", "FrameExtraction.py"])
-def test_a_second_writer_is_refused_and_the_first_completes(sandbox, which, tmp_path):
+def test_a_second_writer_is_refused_and_the_first_completes(sandbox, which, tmp_path, capsys):
+    """The first writer is a process of its own; the second runs the same command line here
+    (utils.run_cli, as every row of the table: a second fresh process would mostly import torch)."""
     import signal
     tool, argv, out = writers(sandbox)[which]
     env = dict(os.environ, OMP_NUM_THREADS="1", TCVC_CACHE_DIR=str(tmp_path / "cache"))
     first = start_holding_lock(tool, argv, out.with_name(f".{out.name}.lock"), env)
     try:
         before = snapshot(sandbox["root"])
-        second = subprocess.run([sys.executable, tool] + argv, cwd=ROOT, env=env, capture_output=True, text=True)
-        lines = error_lines(second.stderr)
-        assert second.returncode == 2 and len(lines) == 1 and f"another {tool} is writing" in lines[0], lines
+        code, lines = run_tool(tool, argv, capsys)
+        assert code == 2 and len(lines) == 1 and f"another {tool} is writing" in lines[0], lines
         assert snapshot(sandbox["root"]) == before  # the second touched nothing
     finally:
         os.kill(first.pid, signal.SIGCONT)
@@ -579,13 +575,13 @@ def test_a_second_writer_is_refused_and_the_first_completes(sandbox, which, tmp_
 
 # (train.py takes the same utils.WriterLock; its killed run is resumed in test_train)
 @pytest.mark.parametrize("which", [0, 2], ids=["test.py", "FrameExtraction.py"])
-def test_a_killed_writer_never_blocks_the_next(sandbox, which, tmp_path):
+def test_a_killed_writer_never_blocks_the_next(sandbox, which, tmp_path, capsys):
     import signal
     tool, argv, out = writers(sandbox)[which]
     env = dict(os.environ, OMP_NUM_THREADS="1", TCVC_CACHE_DIR=str(tmp_path / "cache"))
     first = start_holding_lock(tool, argv, out.with_name(f".{out.name}.lock"), env)
     os.kill(first.pid, signal.SIGKILL)
     first.communicate(timeout=60)
-    second = subprocess.run([sys.executable, tool] + argv, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert second.returncode == 0, second.stderr
+    code, lines = run_tool(tool, argv, capsys)
+    assert code == 0, lines
     assert out.is_dir() and not out.with_name(f".{out.name}.partial").exists()
