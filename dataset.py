@@ -383,7 +383,7 @@ class TripletDataset(Dataset):
         size = self.image_size
         if self.cache is not None:
             image = self.cache.line(shot, pos) if given else self.cache.colour(shot, pos)
-            crop = image[top:top + size, left:left + size]
+            crop = image[top:top + size, left:left + size].copy()  # the cache reuses its buffer
         else:
             paths = self.line_paths if given else self.shot_frames
             image = (utils.read_grey if given else utils.read_rgb)(paths[shot][pos])

@@ -57,7 +57,8 @@ def _stamp(path: Path) -> list:
 
 class FrameCache:
     """Decoded frames of a list of shots: ``colour(shot, pos)`` -> uint8 (L, L, 3) and, with
-    given line art, ``line(shot, pos)`` -> uint8 (L, L). Pickles as its folder, so a DataLoader
+    given line art, ``line(shot, pos)`` -> uint8 (L, L), each valid until the next call of the
+    same method (``NpyFile``). Pickles as its folder, so a DataLoader
     worker re-opens the file rather than copying it."""
 
     def __init__(self, folder: Path, shot_lengths: list[int]):
@@ -85,8 +86,11 @@ class FrameCache:
 
 
 class NpyFile:
-    """One ``.npy`` array of frames read a frame at a time with ``os.pread`` (through the page
-    cache, shared by every process, as a memory map is): a short read is a ``UserError``."""
+    """One ``.npy`` array of frames read a frame at a time with ``os.preadv`` (through the page
+    cache, shared by every process, as a memory map is): a short read is a ``UserError``.
+    ``frame`` reads into one buffer that it reuses, as fast as slicing a memory map here (117-133
+    against 148-226 us for a 288² frame and its 256² crop; a fresh buffer per frame took 730-830 us
+    in page faults): what it returns is valid until its next call, so copy what you keep."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -98,15 +102,19 @@ class NpyFile:
             self.offset = f.tell()
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.frame_bytes = int(np.prod(shape[1:])) * self.dtype.itemsize
+        self.buffer = np.empty(shape[1:], self.dtype)
         self.fd = os.open(self.path, os.O_RDONLY)
 
     def frame(self, index: int) -> np.ndarray:
-        data = os.pread(self.fd, self.frame_bytes, self.offset + index * self.frame_bytes)
-        if len(data) != self.frame_bytes:
+        """Frame ``index``, read-only, valid until the next call."""
+        self.buffer.flags.writeable = True
+        got = os.preadv(self.fd, [self.buffer], self.offset + index * self.frame_bytes)
+        if got != self.frame_bytes:
             raise utils.UserError(f"the frame cache file {self.path} was truncated while in use (frame {index} of "
                                   f"{self.shape[0]} is missing): the next run rebuilds it; continue with "
                                   "--resume auto")
-        return np.frombuffer(data, self.dtype).reshape(self.shape[1:])
+        self.buffer.flags.writeable = False
+        return self.buffer
 
     def expected_size(self) -> int:
         return self.offset + self.shape[0] * self.frame_bytes
