@@ -93,7 +93,7 @@ def stage_times(ds) -> str:
     start = time.perf_counter()
     rgbs = [utils.read_rgb(p) for p in paths]
     t_read = time.perf_counter()
-    small = [dataset.resize(rgb, ds.load_size) for rgb in rgbs]
+    small = [utils.resize(rgb, ds.load_size) for rgb in rgbs]
     t_resize = time.perf_counter()
     for rgb in small:
         dataset.make_line_art(rgb, ds.line_art)
