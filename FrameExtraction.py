@@ -51,6 +51,7 @@ Other rules:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -332,11 +333,42 @@ def previous_outputs(dest: Path) -> list[Path]:
                   or (p.is_file() and _FRAME_FILE.fullmatch(p.name)))
 
 
-def check_destination(dest: Path, overwrite: bool) -> None:
+def check_destination(dest: Path, overwrite: bool, video: Path | None = None) -> None:
     if dest.exists() and not dest.is_dir():
         raise UserError(f"output {dest} exists and is not a folder")
+    if video is not None and dest in Path(video).resolve().parents and previous_outputs(dest) and overwrite:
+        raise UserError(f"--output_path {dest} holds the input video {video}: --overwrite there could delete "
+                        "it; choose an output folder of its own")
     if previous_outputs(dest) and not overwrite:
         raise UserError(f"{dest} already holds extracted frames (use --overwrite to replace them)")
+    if overwrite:
+        check_own_frames(dest)
+
+
+def read_frames_marker(dest: Path) -> dict:
+    try:
+        marker = json.loads((dest / utils.FRAMES_MARKER).read_text())
+    except (OSError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
+
+
+def check_own_frames(dest: Path) -> None:
+    """--overwrite deletes the shot folders and frame files of ``dest`` only when the earlier
+    FrameExtraction.py run listed every file in them (with its size) in ``dest``'s marker: the
+    input video, a note, a training run or a frame put there since stops it."""
+    old = previous_outputs(dest)
+    if not old:
+        return
+    listed = read_frames_marker(dest).get("files")
+    if not isinstance(listed, dict):
+        raise UserError(f"{dest} holds frames that FrameExtraction.py did not write (it lacks "
+                        f"{utils.FRAMES_MARKER}): --overwrite replaces only its own output; choose another folder")
+    sizes = utils.file_sizes(dest)
+    for rel, size in sizes.items():
+        if rel.split("/")[0] in {p.name for p in old} and listed.get(rel) != size:
+            raise UserError(f"--overwrite would delete {dest / rel}, which FrameExtraction.py did not write (or "
+                            "which changed since): move it away, or choose another output folder")
 
 
 def remove_own_partial(partial: Path) -> None:
@@ -344,14 +376,18 @@ def remove_own_partial(partial: Path) -> None:
     marker is somebody else's and is never touched."""
     if not partial.exists():
         return
+    if partial.is_dir() and not any(partial.iterdir()):  # killed between its mkdir and its marker
+        partial.rmdir()
+        return
     if not (partial / utils.PARTIAL_MARKER).is_file():
         raise UserError(f"{partial} exists and was not left by FrameExtraction.py: move it away first")
     shutil.rmtree(partial)
 
 
 def _move_into_place(partial: Path, dest: Path, overwrite: bool) -> None:
-    """Replace earlier outputs (only our shot folders and frame files, nothing else)."""
+    """Replace earlier outputs (only our shot folders and frame files, proved by our marker)."""
     if overwrite:
+        check_own_frames(dest)  # again: minutes may have passed since the first check
         for old in previous_outputs(dest):
             if old.is_dir():
                 shutil.rmtree(old)
@@ -431,7 +467,18 @@ def extract_video(video_path, output_dir, options: ExtractOptions | None = None)
     if info.frame_count and options.start >= info.frame_count:
         raise UserError(f"--start {options.start} is past the end of {video} "
                         f"({info.frame_count} frames)")
-    check_destination(dest, options.overwrite)
+    check_destination(dest, options.overwrite, video)
+    with utils.WriterLock(dest, "FrameExtraction.py"):  # one writer per output folder
+        check_destination(dest, options.overwrite, video)
+        counts, seconds = _extract_into(video, dest, options, info)
+    dropped = {k: counts[k] for k in ("every_n", "blank", "held")}
+    return {"video": str(video), "output": str(dest), "frames_read": counts["read"],
+            "frames_written": counts["written"], "shots": counts["shots"], "dropped": dropped,
+            "seconds": seconds}
+
+
+def _extract_into(video: Path, dest: Path, options: ExtractOptions, info: VideoInfo) -> tuple[Counter, float]:
+    """Frames into ``.NAME.partial`` beside ``dest``, then moved into place with our marker."""
     partial = dest.parent / f".{dest.name}.partial"
     remove_own_partial(partial)  # left over by a killed run of ours
     partial.mkdir(parents=True)
@@ -444,14 +491,16 @@ def extract_video(video_path, output_dir, options: ExtractOptions | None = None)
             raise UserError(f"no frame of {video} was kept ({counts['read']} read; dropped: every_n "
                             f"{counts['every_n']}, blank {counts['blank']}, held {counts['held']})")
         (partial / utils.PARTIAL_MARKER).unlink()
+        files = utils.file_sizes(partial)
+        if not options.overwrite:  # frames of an earlier video merged into this folder stay listed
+            files = {**read_frames_marker(dest).get("files", {}), **files} if dest.is_dir() else files
+        marker = {"tool": "FrameExtraction.py", "video": str(video.resolve()), "files": files}
+        utils.atomic_write_bytes(partial / utils.FRAMES_MARKER, json.dumps(marker).encode())
         _move_into_place(partial, dest, options.overwrite)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    dropped = {k: counts[k] for k in ("every_n", "blank", "held")}
-    return {"video": str(video), "output": str(dest), "frames_read": counts["read"],
-            "frames_written": counts["written"], "shots": counts["shots"], "dropped": dropped,
-            "seconds": time.time() - t0}
+    return counts, time.time() - t0
 
 
 def format_summary(summary: dict) -> str:
@@ -490,8 +539,8 @@ def main(args) -> int:
     options = options_from_args(args)
     options.check()
     jobs = plan_jobs(Path(args.video_path), Path(args.output_path))
-    for _, dest in jobs:  # refuse before spending time on any video
-        check_destination(dest.resolve(), options.overwrite)
+    for video, dest in jobs:  # refuse before spending time on any video
+        check_destination(dest.resolve(), options.overwrite, video)
     failures, totals = [], Counter()
     for video, dest in jobs:
         try:
@@ -541,7 +590,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut: neighbouring frames compared on each side")
     p.add_argument("--min_shot_len", type=int, default=d.min_shot_len,
                    help="ignore a cut fewer than this many frames after the previous one")
-    p.add_argument("--overwrite", action="store_true", help="replace earlier extracted frames")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the frames an earlier run of FrameExtraction.py wrote there (proved by its "
+                        f"{utils.FRAMES_MARKER} marker); never anything else")
     return p
 
 

@@ -227,9 +227,14 @@ def to_uint8_tensor(image: np.ndarray) -> torch.Tensor:
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
     """The inverse of ``to_tensor``: float (C, H, W) in [0, 1] -> uint8 (H, W, 3), rounded;
-    one-channel line art is repeated to RGB."""
-    image = image.detach().float().clamp(0, 1).expand(3, -1, -1)
-    return (image.permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    one-channel line art is repeated to RGB. NaN would become black and inf white, silently
+    (a broken generator's frames would read as perfectly steady): non-finite values are a
+    ``UserError``. The check is on the host copy, which the conversion makes anyway."""
+    array = image.detach().float().expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()
+    if not np.isfinite(array).all():
+        raise UserError("the generator produced non-finite values (nan or inf): its weights or its input are "
+                        "broken; nothing was written")
+    return (np.clip(array, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def to_device(batch, device):
@@ -378,7 +383,7 @@ class TripletDataset(Dataset):
         size = self.image_size
         if self.cache is not None:
             image = self.cache.line(shot, pos) if given else self.cache.colour(shot, pos)
-            crop = image[top:top + size, left:left + size]
+            crop = image[top:top + size, left:left + size].copy()  # the cache reuses its buffer
         else:
             paths = self.line_paths if given else self.shot_frames
             image = (utils.read_grey if given else utils.read_rgb)(paths[shot][pos])

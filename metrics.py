@@ -26,7 +26,6 @@ from pathlib import PurePath
 
 import cv2
 import numpy as np
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import utils
 
@@ -58,6 +57,8 @@ def psnr(output: np.ndarray, target: np.ndarray) -> float:
     """
     if np.array_equal(output, target):  # skimage would divide by zero and warn
         return PSNR_CAP_DB
+    from skimage.metrics import peak_signal_noise_ratio  # here: it imports scipy.stats, a third of a start-up
+
     value = peak_signal_noise_ratio(target, output, data_range=255)
     return float(min(value, PSNR_CAP_DB))
 
@@ -70,6 +71,8 @@ def ssim(output: np.ndarray, target: np.ndarray) -> float:
     windows: SSIM = (2 mu_o mu_g + C1)(2 sigma_og + C2) / ((mu_o^2 + mu_g^2 + C1)
     (sigma_o^2 + sigma_g^2 + C2)). About 40 ms for a 256x256 frame: the dominant cost.
     """
+    from skimage.metrics import structural_similarity
+
     return float(structural_similarity(target, output, channel_axis=2, data_range=255))
 
 

@@ -55,6 +55,11 @@ class RunFolder:
         """The run files already in the folder."""
         return [name for name in RUN_FILES if (self.path / name).exists()]
 
+    def saved_nothing(self) -> bool:
+        """Marked as ours, and no checkpoint or generator was ever saved in it."""
+        return ((self.path / utils.RUN_MARKER).is_file() and not (self.path / "generator.pt").exists()
+                and not any(self.checkpoints.glob("*.pt")))
+
     def steps(self) -> list[int]:
         """Step numbers of the step checkpoints in the folder, oldest first."""
         return sorted(int(m.group(1)) for p in self.checkpoints.glob("step_*.pt")
@@ -71,6 +76,12 @@ class RunFolder:
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--run_dir {self.path} is a file, not a folder")
         existing = self.existing()
+        if existing and resume is None and self.saved_nothing():
+            # a run that failed after its checks (a full disk at its first checkpoint): nothing in
+            # it is worth keeping, so a new run may start here instead of leaving a dead folder
+            tqdm.write(f"note: {self.path} holds a run that saved no checkpoint ({', '.join(existing)}): "
+                       "starting a new run there")
+            return
         if existing and resume is None:
             if asked_auto:
                 raise UserError(f"{self.path} holds a run ({', '.join(existing)}) with no checkpoint to resume "
@@ -365,6 +376,29 @@ def batches(loader, stop: StopRequest):
 
 
 # ----------------------------------------------------------------------------- logging
+# A line of the plain --logfile: "2026-12-01 20:31:00 step=20 ..."
+LOGFILE_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d step=\d+")
+
+
+def check_logfile(logfile) -> None:
+    """--logfile appends to a new file or to a log of train.py's (the original appended across
+    runs), never to anything else (an input frame, a note); its folder must exist, so that a
+    run never fails at its first log line after it has started."""
+    if not logfile:
+        return
+    path = Path(logfile)
+    if not path.parent.is_dir():
+        raise UserError(f"--logfile {logfile}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise UserError(f"--logfile {logfile} is a folder, not a log file")
+    if path.exists() and path.stat().st_size:
+        with open(path, "rb") as f:
+            first = f.readline(200).decode(errors="replace")
+        if not LOGFILE_LINE.match(first):
+            raise UserError(f"--logfile {logfile} exists and is not a train.py log (its first line is not "
+                            "'DATE TIME step=N ...'): choose a new file")
+
+
 class Logger:
     """JSON lines in the run folder, the original's plain ``--logfile``, TensorBoard if present.
     Nothing is created before the first record (the run folder is started then)."""

@@ -22,6 +22,7 @@ interrupted run leaves no folder that looks finished. The original README's flag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -94,17 +95,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ----------------------------------------------------------------------------- input
-def iter_raw_frames(input_path: Path):
-    """Yield ``(shot_key, frame_stem, rgb)`` in order, one frame at a time (never a whole shot)."""
+def plan_input(input_path: Path, side_by_side: bool) -> tuple[dict | None, int]:
+    """({shot key: frame paths} for a frame folder, None for a video; the number of frames, 0
+    when unknown). Listing every shot first finds, before any work, two frames with one
+    number, a dangling link, and two shots that would write into one output folder."""
     if input_path.is_file():
         if input_path.suffix.lower() not in utils.VIDEO_EXTS:
             raise UserError(f"{input_path} is neither a folder of frames nor a video file")
+        return None, FrameExtraction.video_info(input_path).frame_count
+    shots = {d.relative_to(input_path).as_posix(): utils.list_frames(d) for d in utils.find_shot_dirs(input_path)}
+    folded: dict = {}
+    for key in shots:
+        if side_by_side and (key == "side_by_side" or key.startswith("side_by_side/")):
+            raise UserError(f"shot '{key}' of {input_path} would be written into the side_by_side/ folder of "
+                            "--side_by_side: rename the shot folder, or leave out --side_by_side")
+        other = folded.setdefault(key.casefold(), key)
+        if other != key:  # one folder on a case-insensitive disk (macOS, Windows, many NAS shares)
+            raise UserError(f"shots '{other}' and '{key}' of {input_path} differ only in case: their outputs "
+                            "would overwrite each other on a case-insensitive disk; rename one")
+    return shots, sum(len(frames) for frames in shots.values())
+
+
+def iter_raw_frames(input_path: Path, shots: dict | None):
+    """Yield ``(shot_key, frame_stem, rgb)`` in order, one frame at a time (never a whole shot)."""
+    if shots is None:
         for shot, index, rgb in FrameExtraction.iter_video_shots(input_path):
             yield f"shot_{shot + 1:04d}", f"frame_{index:06d}", rgb
         return
-    for shot_dir in utils.find_shot_dirs(input_path):
-        key = shot_dir.relative_to(input_path).as_posix()
-        for path in utils.list_frames(shot_dir):
+    for key, paths in shots.items():
+        for path in paths:
             yield key, path.stem, utils.read_rgb(path)
 
 
@@ -227,9 +246,10 @@ class Writer:
                  else result)
         utils.write_image(self.out / frame.shot / f"{frame.name}.png", image)
         panel = None
-        if self.args.side_by_side:
-            panels = [np.repeat(frame.line[..., None], 3, 2), result]
-            panels += [frame.target] if frame.target is not None else []
+        if self.args.side_by_side:  # at the size of the frames written (--full_res: the input's)
+            h, w = image.shape[:2]
+            panels = [utils.resize_to(np.repeat(frame.line[..., None], 3, 2), h, w), image]
+            panels += [utils.resize_to(frame.target, h, w)] if frame.target is not None else []
             panel = np.concatenate(panels, axis=1)
             utils.write_image(self.out / "side_by_side" / frame.shot / f"{frame.name}.png", panel)
         if self.args.video:
@@ -315,22 +335,26 @@ class Sink:
 
 
 def run(args, colorizer: colorize.Colorizer, out_tmp: Path, keyframes: dict | None = None,
-        video_tmp: Path | None = None) -> dict:
+        video_tmp: Path | None = None, plan: tuple | None = None) -> dict:
     """Colorize every frame; returns per-shot metrics (empty without ground truth)."""
     input_path = Path(args.input)
+    shots, total = plan or plan_input(input_path, args.side_by_side)
     fps = args.fps or (FrameExtraction.video_fps(input_path) if input_path.is_file() else 24.0)
     writer = Writer(out_tmp, args, fps, video_tmp)
     sink = Sink(writer, not args.no_metrics)
     output = Background(sink)
     frames = prefetch(colorizer.frame(rgb, shot, name, keep_rgb=args.full_res)
-                      for shot, name, rgb in iter_raw_frames(input_path))
-    bar = tqdm(frames, unit="frame", dynamic_ncols=True)
-    count, t0 = 0, time.time()
+                      for shot, name, rgb in iter_raw_frames(input_path, shots))
+    # counts frames coloured, not frames read: a shot with keyframes is read whole before its
+    # first frame is coloured, and a bar of frames read would stand at 100 % meanwhile
+    bar = tqdm(total=total or None, unit="frame", dynamic_ncols=True)
+    count = 0
     try:
-        for frame, result, keyframe in colorizer.stream(bar, keyframes_reader(args, keyframes)):
+        for frame, result, keyframe in colorizer.stream(frames, keyframes_reader(args, keyframes)):
             output.put(frame, result, keyframe)
             count += 1
-            bar.set_postfix(fps=f"{count / max(time.time() - t0, 1e-9):.1f}", shot=frame.shot)
+            bar.update(1)
+            bar.set_postfix(shot=frame.shot, refresh=False)
         output.close()
     finally:
         bar.close()
@@ -402,6 +426,28 @@ def check_output(args) -> None:
     if out.exists() and not (out / utils.OUTPUT_MARKER).is_file():
         raise UserError(f"{args.output} was not written by test.py (it lacks {utils.OUTPUT_MARKER}); "
                         "--overwrite replaces only test.py's own outputs: choose another --output")
+    if out.exists():
+        check_own_output(out)
+
+
+def output_manifest(folder: Path) -> dict:
+    """{relative path: size} of every file and link under ``folder`` but the marker: what a
+    finished run wrote, kept in its marker so that --overwrite can prove it removes only that."""
+    return utils.file_sizes(folder, skip={utils.OUTPUT_MARKER})
+
+
+def check_own_output(out: Path) -> None:
+    """--overwrite removes ``out`` only when it holds exactly what the test.py run that wrote it
+    listed in its marker: a training run, a checkpoint, a note or a frame put there since (or a
+    file of ours changed since) stops it."""
+    listed = read_marker(out).get("files")
+    if not isinstance(listed, dict):
+        raise UserError(f"{out} has a {utils.OUTPUT_MARKER} without the list of the files test.py wrote (an "
+                        "unfinished or older output): remove it yourself, or choose another --output")
+    for rel, size in output_manifest(out).items():
+        if listed.get(rel) != size:
+            raise UserError(f"--overwrite would delete {out / rel}, which the test.py run that wrote {out} did not "
+                            "write (or which changed since): move it away, or choose another --output")
 
 
 def check_video(args) -> None:
@@ -418,6 +464,8 @@ def check_video(args) -> None:
         if earlier != str(video):
             raise UserError(f"--video {args.video} already exists and is not the video test.py wrote with "
                             f"--output {args.output}: choose a new file name")
+    if video.suffix.lower() != ".mp4":  # else ffmpeg fails after the colouring, with its own dump
+        raise UserError(f"--video {args.video}: the video is written as H.264 MP4, so its name must end in .mp4")
 
 
 def read_marker(out: Path) -> dict:
@@ -451,6 +499,8 @@ def start_output(args) -> Path:
     removed first, one that is not ours is refused."""
     out = Path(args.output).resolve()
     out_tmp = out.with_name(f".{out.name}.partial")
+    if out_tmp.is_dir() and not any(out_tmp.iterdir()):  # a run killed between its mkdir and its marker
+        out_tmp.rmdir()
     if out_tmp.exists():
         if not (out_tmp / utils.OUTPUT_MARKER).is_file():
             raise UserError(f"{out_tmp} exists and was not left by test.py: move it away first")
@@ -466,9 +516,13 @@ def finish(out_tmp: Path, args, per_shot: dict, note: dict, video_final: Path | 
     """Metrics, then the renames that make the output visible only when complete. An earlier
     output of ours is set aside first and removed only once the new one is in place."""
     if per_shot:
+        # a single frame folder is shot "." inside: the table and the JSON say its name
+        per_shot = {(Path(args.input).resolve().name if shot == "." else shot): m for shot, m in per_shot.items()}
         overall = metrics_lib.summarize(per_shot)
         metrics_lib.write_metrics_json(out_tmp / "metrics.json", per_shot, overall, extra=note)
         print(metrics_lib.format_table(per_shot, overall))
+    marker = read_marker(out_tmp) | {"files": output_manifest(out_tmp)}  # last: the output is complete
+    utils.atomic_write_bytes(out_tmp / utils.OUTPUT_MARKER, json.dumps(marker).encode())
     if video_final is not None:
         os.replace(partial_video(video_final), video_final)
     out = Path(args.output).resolve()
@@ -492,10 +546,29 @@ def main(args) -> int:
         args.checkpoint, device, args.image_size, args.line_art, input_type=args.input_type, blend=args.blend,
         batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp, regions=args.regions)
     options = colorizer.options
+    plan = plan_input(Path(args.input), args.side_by_side)
+    check_network_memory(colorizer, device)
+    utils.set_threads(options.image_size ** 2 * args.batch_chains)
+    with contextlib.ExitStack() as locks:
+        # one writer per output and per video; what was checked before the lock is checked again
+        locks.enter_context(utils.WriterLock(args.output, "test.py"))
+        if args.video and not _within(Path(args.video).resolve(), Path(args.output).resolve()):
+            locks.enter_context(utils.WriterLock(args.video, "test.py"))  # inside: the output's lock covers it
+        check_output(args)
+        if args.video:
+            check_video(args)
+        write_output(args, colorizer, keyframes, plan)
+    print(f"wrote {args.output}" + (f" and {args.video}" if args.video else ""))
+    return 0
+
+
+def write_output(args, colorizer: colorize.Colorizer, keyframes, plan) -> None:
+    """Colour into the temporary output, then put it in place; nothing is left on failure."""
+    options = colorizer.options
     out_tmp = start_output(args)
     video_tmp, video_final = video_paths(args, out_tmp)
     try:
-        per_shot = run(args, colorizer, out_tmp, keyframes, video_tmp)
+        per_shot = run(args, colorizer, out_tmp, keyframes, video_tmp, plan)
         keyframes_given = args.first_keyframe or args.first_keyframe_dir or args.keyframes
         finish(out_tmp, args, per_shot, {"checkpoint": str(args.checkpoint), "generator": colorizer.cfg.generator,
                                          "image_size": options.image_size, "line_art": options.line_art,
@@ -505,8 +578,20 @@ def main(args) -> int:
         if video_final is not None:
             partial_video(video_final).unlink(missing_ok=True)
         raise
-    print(f"wrote {args.output}" + (f" and {args.video}" if args.video else ""))
-    return 0
+
+
+# Peak memory of colouring, in bytes per pixel per generator base channel (ngf): measured 58 (the
+# default U-Net at 512², fp32, CPU: 461 MiB over the idle process), with a margin of 1.5.
+ACTIVATION_BYTES_PER_PIXEL_CHANNEL = 90
+
+
+def check_network_memory(colorizer: colorize.Colorizer, device) -> None:
+    """A huge --image_size is refused in one line before any frame is read, not by an
+    out-of-memory traceback part-way."""
+    size, ngf = colorizer.options.image_size, colorizer.cfg.ngf or 64
+    chains = getattr(colorizer.options, "batch_chains", 1) or 1
+    needed = size * size * ngf * ACTIVATION_BYTES_PER_PIXEL_CHANNEL * chains
+    utils.check_memory(needed, f"colouring at --image_size {size}", device)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,10 @@ validation shot is coloured by ``colorize.py``, as test.py colours.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -72,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_workers", type=int, default=2, help="DataLoader workers per process")
     g.add_argument("--no_frame_cache", action="store_true",
                    help="read the image files at every sample instead of the decoded-frame cache (every training "
-                        "frame decoded and resized once into a memory-mapped file shared by all workers and GPUs)")
+                        "frame decoded and resized once into one file read by all workers and GPUs)")
     g.add_argument("--cache_dir", default=None,
                    help="where the frame cache lives (default: $TCVC_CACHE_DIR, else $XDG_CACHE_HOME/tcvc, else "
                         "~/.cache/tcvc); it can be deleted at any time")
@@ -175,6 +177,30 @@ def resolve_data(args):
     return train_dir, train_shots, val_dir or train_dir, val_shots
 
 
+def check_run_dir_apart(args, data_roots, shots) -> None:
+    """The run folder is never the data: not a data root, not a shot folder or inside one, and
+    no data inside it (training would write checkpoints among the frames, and the next data
+    discovery would skip that shot as a run folder)."""
+    run_dir = Path(args.run_dir).resolve()
+    for folder in [Path(d).resolve() for d in data_roots if d] + [Path(s).resolve() for s in shots]:
+        if run_dir == folder or folder in run_dir.parents or run_dir in folder.parents:
+            raise UserError(f"--run_dir {args.run_dir} is, holds or lies inside the training data {folder}: "
+                            "choose a run folder outside the data")
+
+
+# Peak memory of a training step, in bytes per pixel of the batch per generator base channel
+# (ngf): measured 265 (train.py, default U-Net, 256², batch 2, CPU: 1060 MiB more than at 32²,
+# batch 1), with a margin of 1.5. Only sizes that cannot fit are refused.
+TRAIN_BYTES_PER_PIXEL_CHANNEL = 400
+
+
+def check_training_memory(args, cfg, device) -> None:
+    """A batch that cannot fit is refused in one line before the data is read."""
+    needed = args.batch_size * args.image_size ** 2 * cfg.ngf * TRAIN_BYTES_PER_PIXEL_CHANNEL
+    utils.check_memory(needed, f"training at --image_size {args.image_size} with --batch_size {args.batch_size}",
+                       device)
+
+
 def model_config(args) -> models.ModelConfig:
     """A switch given turns the option off; none given leaves the generator's own default."""
     return models.ModelConfig(generator=args.generator, ndf=args.ndf, ngf=args.ngf, correspondence=args.correspondence,
@@ -228,7 +254,12 @@ def prepare(args) -> tuple[Run, runs.Nets]:
     """Everything the loop needs: the fixed run context, and the networks with their optimisers."""
     rank, world, device = runs.setup_distributed(args.device)
     train_dir, train_shots, val_dir, val_shots = resolve_data(args)
+    check_run_dir_apart(args, [train_dir, val_dir, args.line_root], train_shots + val_shots)
     cfg = model_config(args)
+    check_training_memory(args, cfg, device)
+    threads = utils.set_threads(args.batch_size * args.image_size ** 2)
+    if rank == 0:
+        runs.tqdm.write(f"note: {threads} thread(s) (set TCVC_THREADS to choose)")
     ds, sampler, loader = build_loader(args, cfg, train_dir, train_shots, rank, world, device)
     nets = build_nets(args, cfg, device)
     vgg = losses.load_vgg19(args.vgg_weights).to(device)
@@ -392,6 +423,9 @@ def announce(run: Run, nets: runs.Nets, total: int) -> None:
              f"generator {cfg.generator}: {models.count_parameters(G) / 1e6:.2f} M parameters "
              f"(copy path {cfg.copy_path}, keyframe input {cfg.keyframe_input}, correspondence "
              f"{cfg.correspondence}); {total} steps of batch {args.batch_size} x {run.world}"]
+    if not run.n_val_shots:
+        lines.append("note: no validation shot (one shot, --val_fraction 0, or too few shots to hold one out): "
+                     "no best.pt and no samples/ will be written; give --val_data to have them")
     if run.vgg_random:
         lines.append("WARNING: VGG19 has RANDOM weights (--vgg_weights random): perceptual and style "
                      "losses are not ImageNet features; use this for smoke runs only")
@@ -405,7 +439,11 @@ def train(run: Run, nets: runs.Nets, progress: runs.Progress) -> int:
     health = runs.Health(run.device)
     if run.is_main:
         announce(run, nets, total)
-    bar = runs.tqdm(total=total, initial=progress.step, disable=not run.is_main, dynamic_ncols=True, unit="step")
+    # under --max_minutes the time budget, not the step count, usually ends the run: a bar of
+    # steps would promise 139 hours for a 4-minute demo, so it shows steps and the time left
+    budgeted = run.args.max_minutes is not None
+    bar = runs.tqdm(total=None if budgeted else total, initial=progress.step, disable=not run.is_main,
+                    dynamic_ncols=True, unit="step")
     try:
         with runs.StopRequest() as stop:
             return loop(run, nets, progress, health, logger, bar, stop, total)
@@ -437,8 +475,10 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
                 health.check()
                 record = dict(zip(logs, torch.stack(list(logs.values())).tolist()))  # the one sync
                 rate = seen / max(time.time() - t0, 1e-9)  # honest: the device has caught up
+                left = {"min_left": f"{max(0.0, args.max_minutes - (time.time() - t0) / 60):.1f}"} \
+                    if args.max_minutes is not None else {}
                 bar.set_postfix({k.replace("loss_", ""): f"{v:.3g}" for k, v in record.items()}
-                                | {"img/s": f"{rate:.1f}"})
+                                | {"img/s": f"{rate:.1f}"} | left)
                 logger.log(progress.step, record | {"epoch": progress.epoch, "img_per_s": rate,
                                                     "vgg": vgg_note})
             bar.update(1)
@@ -529,6 +569,7 @@ def check_args(args) -> None:
         raise UserError(f"--beta1 and --beta2 must be in [0, 1), got {args.beta1}, {args.beta2}")
     if not 0 <= args.val_fraction < 1:
         raise UserError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
+    runs.check_logfile(args.logfile)
     model_config(args).check_size(args.image_size, args.image_size, f"--image_size {args.image_size}")
 
 
@@ -536,21 +577,24 @@ def run_training(args) -> tuple[int, Run, runs.Nets]:
     """Train as ``main`` does and also return the run and the networks (tests read every
     rank's weights). Nothing is written before every check has passed."""
     check_args(args)
-    folder = runs.RunFolder(args.run_dir, {})
-    resume = runs.find_resume(args.resume, folder)
-    folder.check(resume, asked_auto=args.resume == "auto")
-    utils.seed_everything(args.seed)
-    run, nets = prepare(args)
-    try:
-        progress = runs.Progress()
-        if resume is not None:
-            progress = restore(run, nets, resume)
-            if run.is_main:
-                runs.tqdm.write(f"resumed from {resume} at step {progress.step} (epoch {progress.epoch})")
-        return train(run, nets, progress), run, nets
-    finally:
-        if torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    # one train.py per run folder (rank 0 holds the lock: only it writes); checked under the lock
+    lock = utils.WriterLock(args.run_dir, "train.py") if os.environ.get("RANK", "0") == "0" else None
+    with lock or contextlib.nullcontext():
+        folder = runs.RunFolder(args.run_dir, {})
+        resume = runs.find_resume(args.resume, folder)
+        folder.check(resume, asked_auto=args.resume == "auto")
+        utils.seed_everything(args.seed)
+        run, nets = prepare(args)
+        try:
+            progress = runs.Progress()
+            if resume is not None:
+                progress = restore(run, nets, resume)
+                if run.is_main:
+                    runs.tqdm.write(f"resumed from {resume} at step {progress.step} (epoch {progress.epoch})")
+            return train(run, nets, progress), run, nets
+        finally:
+            if torch.distributed.is_initialized():
+                torch.distributed.destroy_process_group()
 
 
 def main(args) -> int:

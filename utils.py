@@ -39,6 +39,23 @@ _TRAILING_NUMBER = re.compile(r"(\d+)$")
 OUTPUT_MARKER = ".tcvc-output"
 RUN_MARKER = ".tcvc-run"
 PARTIAL_MARKER = ".tcvc-partial"
+# FrameExtraction.py's output: which video it came from, and every file it wrote (its size), so
+# that --overwrite removes only that.
+FRAMES_MARKER = ".tcvc-frames"
+
+
+def file_sizes(folder, skip=()) -> dict:
+    """{relative path: size, -1 for a symbolic link} of every file and link under ``folder``
+    (links are not followed), but the names in ``skip``: what an output holds, for the
+    manifest in its marker and for proving, before an overwrite, that it holds nothing else."""
+    folder, found = Path(folder), {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            path = Path(dirpath, name)
+            rel = path.relative_to(folder).as_posix()
+            if rel not in skip:
+                found[rel] = -1 if path.is_symlink() else path.stat().st_size
+    return found
 
 
 class UserError(Exception):
@@ -111,11 +128,26 @@ def is_image(path) -> bool:
 
 
 def list_frames(folder) -> list[Path]:
-    """Numbered image files of one folder, ordered by their number (not recursive)."""
+    """Numbered image files of one folder, ordered by their number (not recursive).
+
+    Two files with one number (``frame_000001.png`` and ``.jpg``, ``frame1`` and ``frame01``)
+    would write one output file and pair the wrong frames, and a symbolic link to a missing
+    file would silently make the chain jump: each is a ``UserError`` before any work."""
     folder = Path(folder)
-    frames = [p for p in folder.iterdir() if p.is_file() and is_image(p)
-              and frame_number(p) is not None]
-    return sorted(frames, key=lambda p: (frame_number(p), natural_key(p.name)))
+    frames = []
+    for p in folder.iterdir():
+        if not is_image(p) or frame_number(p) is None or p.name.startswith("."):
+            continue
+        if p.is_symlink() and not p.exists():
+            raise UserError(f"frame {p} is a symbolic link to a missing file ({os.readlink(p)})")
+        if p.is_file():
+            frames.append(p)
+    frames.sort(key=lambda p: (frame_number(p), natural_key(p.name)))
+    for a, b in zip(frames, frames[1:]):
+        if frame_number(a) == frame_number(b):
+            raise UserError(f"{folder} holds two frames numbered {frame_number(a)}: {a.name} and {b.name} "
+                            "(keep one: each number is one frame of the shot)")
+    return frames
 
 
 def find_shot_dirs(root, report=True) -> list[Path]:
@@ -189,6 +221,12 @@ def resize(image: np.ndarray, size: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- image I/O
+# The largest frame decoded (width x height): 8K is 33 megapixels. A PNG of a few hundred KB can
+# announce 40000x40000 (4.8 GB decoded); its header is read first, and such a frame is refused in
+# one line instead of running out of memory. TCVC_MAX_PIXELS raises the limit.
+MAX_PIXELS = int(os.environ.get("TCVC_MAX_PIXELS", 100_000_000))
+
+
 def decode_rgb(data: bytes, name="image") -> np.ndarray:
     """Decode encoded image bytes to uint8 RGB (H, W, 3); ``UserError`` naming ``name`` if bad.
 
@@ -197,27 +235,63 @@ def decode_rgb(data: bytes, name="image") -> np.ndarray:
     """
     if data[:2] == b"\xff\xd8" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
         raise UserError(f"cannot read image {name}: the JPEG file is truncated")
+    check_pixels(data, name)
     if data[:8] == _PNG_SIGNATURE:
         return _decode_png(data, name)
-    array = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(array, cv2.IMREAD_COLOR) if array.size else None
+    image = _decode_opencv(data)
     if image is None:
         raise UserError(f"cannot read image {name}: not a readable image file")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
+
+
+def check_pixels(data: bytes, name) -> None:
+    """Refuse a frame larger than ``MAX_PIXELS`` from its header, before decoding it."""
+    import io
+
+    from PIL import Image
+
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR":  # the fixed first chunk: no parser needed
+        width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    else:
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+        except Exception:  # not an image Pillow knows: the decoder reports it
+            return
+    if width * height > MAX_PIXELS:
+        raise UserError(f"image {name} is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels, "
+                        f"{width * height * 3 / 1e9:.1f} GB decoded), more than the {MAX_PIXELS / 1e6:.0f} "
+                        "megapixels this tool decodes (set TCVC_MAX_PIXELS to allow more)")
+
+
+def _decode_opencv(data: bytes) -> np.ndarray | None:
+    """Any format OpenCV reads, as RGB (a grey or grey+alpha PNG becomes grey RGB), or None."""
+    array = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(array, cv2.IMREAD_COLOR) if array.size else None
+    return None if image is None else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+try:  # optional: libspng decodes PNG twice as fast as OpenCV's libpng; OpenCV reads them all
+    import pyspng
+except ImportError:
+    pyspng = None
 
 
 def _decode_png(data: bytes, name) -> np.ndarray:
     """PNG through libspng (pyspng): twice as fast as OpenCV's libpng here, the same pixels.
-    Data loading is bound by PNG decoding, so this sets the training input rate."""
-    import pyspng
-
+    Data loading is bound by PNG decoding, so this sets the training input rate. A PNG that
+    pyspng cannot read (some valid grey+alpha files), or every PNG where pyspng is not
+    installed, goes through OpenCV; only a PNG that neither reads is corrupt."""
     try:
-        image = pyspng.load(data)
-    except Exception:  # pyspng raises a bare RuntimeError for a broken stream
-        raise UserError(f"cannot read image {name}: corrupt or truncated PNG file") from None
+        image = pyspng.load(data) if pyspng is not None else None
+    except Exception:  # pyspng raises a bare RuntimeError for a broken or unsupported stream
+        image = None
+    if image is None:
+        image = _decode_opencv(data)
+        if image is None:
+            raise UserError(f"cannot read image {name}: corrupt or truncated PNG file")
+        return image
     if image.dtype != np.uint8:  # 16-bit PNG: keep the high byte
         image = (image >> 8).astype(np.uint8)
     if image.ndim == 2:
@@ -308,6 +382,111 @@ def write_image(path, image: np.ndarray, jpeg_quality: int = 95) -> None:
     atomic_write_bytes(path, encode_image(image, Path(path).suffix, jpeg_quality))
 
 
+# ----------------------------------------------------------------------------- one writer
+class WriterLock:
+    """One writer per output: an OS-level lock (``fcntl.flock``) on a hidden lock file beside
+    the folder or file being written, ``.NAME.lock``. The kernel drops it when the process
+    ends, however it ends, so a killed run never blocks the next; a second writer is refused
+    with a ``UserError``. The lock file is removed on release (and re-checked after locking:
+    a file removed by the previous holder between our open and our lock is not a lock)."""
+
+    def __init__(self, target, tool: str):
+        self.target, self.tool = Path(target).resolve(), tool
+        self.path = self.target.with_name(f".{self.target.name}.lock")
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+                os.close(fd)
+                raise UserError(f"another {self.tool} is writing {self.target} ({holder or 'a running process'}): "
+                                "wait for it to end, or choose another output") from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+                self.fd = fd
+                return self
+            os.close(fd)  # the previous holder removed it as we opened it: take the new one
+        raise UserError(f"cannot lock {self.path}: it keeps changing")
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # while still held: nobody else can be inside
+            os.close(self.fd)
+            self.fd = None
+
+
+# ----------------------------------------------------------------------------- threads
+def choose_threads(pixels_per_step: int, cores=None) -> int:
+    """Threads for torch and OpenCV: one per ``PIXELS_PER_THREAD`` of work per step (pixels of
+    the batch), at most the cores this process may run on (``os.sched_getaffinity``: a
+    container's or ``taskset``'s share, not the machine's). Small work gets one thread: OpenMP
+    threads that spin-wait for each other are 8 to 30 times slower than one thread when
+    another job holds a core. ``TCVC_THREADS`` (or ``OMP_NUM_THREADS``, which torchrun sets to
+    1) overrides the choice."""
+    for name in ("TCVC_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            if not value.isdigit() or int(value) < 1:
+                raise UserError(f"{name} must be a whole number of threads, at least 1, got {value!r}")
+            return int(value)
+    if cores is None:  # macOS has no sched_getaffinity
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, pixels_per_step // PIXELS_PER_THREAD))
+
+
+# Below this many pixels per step a second thread costs more in synchronisation than it
+# saves on two cores (measured: see the README's threads figures).
+PIXELS_PER_THREAD = 4 * 256 * 256
+
+
+def set_threads(pixels_per_step: int) -> int:
+    """Apply ``choose_threads`` to torch and OpenCV; returns the count."""
+    import torch
+
+    threads = choose_threads(pixels_per_step)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    return threads
+
+
+# ----------------------------------------------------------------------------- memory
+def available_memory(device=None) -> int:
+    """Bytes that can still be allocated: free GPU memory on a CUDA device, else the kernel's
+    MemAvailable (what can be used without swapping), else no limit."""
+    if device is not None and getattr(device, "type", None) == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
+
+
+def check_memory(needed: int, what: str, device=None) -> None:
+    """Refuse work whose estimated memory exceeds what is available, in one line, before it
+    starts (instead of an out-of-memory traceback or the kernel's OOM killer)."""
+    free = available_memory(device)
+    if needed > free:
+        raise UserError(f"{what} needs about {needed / 2**30:.1f} GiB of memory, more than the "
+                        f"{free / 2**30:.1f} GiB available: use a smaller size")
+
+
 # ----------------------------------------------------------------------------- torch helpers
 def atomic_torch_save(obj, path) -> None:
     """``torch.save`` through a temporary file and a rename (never a half-written checkpoint)."""
@@ -339,7 +518,25 @@ def read_checkpoint(path) -> dict:
         raise UserError(f"cannot read checkpoint {path}: corrupt or truncated file ({first})") from None
     if not isinstance(ckpt, dict):
         raise UserError(f"{path} is not a TCVC checkpoint (no dict inside)")
+    bad = first_non_finite(ckpt)
+    if bad:
+        raise UserError(f"checkpoint {path} holds non-finite values (nan or inf) in {bad}: it would colour every "
+                        "frame black; use an earlier checkpoint")
     return ckpt
+
+
+def first_non_finite(tree, name="") -> str | None:
+    """The name of the first floating-point tensor in a nested dict/list holding nan or inf."""
+    import torch
+
+    if isinstance(tree, torch.Tensor):
+        return name or "a tensor" if tree.is_floating_point() and not torch.isfinite(tree).all() else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else []
+    for key, value in items:
+        found = first_non_finite(value, f"{name}.{key}" if name else str(key))
+        if found:
+            return found
+    return None
 
 
 def resolve_device(name: str = "auto"):

@@ -1,6 +1,5 @@
 """test.py: recurrent colorization of shots and videos, keyframes, outputs and bad input."""
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -94,7 +93,11 @@ def test_full_res_keeps_input_size_and_side_by_side(tmp_path, frame_factory, ech
     write_shot(tmp_path / "in", frame_factory, 2, size=72)
     colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", "x.pt", "--full_res", "--side_by_side"))
     assert utils.read_rgb(tmp_path / "out" / "frame_000.png").shape == (72, 72, 3)
-    assert utils.read_rgb(tmp_path / "out" / "side_by_side" / "frame_000.png").shape == (SIZE, 3 * SIZE, 3)
+    # the side-by-side frames (and so --video) are at the size of the frames written, their middle
+    # panel the very frame written
+    panel = utils.read_rgb(tmp_path / "out" / "side_by_side" / "frame_000.png")
+    assert panel.shape == (72, 3 * 72, 3)
+    assert np.array_equal(panel[:, 72:144], utils.read_rgb(tmp_path / "out" / "frame_000.png"))
 
 
 def test_full_res_puts_colour_on_input_luminance(tmp_path, echo):
@@ -178,7 +181,15 @@ def test_bad_arguments_are_user_errors(tmp_path, frame_factory, echo, case):
 
 
 def run_cli(*argv):
-    return subprocess.run([sys.executable, str(ROOT / "test.py"), *map(str, argv)], capture_output=True, text=True)
+    """test.py's command line as ``__main__`` runs it (utils.run_cli), in this process: a fresh
+    process would spend most of its time importing torch (the real processes are in test_hostile)."""
+    import contextlib
+    import io
+    import types
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(colorize_cli.main, colorize_cli.build_parser().parse_args([str(a) for a in argv]))
+    return types.SimpleNamespace(returncode=exit_info.value.code, stderr=err.getvalue())
 
 
 def test_missing_and_foreign_checkpoints_give_one_line(tmp_path, frame_factory):

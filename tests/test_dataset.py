@@ -483,3 +483,11 @@ def test_extended_samples_are_deterministic_and_uint8_matches(tmp_path, frame_fa
                     assert torch.allclose(c[key].float(), a[key], atol=0.05)
                 else:
                     assert torch.equal(c[key], a[key])
+
+
+def test_non_finite_generator_output_is_refused_not_written_black():
+    image = torch.full((3, 4, 4), 0.5)
+    assert dataset.to_uint8(image)[0, 0].tolist() == [128, 128, 128]
+    image[1, 2, 3] = float("nan")
+    with pytest.raises(UserError, match="non-finite"):
+        dataset.to_uint8(image)

@@ -48,7 +48,8 @@ def write_video(path: Path, frames, fps: float = 24.0) -> Path:
 
 
 def names(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    """What a user sees in a folder (not the hidden markers)."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def frame_ids(folder: Path) -> list[int]:

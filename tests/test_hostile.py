@@ -36,7 +36,8 @@ import test as colorize_cli  # noqa: E402
 TOOLS = {"test.py": colorize_cli, "train.py": train, "FrameExtraction.py": FrameExtraction, "demo.py": demo}
 # A location nobody may write to, root included (sysfs refuses new entries).
 READ_ONLY = "/sys/tcvc-hostile-test"
-PROGRESS_BAR = re.compile(r"(\?|[0-9.]+)(frame|step|it)/s")
+# tqdm's rate: "12.3frame/s", "?frame/s", or on a slow (busy) machine "1.87s/frame"
+PROGRESS_BAR = re.compile(r"(\?|[0-9.]+)(frame|step|it)/s|[0-9.]+s/(frame|step|it)\b")
 
 
 @dataclass
@@ -102,6 +103,32 @@ REFUSED = [
          "fake.mp4"),
     Case("an output folder on a read-only location", "test.py",
          COLOUR + ["--input", "{shot}", "--output", READ_ONLY + "/out"], READ_ONLY),
+    # ---- test.py: --overwrite removes only what that earlier run wrote (issue 20)
+    Case("--overwrite onto an earlier output that now holds a training run", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{prev_run}", "--overwrite"], "did not write"),
+    Case("--overwrite onto an earlier output with a note of the user's put in it", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{prev_note}", "--overwrite"], "did not write"),
+    Case("--overwrite onto an earlier output whose frame was replaced by the user", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{prev_edit}", "--overwrite"], "changed since"),
+    # ---- test.py: clear errors before any work (issue 20)
+    Case("--video without .mp4", "test.py", COLOUR + ["--input", "{shot}", "--output", "{new}", "--video",
+                                                      "{new2}.avi"], ".mp4"),
+    Case("--video without an extension", "test.py", COLOUR + ["--input", "{shot}", "--output", "{new}", "--video",
+                                                              "{new2}"], ".mp4"),
+    Case("two frames with one number in a shot", "test.py", COLOUR + ["--input", "{dup}", "--output", "{new}"],
+         "two frames numbered 1"),
+    Case("a frame that is a dangling symbolic link", "test.py",
+         COLOUR + ["--input", "{dangling}", "--output", "{new}"], "symbolic link to a missing file"),
+    Case("a shot named side_by_side with --side_by_side", "test.py",
+         COLOUR + ["--input", "{sbs_data}", "--output", "{new}", "--side_by_side"], "side_by_side"),
+    Case("two shots whose names differ only in case", "test.py",
+         COLOUR + ["--input", "{case_data}", "--output", "{new}"], "differ only in case"),
+    Case("a 40000x40000 PNG of a few bytes", "test.py", COLOUR + ["--input", "{huge}", "--output", "{new}"],
+         "40000x40000"),
+    Case("a checkpoint whose weights are NaN", "test.py",
+         ["--checkpoint", "{ckpt_nan}", "--device", "cpu", "--input", "{shot}", "--output", "{new}"], "non-finite"),
+    Case("--image_size too big for the memory", "test.py",
+         COLOUR + ["--input", "{shot}", "--output", "{new}", "--image_size", "65536"], "GiB of memory"),
     # ---- train.py
     Case("a run folder that holds a run, without --resume", "train.py",
          TRAIN + ["--data", "{data}", "--run_dir", "{run}"], "already holds a training run"),
@@ -128,6 +155,23 @@ REFUSED = [
          "frame_000002.png"),
     Case("a run folder on a read-only location", "train.py",
          TRAIN + ["--data", "{data}", "--run_dir", READ_ONLY + "/run", "--val_fraction", "0"], READ_ONLY),
+    # ---- train.py: never into the user's data (issue 20)
+    Case("--run_dir the data folder", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{data}"],
+         "training data"),
+    Case("--run_dir a shot folder of the data", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{shot}"],
+         "training data"),
+    Case("--run_dir inside a shot folder", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{shot}/run"], "training data"),
+    Case("--logfile an input frame", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--logfile", "{frame}"], "not a train.py log"),
+    Case("--logfile a note of the user's", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--logfile", "{note}"], "not a train.py log"),
+    Case("--logfile in a folder that does not exist", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--logfile", "{new2}/log.txt"], "does not exist"),
+    Case("--image_size too big for the memory", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--image_size", "65536"], "GiB of memory"),
+    Case("--init_generator with NaN weights", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--checkpoint_path_G", "{ckpt_nan}"], "non-finite"),
     # ---- FrameExtraction.py
     Case("a video of which no frame is kept", "FrameExtraction.py",
          ["--video_path", "{black_clip}", "--output_path", "{new}", "--drop_blank"], "no frame"),
@@ -137,6 +181,13 @@ REFUSED = [
          ["--video_path", "{clip}", "--output_path", READ_ONLY + "/frames"], READ_ONLY),
     Case("a .partial folder beside the output that is not FrameExtraction's", "FrameExtraction.py",
          ["--video_path", "{clip}", "--output_path", "{foreign_partial_dest}"], "was not left by FrameExtraction"),
+    # ---- FrameExtraction.py: --overwrite removes only its own earlier frames (issue 20)
+    Case("--overwrite where shot_0001/ holds the input video and a note", "FrameExtraction.py",
+         ["--video_path", "{fe_video}", "--output_path", "{fe_foreign}", "--overwrite"], "holds the input video"),
+    Case("--overwrite where shot_0001/ holds a video and a note, no marker", "FrameExtraction.py",
+         ["--video_path", "{clip}", "--output_path", "{fe_foreign}", "--overwrite"], "did not write"),
+    Case("--overwrite onto an earlier extraction with a note put in a shot folder", "FrameExtraction.py",
+         ["--video_path", "{clip}", "--output_path", "{fe_note}", "--overwrite"], "did not write"),
     # ---- demo.py
     Case("--test_start past the end of the clip", "demo.py",
          ["--video", "{clip}", "--test_start", "104", "--work", "{new}", "--out", "{new2}"], "--test_start 104"),
@@ -150,7 +201,8 @@ REFUSED = [
 def write_clip(path: Path, n=10, black=False, size=48):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 12, (size, size))
     for i in range(n):
-        frame = np.zeros((size, size, 3), np.uint8) if black else np.full((size, size, 3), 40 + 15 * i, np.uint8)
+        grey = (40 + 15 * i) % 256
+        frame = np.zeros((size, size, 3), np.uint8) if black else np.full((size, size, 3), grey, np.uint8)
         if not black:
             frame[10:30, 5 + 2 * i:25 + 2 * i] = (200, 60, 30)
         writer.write(frame)
@@ -166,8 +218,21 @@ def save_export(path: Path, **changes):
     return path
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """The sandbox, built once (it trains a run and colours a shot); each case gets a copy."""
+    from conftest import make_frame
+    return build_sandbox(tmp_path_factory.mktemp("template"), make_frame)
+
+
 @pytest.fixture
-def sandbox(tmp_path, frame_factory):
+def sandbox(template, tmp_path):
+    root = tmp_path / "box"
+    shutil.copytree(template["root"], root, symlinks=True)
+    return {k: root / Path(v).relative_to(template["root"]) for k, v in template.items()}
+
+
+def build_sandbox(tmp_path, frame_factory):
     p = {"root": tmp_path, "data": tmp_path / "data", "shot": tmp_path / "data" / "shot_a",
          "ckpts": tmp_path / "ckpts", "clips": tmp_path / "clips", "mine": tmp_path / "mine",
          "new": tmp_path / "new", "new2": tmp_path / "new2", "run": tmp_path / "run",
@@ -194,7 +259,60 @@ def sandbox(tmp_path, frame_factory):
     # a finished training run of one step
     assert train.main(train.build_parser().parse_args(
         TRAIN + ["--data", str(p["data"]), "--run_dir", str(p["run"]), "--val_fraction", "0"])) == 0
+    add_issue_20_inputs(p, frame_factory)
     return p
+
+
+def add_issue_20_inputs(p: dict, frame_factory) -> None:
+    """Earlier outputs that hold what their run did not write, and inputs that must be refused."""
+    r = p["root"]
+    prev = r / "prev"
+    assert colorize_cli.main(colorize_cli.build_parser().parse_args(
+        ["--checkpoint", str(p["ckpt"]), "--device", "cpu", "--input", str(p["shot"]), "--output", str(prev)])) == 0
+    for name in ("prev_run", "prev_note", "prev_edit"):
+        p[name] = r / name
+        shutil.copytree(prev, p[name])
+    shutil.copytree(p["run"], p["prev_run"] / "myrun")  # train.py --run_dir prev/myrun
+    (p["prev_note"] / "notes.txt").write_text("the user's notes on this output")
+    utils.write_image(p["prev_edit"] / "frame_000002.png", np.zeros((32, 32, 3), np.uint8))  # retouched
+    shutil.rmtree(prev)
+    p["dup"], p["dangling"] = r / "dup", r / "dangling"
+    for folder in (p["dup"], p["dangling"]):
+        for i in range(3):
+            utils.write_image(folder / f"frame_{i:06d}.png", frame_factory(i, 40, 40))
+    utils.write_image(p["dup"] / "frame_000001.jpg", frame_factory(1, 40, 40))
+    (p["dangling"] / "frame_000003.png").symlink_to(r / "gone.png")
+    p["sbs_data"], p["case_data"] = r / "sbs_data", r / "case_data"
+    for shot in (p["sbs_data"] / "side_by_side", p["sbs_data"] / "a", p["case_data"] / "Shot_a",
+                 p["case_data"] / "shot_a"):
+        for i in range(2):
+            utils.write_image(shot / f"frame_{i:06d}.png", frame_factory(i, 40, 40))
+    p["huge"] = r / "huge"
+    p["huge"].mkdir()
+    (p["huge"] / "frame_000000.png").write_bytes(png_header_only(40000, 40000))
+    nan = save_export(p["ckpts"] / "nan.pt")
+    export = torch.load(nan, weights_only=True)
+    next(iter(export["generator"].values())).fill_(float("nan"))
+    torch.save(export, nan)
+    p["ckpt_nan"] = nan
+    # a folder of the user's laid out as FrameExtraction's: shot_0001/ holds a video and a note
+    p["fe_foreign"] = r / "fe"
+    (p["fe_foreign"] / "shot_0001").mkdir(parents=True)
+    p["fe_video"] = p["fe_foreign"] / "shot_0001" / "clip.avi"
+    shutil.copy(p["clip"], p["fe_video"])
+    (p["fe_foreign"] / "shot_0001" / "notes.txt").write_text("the user's")
+    p["fe_note"] = r / "fe_note"
+    FrameExtraction.extract_video(p["clip"], p["fe_note"])
+    (next(p["fe_note"].glob("shot_*")) / "notes.txt").write_text("the user's")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """The first bytes of a PNG that announces width x height (a bomb needs no more)."""
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", len(ihdr)) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    return b"\x89PNG\r\n\x1a\n" + chunk
 
 
 def snapshot(root: Path) -> dict:
@@ -235,11 +353,13 @@ def colour(argv, capsys, ckpt):
 
 def test_overwrite_replaces_our_own_output_and_video(sandbox, capsys, tmp_path):
     s = {k: str(v) for k, v in sandbox.items()}
-    colour(["--input", s["shot"], "--output", s["new"], "--video", s["new2"] + ".mp4"], capsys, s["ckpt"])
-    (sandbox["new"] / "stale.png").write_bytes(b"from the first run")
+    colour(["--input", s["shot"], "--output", s["new"], "--video", s["new2"] + ".mp4", "--side_by_side"], capsys,
+           s["ckpt"])
+    assert (sandbox["new"] / "side_by_side" / "frame_000005.png").is_file()
     colour(["--input", s["shot"], "--output", s["new"], "--video", s["new2"] + ".mp4", "--overwrite"], capsys,
            s["ckpt"])
-    assert not (sandbox["new"] / "stale.png").exists() and (sandbox["new"] / "frame_000005.png").is_file()
+    # the first run's side-by-side frames went with it; the new output is complete
+    assert not (sandbox["new"] / "side_by_side").exists() and (sandbox["new"] / "frame_000005.png").is_file()
     assert Path(s["new2"] + ".mp4").is_file()
     # another output may not take that video over
     code, lines = run_tool("test.py", ["--checkpoint", s["ckpt"], "--device", "cpu", "--input", s["shot"],
@@ -283,9 +403,11 @@ def test_files_are_written_with_the_users_umask(sandbox, capsys, umask, mode):
          "--checkpoint", str(sandbox["ckpt"]), "--input", str(sandbox["shot"]), "--output", str(sandbox["new"]),
          "--device", "cpu"], cwd=ROOT, capture_output=True, text=True)
     assert code.returncode == 0, code.stderr
+    # checkpoints are written by atomic_torch_save through atomic_write_bytes: that, without
+    # importing torch (most of a fresh process's time)
     saved = subprocess.run(
-        [sys.executable, "-c", f"import os; os.umask({umask}); import torch, utils; "
-                               f"utils.atomic_torch_save({{'x': torch.zeros(1)}}, '{sandbox['new2']}/ckpt.pt')"],
+        [sys.executable, "-c", f"import os; os.umask({umask}); import utils; "
+                               f"utils.atomic_write_bytes('{sandbox['new2']}/ckpt.pt', b'weights')"],
         cwd=ROOT, capture_output=True, text=True)
     assert saved.returncode == 0, saved.stderr
     written = [sandbox["new"] / "frame_000000.png", sandbox["new"] / "metrics.json", sandbox["new2"] / "ckpt.pt"]
@@ -317,3 +439,149 @@ def test_symlink_loops_and_our_own_folders_are_read_once_or_skipped(sandbox, cap
     assert shots == [data / "shot_a"]
     note = capsys.readouterr().err
     assert ".shot_b.partial (partial)" in note and "run_inside (a train.py run folder)" in note
+
+
+# ----------------------------------------------------------------------------- issue 20: what must work
+def test_a_grey_alpha_png_that_pyspng_cannot_read_is_coloured(sandbox, capsys):
+    from PIL import Image
+    shot = sandbox["root"] / "grey_alpha"
+    shot.mkdir()
+    for i in range(3):
+        grey = np.full((40, 40), 60 + 40 * i, np.uint8)
+        Image.fromarray(np.stack([grey, np.full_like(grey, 255)], -1), "LA").save(shot / f"frame_{i:06d}.png")
+    assert utils.read_rgb(shot / "frame_000001.png")[0, 0].tolist() == [100, 100, 100]
+    colour(["--input", str(shot), "--output", str(sandbox["new"])], capsys, sandbox["ckpt"])
+    assert len(list(sandbox["new"].glob("frame_*.png"))) == 3
+
+
+def test_a_run_folder_that_saved_nothing_can_be_reused(sandbox, capsys):
+    """A run that failed after its checks (a full disk at its first checkpoint) left its marker,
+    config and log but no checkpoint: a new run, and --resume auto, may start there."""
+    dead = sandbox["root"] / "dead"
+    shutil.copytree(sandbox["run"], dead)
+    shutil.rmtree(dead / "checkpoints")
+    (dead / "generator.pt").unlink()
+    for extra in ([], ["--resume", "auto"]):
+        if extra:
+            shutil.rmtree(dead / "checkpoints")
+            (dead / "generator.pt").unlink()
+        code, lines = run_tool("train.py", TRAIN + ["--data", str(sandbox["data"]), "--run_dir", str(dead),
+                                                    "--val_fraction", "0"] + extra, capsys)
+        assert code == 0, lines
+        assert (dead / "checkpoints" / "step_00000001.pt").is_file() and (dead / "generator.pt").is_file()
+
+
+def test_frame_cache_on_a_full_disk_is_one_line_and_leaves_nothing(sandbox, capsys, monkeypatch):
+    import framecache
+    cache = sandbox["root"] / "cache"
+    cache.mkdir()
+    real = shutil.disk_usage
+    monkeypatch.setattr(framecache.shutil, "disk_usage", lambda p: real(p)._replace(free=1000))
+    before = snapshot(sandbox["root"])
+    code, lines = run_tool("train.py", TRAIN + ["--data", str(sandbox["data"]), "--run_dir", str(sandbox["new"]),
+                                                "--cache_dir", str(cache)], capsys)
+    assert code == 2 and len(lines) == 1 and "free" in lines[0], lines
+    assert snapshot(sandbox["root"]) == before and not list(cache.iterdir()) and not sandbox["new"].exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed"])
+def test_a_damaged_frame_cache_is_rebuilt_not_used(sandbox, capsys, damage):
+    cache = sandbox["root"] / "cache"
+    argv = TRAIN + ["--data", str(sandbox["data"]), "--cache_dir", str(cache), "--val_fraction", "0"]
+    code, lines = run_tool("train.py", argv + ["--run_dir", str(sandbox["new"])], capsys)
+    assert code == 0, lines
+    (frames,) = cache.glob("*/frames.npy")
+    size = frames.stat().st_size
+    with open(frames, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(size - 100)
+        else:
+            f.seek(128)  # past the .npy header: every frame becomes black
+            f.write(bytes(size - 128))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        utils.run_cli(train.main, train.build_parser().parse_args(argv + ["--run_dir", str(sandbox["new2"])]))
+    assert exit_info.value.code == 0
+    assert "rebuilding the frame cache" in capsys.readouterr().err
+    assert frames.stat().st_size == size and np.load(frames).max() > 0
+
+
+def test_a_cache_truncated_while_in_use_is_one_clear_error(tmp_path, frame_factory):
+    import framecache
+    for i in range(4):
+        utils.write_image(tmp_path / "shot" / f"frame_{i}.png", frame_factory(i, 40, 40))
+    cache = framecache.open_or_build([utils.list_frames(tmp_path / "shot")], 36, "canny", cache_dir=tmp_path / "c")
+    assert cache.colour(0, 3).shape == (36, 36, 3)
+    (frames,) = (tmp_path / "c").glob("*/frames.npy")
+    os.truncate(frames, frames.stat().st_size - 10)
+    with pytest.raises(utils.UserError, match="truncated while in use"):
+        cache.colour(0, 3)
+
+
+# ----------------------------------------------------------------------------- issue 20: two writers
+def start_holding_lock(tool: str, argv: list, lock: Path, env: dict) -> subprocess.Popen:
+    """Start a real command and stop it (SIGSTOP) once it holds its lock: the lock file names
+    its pid only after flock succeeded. Nothing here depends on how fast the machine is."""
+    import signal
+    import time
+    proc = subprocess.Popen([sys.executable, tool] + argv, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    while not (lock.is_file() and lock.read_text().startswith(f"pid {proc.pid}")):
+        assert proc.poll() is None, f"{tool} ended before it was seen holding {lock}: {proc.stderr.read()}"
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGSTOP)
+    return proc
+
+
+def writers(s: dict) -> list:
+    """(tool, argv, what it writes) for the three writers, with work enough to watch them."""
+    long_shot = s["root"] / "long_shot"
+    long_shot.mkdir()
+    frame = s["shot"] / "frame_000001.png"
+    for i in range(20):
+        shutil.copy(frame, long_shot / f"frame_{i:06d}.png")
+    long_clip = write_clip(s["clips"] / "long.avi", n=400)
+    out = s["root"] / "out"
+    return [("test.py", COLOUR[:1] + [str(s["ckpt"]), "--device", "cpu", "--input", str(long_shot), "--output",
+                                      str(out)], out),
+            ("train.py", TRAIN[:-4] + ["--device", "cpu", "--num_workers", "0", "--max_steps", "6", "--data",
+                                        str(s["data"]), "--run_dir", str(out), "--val_fraction", "0"], out),
+            ("FrameExtraction.py", ["--video_path", str(long_clip), "--output_path", str(out)], out)]
+
+
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["test.py", "train.py", "FrameExtraction.py"])
+def test_a_second_writer_is_refused_and_the_first_completes(sandbox, which, tmp_path, capsys):
+    """The first writer is a process of its own; the second runs the same command line here
+    (utils.run_cli, as every row of the table: a second fresh process would mostly import torch)."""
+    import signal
+    tool, argv, out = writers(sandbox)[which]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TCVC_CACHE_DIR=str(tmp_path / "cache"))
+    first = start_holding_lock(tool, argv, out.with_name(f".{out.name}.lock"), env)
+    try:
+        before = snapshot(sandbox["root"])
+        code, lines = run_tool(tool, argv, capsys)
+        assert code == 2 and len(lines) == 1 and f"another {tool} is writing" in lines[0], lines
+        assert snapshot(sandbox["root"]) == before  # the second touched nothing
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    # train.py: 3 steps an epoch, a checkpoint at each epoch end, the newest 3 kept
+    expected = {"test.py": ("frame_*.png", 20), "train.py": ("checkpoints/step_*.pt", 2),
+                "FrameExtraction.py": ("shot_*/frame_*.png", 400)}[tool]
+    assert len(list(out.glob(expected[0]))) == expected[1]
+    assert not out.with_name(f".{out.name}.lock").exists()
+
+
+# (train.py takes the same utils.WriterLock; its killed run is resumed in test_train)
+@pytest.mark.parametrize("which", [0, 2], ids=["test.py", "FrameExtraction.py"])
+def test_a_killed_writer_never_blocks_the_next(sandbox, which, tmp_path, capsys):
+    import signal
+    tool, argv, out = writers(sandbox)[which]
+    env = dict(os.environ, OMP_NUM_THREADS="1", TCVC_CACHE_DIR=str(tmp_path / "cache"))
+    first = start_holding_lock(tool, argv, out.with_name(f".{out.name}.lock"), env)
+    os.kill(first.pid, signal.SIGKILL)
+    first.communicate(timeout=60)
+    code, lines = run_tool(tool, argv, capsys)
+    assert code == 0, lines
+    assert out.is_dir() and not out.with_name(f".{out.name}.partial").exists()
