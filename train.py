@@ -177,30 +177,6 @@ def resolve_data(args):
     return train_dir, train_shots, val_dir or train_dir, val_shots
 
 
-def check_run_dir_apart(args, data_roots, shots) -> None:
-    """The run folder is never the data: not a data root, not a shot folder or inside one, and
-    no data inside it (training would write checkpoints among the frames, and the next data
-    discovery would skip that shot as a run folder)."""
-    run_dir = Path(args.run_dir).resolve()
-    for folder in [Path(d).resolve() for d in data_roots if d] + [Path(s).resolve() for s in shots]:
-        if run_dir == folder or folder in run_dir.parents or run_dir in folder.parents:
-            raise UserError(f"--run_dir {args.run_dir} is, holds or lies inside the training data {folder}: "
-                            "choose a run folder outside the data")
-
-
-# Peak memory of a training step, in bytes per pixel of the batch per generator base channel
-# (ngf): measured 265 (train.py, default U-Net, 256², batch 2, CPU: 1060 MiB more than at 32²,
-# batch 1), with a margin of 1.5. Only sizes that cannot fit are refused.
-TRAIN_BYTES_PER_PIXEL_CHANNEL = 400
-
-
-def check_training_memory(args, cfg, device) -> None:
-    """A batch that cannot fit is refused in one line before the data is read."""
-    needed = args.batch_size * args.image_size ** 2 * cfg.ngf * TRAIN_BYTES_PER_PIXEL_CHANNEL
-    utils.check_memory(needed, f"training at --image_size {args.image_size} with --batch_size {args.batch_size}",
-                       device)
-
-
 def model_config(args) -> models.ModelConfig:
     """A switch given turns the option off; none given leaves the generator's own default."""
     return models.ModelConfig(generator=args.generator, ndf=args.ndf, ngf=args.ngf, correspondence=args.correspondence,
@@ -254,9 +230,9 @@ def prepare(args) -> tuple[Run, runs.Nets]:
     """Everything the loop needs: the fixed run context, and the networks with their optimisers."""
     rank, world, device = runs.setup_distributed(args.device)
     train_dir, train_shots, val_dir, val_shots = resolve_data(args)
-    check_run_dir_apart(args, [train_dir, val_dir, args.line_root], train_shots + val_shots)
+    runs.check_run_dir_apart(args.run_dir, [train_dir, val_dir, args.line_root], train_shots + val_shots)
     cfg = model_config(args)
-    check_training_memory(args, cfg, device)
+    runs.check_training_memory(args.batch_size, args.image_size, cfg.ngf, device)
     threads = utils.set_threads(args.batch_size * args.image_size ** 2)
     if rank == 0:
         runs.tqdm.write(f"note: {threads} thread(s) (set TCVC_THREADS to choose)")
