@@ -288,11 +288,12 @@ class Model:
     cfg: object
     device: torch.device
     options: colorize.Options      # the checkpoint's image size and line art, test.py's defaults
+    checkpoint: str                # where it came from (metrics.json says)
 
     @classmethod
     def load(cls, checkpoint, device="auto") -> "Model":
         c = colorize.Colorizer.from_checkpoint(checkpoint, device)
-        return cls(c.G, c.cfg, c.device, c.options)
+        return cls(c.G, c.cfg, c.device, c.options, str(checkpoint))
 
     def colorizer(self, input_type: str = "colour", blend: str = "linear") -> colorize.Colorizer:
         options = dataclasses.replace(self.options, input_type=input_type, blend=blend)
@@ -308,7 +309,7 @@ class Result:
     truths: list[np.ndarray] | None   # uint8 (S, S, 3), colour input only
     video: Path                       # line art | result (| truth), H.264
     result_video: Path                # the result alone, H.264
-    zip: Path                         # PNGs named as test.py names them
+    zip: Path                         # PNGs named as test.py names them (and metrics.json)
     metrics: dict | None              # {row name: summarize(...)}: model, copy keyframe, warped keyframe
     fps: float                        # colouring speed
 
@@ -329,24 +330,28 @@ def colour(session: Session, model: Model, input_type: str = "colour", blend: st
     speed = len(results) / max(time.perf_counter() - t0, 1e-9)
     session.jobs += 1
     folder = session.work / f"job_{session.jobs:03d}"
+    folder.mkdir(parents=True)
     truths = [f.target for f in frames] if input_type == "colour" else None
+    table = shot_metrics(results, frames, keys, colorizer.options.line_art) if truths else None
+    if table:
+        write_metrics(folder / "metrics.json", shot, table["model"], model.checkpoint, colorizer, keys)
     result = write_result(folder, shot, results, [f.line for f in frames], truths, speed)
-    if truths is not None:
-        result.metrics = shot_metrics(results, frames, keys, colorizer.options.line_art)
-        write_metrics(folder / "metrics.json", shot, result.metrics["model"], colorizer, keys)
+    result.metrics = table
     session.result = result
     return result
 
 
 def write_result(folder: Path, shot: Shot, results, lines, truths, speed: float) -> Result:
-    """The run's files: PNGs zipped as test.py names them, the result MP4, the comparison MP4."""
+    """The run's files: PNGs zipped as test.py names them (with metrics.json, when written), the
+    result MP4, the comparison MP4."""
     import test as colorize_cli
 
-    folder.mkdir(parents=True)
     zip_path = folder / "frames.zip"
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_STORED) as archive:  # PNGs are compressed already
         for name, image in zip(shot.names, results):
             archive.writestr((PurePosixPath(shot.key) / f"{name}.png").as_posix(), utils.encode_image(image))
+        if (folder / "metrics.json").is_file():
+            archive.write(folder / "metrics.json", "metrics.json")
     panels = [np.concatenate([np.repeat(line[..., None], 3, 2), r] + ([t] if truths else []), axis=1)
               for line, r, t in zip(lines, results, truths or results)]
     videos = {}
@@ -387,10 +392,10 @@ def warp_keyframe(key: np.ndarray, key_line: np.ndarray, line: np.ndarray, line_
     return data_lib.to_uint8(correspond.warp(data_lib.to_tensor(key)[None], flow)[0])
 
 
-def write_metrics(path: Path, shot: Shot, model_row: dict, colorizer, keys: dict) -> None:
+def write_metrics(path: Path, shot: Shot, model_row: dict, checkpoint: str, colorizer, keys: dict) -> None:
     """metrics.json as test.py writes it, for this one shot."""
     per_shot = {shot.key: model_row}
-    note = {"checkpoint": "app", "generator": colorizer.cfg.generator, "image_size": colorizer.options.image_size,
+    note = {"checkpoint": checkpoint, "generator": colorizer.cfg.generator, "image_size": colorizer.options.image_size,
             "line_art": colorizer.options.line_art, "keyframes": [shot.names[i] for i in sorted(keys)]}
     metrics_lib.write_metrics_json(path, per_shot, metrics_lib.summarize(per_shot), extra=note)
 
