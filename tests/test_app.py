@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from pathlib import Path
@@ -346,9 +347,31 @@ def test_server_listens_on_localhost_only(server):
 
 def test_server_refuses_files_outside_its_folder(server):
     secret = server["outside"] / "secret.txt"
-    for path in (secret, server["allow"] / "link" / "secret.txt"):
+    for path in (secret, server["allow"] / "link" / "secret.txt", Path.cwd() / "app.py", ROOT / "app.py"):
         assert http_status(f"{server['url']}gradio_api/file={path}") == 403
     assert http_status(server["url"]) == 200
+
+
+def test_server_with_auth_lets_no_one_in_without_it(checkpoint, tmp_path):
+    args = app.build_parser().parse_args(["--checkpoint", str(checkpoint), "--port", str(app_browser.free_port()),
+                                          "--device", "cpu", "--auth", "ana:s3cret"])
+    blocks, url = app.serve(args, tmp_path)
+    try:
+        assert http_status(f"{url}config") == 401
+        login = urllib.parse.urlencode({"username": "ana", "password": "wrong"}).encode()
+        assert http_status_post(f"{url}login", login) in (400, 401)
+        login = urllib.parse.urlencode({"username": "ana", "password": "s3cret"}).encode()
+        assert http_status_post(f"{url}login", login) == 200
+    finally:
+        blocks.close()
+
+
+def http_status_post(url: str, data: bytes) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def test_server_open_folder_refuses_a_link_outside(server):
