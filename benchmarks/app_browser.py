@@ -90,14 +90,15 @@ def open_shot(chrome, url: str, clip: Path) -> None:
 
 
 def set_own_keyframe(chrome, index: int) -> None:
-    """Type the frame number and press 'Use this frame's own colours'."""
+    """Click frame ``index`` in the filmstrip, then 'Use this frame's own colours'."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
-    box = chrome.find_element(By.CSS_SELECTOR, "#frame input")
-    box.send_keys(Keys.CONTROL, "a")
-    box.send_keys(str(index), Keys.TAB)
-    time.sleep(0.5)  # the number reaches the server with the next event; let the input settle
+    thumbs = wait_for(chrome, lambda c: c.find_elements(By.CSS_SELECTOR, "#filmstrip .thumbnail-item"),
+                      what="the filmstrip")
+    chrome.execute_script("arguments[0].scrollIntoView({block: 'center'});", thumbs[index])
+    thumbs[index].click()
+    wait_for(chrome, lambda c: c.find_element(By.CSS_SELECTOR, "#frame input").get_attribute("value") == str(index),
+             what=f"frame {index} to be picked")
     chrome.find_element(By.ID, "own_colours").click()
     wait_for(chrome, lambda c: f"Keyframes: {index} (" in text_of(c, "status"), what=f"keyframe {index}")
 
@@ -124,9 +125,10 @@ def screenshot(chrome, path: Path) -> None:
     """The whole page as a PNG, shrunk to keep the README light."""
     from PIL import Image
 
-    height = chrome.execute_script("return document.body.scrollHeight")
-    chrome.set_window_size(1280, min(max(height + 40, 800), 2200))
-    time.sleep(1.0)
+    for _ in range(3):  # the page grows as its lower parts lay out in a taller window
+        height = chrome.execute_script("return document.documentElement.scrollHeight")
+        chrome.set_window_size(1280, min(max(height + 120, 800), 2400))
+        time.sleep(1.0)
     chrome.save_screenshot(str(path))
     with Image.open(path) as image:
         small = image.convert("RGB").resize((image.width * 3 // 4, image.height * 3 // 4), Image.LANCZOS)

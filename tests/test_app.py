@@ -384,8 +384,8 @@ def test_server_open_folder_refuses_a_link_outside(server):
 
 # ----------------------------------------------------------------------------- a real browser
 def test_browser_frames_equal_test_py(server, tmp_path, frame_factory, checkpoint):
-    """Headless Chromium: upload a tiny clip, take frame 2's own colours as its keyframe, colour,
-    download the zip; its frames must be test.py's for the same inputs."""
+    """Headless Chromium: upload a tiny clip, click frame 2 in the filmstrip, make its own colours
+    its keyframe, colour, download the zip; its frames must be test.py's for the same inputs."""
     if app_browser.browser_paths() is None:
         pytest.skip("no chromium / chromedriver installed (apt-get install chromium chromium-driver)")
     pytest.importorskip("selenium")
