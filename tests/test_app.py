@@ -329,7 +329,7 @@ def server(tmp_path_factory, checkpoint):
     work = base / "work"
     work.mkdir()
     blocks, url = app.serve(args, work)
-    yield {"url": url, "work": work, "allow": allow, "outside": outside}
+    yield {"url": url, "work": work, "allow": allow, "outside": outside, "blocks": blocks}
     blocks.close()
 
 
@@ -343,6 +343,13 @@ def http_status(url: str) -> int:
 
 def test_server_listens_on_localhost_only(server):
     assert server["url"].startswith("http://127.0.0.1:")
+
+
+def test_one_colouring_job_at_a_time(server):
+    """Two jobs on two CPU cores would each run at half speed and double the memory: the Colour
+    event has a queue of its own that lets one through at a time (the others see their place)."""
+    colour = [fn for fn in server["blocks"].fns.values() if fn.name == "on_colour"]
+    assert len(colour) == 1 and colour[0].concurrency_limit == 1
 
 
 def test_server_refuses_files_outside_its_folder(server):
