@@ -3,9 +3,7 @@ server folders), its server over HTTP, and one end-to-end run in headless Chromi
 downloaded frames must equal test.py's for the same inputs."""
 from __future__ import annotations
 
-import io
 import json
-import os
 import sys
 import urllib.error
 import urllib.parse
