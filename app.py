@@ -689,7 +689,8 @@ def start(args, work: Path):
 
 
 def serve(args, work: Path):
-    """Start the app with ``work`` as its working folder -> (blocks, local address)."""
+    """Start the app with ``work`` as its working folder -> (blocks, local address). One app per
+    process: Gradio reads its upload folder from the environment."""
     os.environ["GRADIO_TEMP_DIR"] = str(work / "uploads")  # Gradio stores uploads here, inside our folder
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"       # and reports nothing to anyone
     return start(args, work)

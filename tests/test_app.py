@@ -4,6 +4,7 @@ downloaded frames must equal test.py's for the same inputs."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.error
 import urllib.parse
@@ -357,7 +358,11 @@ def test_server_refuses_files_outside_its_folder(server):
     assert http_status(server["url"]) == 200
 
 
-def test_server_with_auth_lets_no_one_in_without_it(checkpoint, tmp_path):
+def test_server_with_auth_lets_no_one_in_without_it(checkpoint, tmp_path, monkeypatch):
+    # Gradio takes its upload folder from the environment, one per process: give the module's
+    # server its own back afterwards, or its uploads are refused as "not uploaded by a user"
+    for name in ("GRADIO_TEMP_DIR", "GRADIO_ANALYTICS_ENABLED"):
+        monkeypatch.setenv(name, os.environ.get(name, ""))
     args = app.build_parser().parse_args(["--checkpoint", str(checkpoint), "--port", str(app_browser.free_port()),
                                           "--device", "cpu", "--auth", "ana:s3cret"])
     blocks, url = app.serve(args, tmp_path)
