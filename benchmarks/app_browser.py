@@ -89,6 +89,12 @@ def open_shot(chrome, url: str, clip: Path) -> None:
              what="the shot to open")
 
 
+def outside_requests(chrome, url: str) -> list[str]:
+    """What the page loaded from anywhere but the app (fonts, scripts, analytics)."""
+    names = chrome.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    return [n for n in names if not n.startswith(url.rstrip("/"))]
+
+
 def set_own_keyframe(chrome, index: int) -> None:
     """Click frame ``index`` in the filmstrip, then 'Use this frame's own colours'."""
     from selenium.webdriver.common.by import By

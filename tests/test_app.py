@@ -405,6 +405,7 @@ def test_browser_frames_equal_test_py(server, tmp_path, frame_factory, checkpoin
     chrome = app_browser.start_driver(downloads)
     try:
         app_browser.open_shot(chrome, server["url"], clip)
+        assert app_browser.outside_requests(chrome, server["url"]) == []  # the page tells no one else
         app_browser.set_own_keyframe(chrome, 2)
         app_browser.colour_and_wait(chrome)
         ours = zip_images(app_browser.download(chrome, "zip_out", downloads, ".zip"))
