@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: test demo bench clean-venv
+.PHONY: test demo bench app clean-venv
 
 # The venv is rebuilt only when requirements.txt changes.
 $(VENV)/.installed: requirements.txt
@@ -29,3 +29,8 @@ $(VENV)/.demo-installed: $(VENV)/.installed
 
 demo: $(VENV)/.demo-installed
 	$(PY) demo.py
+
+# The browser app on http://127.0.0.1:7860: make app CHECKPOINT=runs/exp1/generator.pt
+# (without CHECKPOINT it uses make demo's model, or says how to get one).
+app: $(VENV)/.installed
+	$(PY) app.py $(if $(CHECKPOINT),--checkpoint $(CHECKPOINT)) $(ARGS)

@@ -24,6 +24,7 @@ import pytest
 import torch
 
 import FrameExtraction
+import app
 import demo
 import models
 import train
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import test as colorize_cli  # noqa: E402
 
-TOOLS = {"test.py": colorize_cli, "train.py": train, "FrameExtraction.py": FrameExtraction, "demo.py": demo}
+TOOLS = {"app.py": app, "test.py": colorize_cli, "train.py": train, "FrameExtraction.py": FrameExtraction, "demo.py": demo}
 # A location nobody may write to, root included (sysfs refuses new entries).
 READ_ONLY = "/sys/tcvc-hostile-test"
 # tqdm's rate: "12.3frame/s", "?frame/s", or on a slow (busy) machine "1.87s/frame"
@@ -188,6 +189,13 @@ REFUSED = [
          ["--video_path", "{clip}", "--output_path", "{fe_foreign}", "--overwrite"], "did not write"),
     Case("--overwrite onto an earlier extraction with a note put in a shot folder", "FrameExtraction.py",
          ["--video_path", "{clip}", "--output_path", "{fe_note}", "--overwrite"], "did not write"),
+    # ---- app.py: refused before it listens
+    Case("app: --checkpoint a folder", "app.py", ["--checkpoint", "{ckpts}"], "is a folder"),
+    Case("app: --checkpoint the user's notes", "app.py", ["--checkpoint", "{note}"], "cannot read checkpoint"),
+    Case("app: --auth without a password", "app.py", ["--checkpoint", "{ckpt}", "--auth", "ana"], "USER:PASSWORD"),
+    Case("app: --allow_dir a file", "app.py", ["--checkpoint", "{ckpt}", "--allow_dir", "{note}"], "not a folder"),
+    Case("app: --max_upload_mb 0", "app.py", ["--checkpoint", "{ckpt}", "--max_upload_mb", "0"], "--max_upload_mb"),
+    Case("app: --port 70000", "app.py", ["--checkpoint", "{ckpt}", "--port", "70000"], "--port"),
     # ---- demo.py
     Case("--test_start past the end of the clip", "demo.py",
          ["--video", "{clip}", "--test_start", "104", "--work", "{new}", "--out", "{new2}"], "--test_start 104"),
