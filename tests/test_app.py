@@ -139,6 +139,11 @@ def test_colour_equals_test_py_with_the_same_keyframes(tmp_path, frame_factory, 
     theirs_json = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert ours_json["overall"]["psnr"] == pytest.approx(theirs_json["overall"]["psnr"], abs=0.05)
     assert app.metrics_rows(result.metrics)[1][0][0] == "model"
+    # the regions option is test.py's --regions
+    flat = app.colour(session, model, regions=True)
+    theirs = run_test_py(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--output",
+                          str(tmp_path / "out_regions"), "--keyframes", str(tmp_path / "keys"), "--regions"])
+    assert_same_frames(zip_images(flat.zip), theirs)
 
 
 def test_video_colour_equals_test_py_on_the_video(tmp_path, frame_factory, model, checkpoint):
