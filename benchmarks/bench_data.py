@@ -24,9 +24,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -86,10 +88,10 @@ def synthetic_frame(k: int, rng: np.random.Generator) -> np.ndarray:
 def write_shots(root: Path, shots: int, frames: int, ext: str = ".png", synthetic: bool = False) -> str:
     real = [] if synthetic else clip_frames(shots * frames)
     rng = np.random.default_rng(0)
-    for s in range(shots):
-        for k in range(frames):
-            image = real[s * frames + k] if real else synthetic_frame(k, rng)
-            utils.write_image(root / f"shot{s:02d}" / f"frame_{k:04d}{ext}", image)
+    jobs = [(root / f"shot{s:02d}" / f"frame_{k:04d}{ext}", real[s * frames + k] if real else synthetic_frame(k, rng))
+            for s in range(shots) for k in range(frames)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PNG encoding releases the GIL
+        list(pool.map(lambda job: utils.write_image(*job), jobs))
     return CLIP.name if real else "synthetic shapes"
 
 
