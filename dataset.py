@@ -298,7 +298,12 @@ class TripletDataset(Dataset):
 
     ``frame_cache=True`` reads frames from a decoded-frame cache (``framecache.py``), built
     first if needed in ``cache_dir``; ``frame_cache="open"`` only opens one (DDP ranks other
-    than 0, which wait for rank 0's build).
+    than 0, which wait for rank 0's build). ``cached_flows=True`` (with ``extended=True`` and
+    the ``flow`` correspondence) adds every frame's line art and its flows to the frames before
+    and after to the cache (``_neighbour_flows``), so that a sample computes one DIS flow at
+    most: frame t's to its keyframe. Off by default, so train.py does not use it yet: with it,
+    tests/test_ddp.py's two ranks and one process, fed identical batches, got gradients 17%
+    apart (2e-4 without), which is not understood yet.
 
     No ``cv2.setNumThreads`` in DataLoader workers: with OpenCV 5.0 it deadlocked a forked
     worker in one run of two once the parent had used OpenCV's thread pool.
@@ -309,7 +314,7 @@ class TripletDataset(Dataset):
                  prev_prob: float = 0.5, seed: int = 0, uint8: bool = False,
                  extended: bool = False, correspondence: str = "flow", keyframe_prob: float = 0.0,
                  keyframe_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
-                 frame_cache=False, cache_dir=None):
+                 frame_cache=False, cache_dir=None, cached_flows: bool = False):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
         for name, value in (("prev_prob", prev_prob), ("keyframe_prob", keyframe_prob),
@@ -343,7 +348,7 @@ class TripletDataset(Dataset):
             self.cache = framecache.open_or_build(self.shot_frames, self.load_size, line_art, self.line_paths,
                                                   cache_dir, build=frame_cache != "open")
         self.flows = None
-        if self.cache is not None and extended and self.correspondence.name == "flow":
+        if self.cache is not None and extended and cached_flows and self.correspondence.name == "flow":
             self.flows = self._neighbour_flows(build=frame_cache != "open")
 
     @classmethod
@@ -423,7 +428,7 @@ class TripletDataset(Dataset):
         if self.flows is not None:  # made once into the cache (``_neighbour_flows``)
             top, left, flip = crop
             line = self.flows.line(shot, pos)[top:top + self.image_size, left:left + self.image_size]
-            return colour, line[:, ::-1] if flip else line
+            return colour, np.ascontiguousarray(line[:, ::-1] if flip else line)  # DIS takes no views
         given = self._read(shot, pos, *crop, given=True) if self.line_paths else None
         return colour, make_line_art(colour, self.line_art, given)
 

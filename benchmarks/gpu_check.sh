@@ -17,11 +17,16 @@
 # 4. the train step in fp32, bf16 + channels_last, and bf16 at batch 64 (at batch 16 the step is
 #    bound by Python's launch overhead); TFLOP/s against the peak of the step's own precision
 # 5. test.py frames per second at 256x256 on 1920x1080 frames (benchmarks/bench_infer.py)
-# 6. the default training sample's loader rate with 16 workers (benchmarks/bench_data.py)
+# 6. the default training sample's loader rate with cached flows, 16 workers (benchmarks/bench_data.py)
 # SMOKE=1 DEVICE=cpu runs the same script with tiny sizes on a CPU, to check the script itself
 # (leaving out two train-step rows that differ from others by their flags alone).
-# Python is $PYTHON, else python3. Nothing here needs pyspng or imageio-ffmpeg; packages the
-# machine lacks can travel as wheels in .whl/ (see the device notes), installed into /tmp/site.
+# Python is $PYTHON, else python3. Packages the machine lacks travel as wheels in .whl/ (an
+# ignored folder named in the device tool's carry), installed into /tmp/site first. Nothing here
+# needs imageio-ffmpeg. PNG frames need pyspng until utils.py falls back to OpenCV without it;
+# until then carry its wheel (numpy, its one requirement, is there):
+#   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: \
+#     --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+#     -d .whl pyspng==0.1.4          # pyspng-0.1.4-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl
 # The loader rate is taken on synthetic frames (--synthetic): ../shared, whose clips the CPU
 # figures use, does not travel to the GPU machine and its anime clips may not be copied into
 # the project; the README gives the CPU's rate on the same synthetic frames to compare with.

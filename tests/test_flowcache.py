@@ -33,7 +33,8 @@ def datasets(tmp_path, write=True, **kw):
     for k in range(6 if write else 0):
         utils.write_image(tmp_path / "data" / "shot0" / f"frame_{k:03d}.png", moving_frame(k))
     kw = {"image_size": 64, "train": True, "prev_prob": 1.0, "seed": 3, "extended": True, "rollout_prob": 1.0,
-          "keyframe_prob": 1.0, "reverse_prob": 0.5, "frame_cache": True, "cache_dir": tmp_path / "cache", **kw}
+          "keyframe_prob": 1.0, "reverse_prob": 0.5, "frame_cache": True, "cache_dir": tmp_path / "cache",
+          "cached_flows": True, **kw}
     shots = utils.find_shot_dirs(tmp_path / "data")
     cached, fly = dataset.TripletDataset(shots, **kw), dataset.TripletDataset(shots, **kw)
     fly.flows = None
