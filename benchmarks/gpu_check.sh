@@ -39,7 +39,7 @@ KILL_AFTER=${KILL_AFTER:-3}
 if [ "${SMOKE:-0}" = 1 ]; then
   SIZE=32; BATCH=1; BIG_BATCH=2; REPS="1 --warmup 1"; FRAMES=2; FRAME_SIZE=160x90
   DATA="--frames 6 --shots 2 --batch_size 4 --workers 1 --repeat 1 --only full --synthetic"
-  STEPS=8; TRAIN_EXTRA="--device $DEVICE --image_size 32 --batch_size 2 --workers 0"
+  STEPS=20; TRAIN_EXTRA="--device $DEVICE --image_size 32 --batch_size 2 --workers 0"
 else
   SIZE=256; BATCH=16; BIG_BATCH=64; REPS=10; FRAMES=30; FRAME_SIZE=1920x1080
   DATA="--frames 200 --shots 4 --workers 16 --repeat 1 --only full --synthetic"
