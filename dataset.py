@@ -303,7 +303,12 @@ class TripletDataset(Dataset):
 
     ``frame_cache=True`` reads frames from a decoded-frame cache (``framecache.py``), built
     first if needed in ``cache_dir``; ``frame_cache="open"`` only opens one (DDP ranks other
-    than 0, which wait for rank 0's build).
+    than 0, which wait for rank 0's build). ``cached_flows=True`` (with ``extended=True`` and
+    the ``flow`` correspondence) adds every frame's line art and its flows to the frames before
+    and after to the cache (``_neighbour_flows``), so that a sample computes one DIS flow at
+    most: frame t's to its keyframe. Off by default, so train.py does not use it yet: with it,
+    tests/test_ddp.py's two ranks and one process, fed identical batches, got gradients 17%
+    apart (2e-4 without), which is not understood yet.
 
     No ``cv2.setNumThreads`` in DataLoader workers: with OpenCV 5.0 it deadlocked a forked
     worker in one run of two once the parent had used OpenCV's thread pool.
@@ -314,7 +319,7 @@ class TripletDataset(Dataset):
                  prev_prob: float = 0.5, seed: int = 0, uint8: bool = False,
                  extended: bool = False, correspondence: str = "flow", keyframe_prob: float = 0.0,
                  keyframe_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
-                 frame_cache=False, cache_dir=None):
+                 frame_cache=False, cache_dir=None, cached_flows: bool = False):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
         for name, value in (("prev_prob", prev_prob), ("keyframe_prob", keyframe_prob),
@@ -347,6 +352,9 @@ class TripletDataset(Dataset):
                 raise UserError("the frame cache holds training frames at the load size: train=True only")
             self.cache = framecache.open_or_build(self.shot_frames, self.load_size, line_art, self.line_paths,
                                                   cache_dir, build=frame_cache != "open")
+        self.flows = None
+        if self.cache is not None and extended and cached_flows and self.correspondence.name == "flow":
+            self.flows = self._neighbour_flows(build=frame_cache != "open")
 
     @classmethod
     def from_root(cls, root, **kwargs) -> "TripletDataset":
@@ -363,6 +371,35 @@ class TripletDataset(Dataset):
             root = os.path.commonpath([str(s.resolve()) for s in self.shot_dirs])
         return [given_line_paths(f, s, line_root, root)
                 for s, f in zip(self.shot_dirs, self.shot_frames)]
+
+    def _neighbour_flows(self, build: bool) -> framecache.FlowCache:
+        """Every cached frame's line art, and the flows between neighbouring frames computed
+        from it, made once into the frame cache at the load size; a sample crops and flips
+        them (``_view``, ``_cached_flow``), so that its previous frame and the frame before cost
+        no line art and no optical flow. The line art of the whole frame, as test.py makes it,
+        differs from that of the crop only within a few pixels of the crop's edges."""
+        def line_of(colour, shot, pos):
+            given = self.cache.line(shot, pos) if self.line_paths else None
+            return make_line_art(colour, self.line_art, given)
+
+        tag = f"{self.line_art}:{CANNY_SIGMA}:{CANNY_LOW}:{CANNY_HIGH}:{correspond.flow_settings()}"
+        return framecache.open_or_build_flows(self.cache, line_of,
+                                              lambda a, b: correspond.line_flow(a, b, self.line_art), tag, build)
+
+    def _cached_flow(self, shot: int, pos: int, step: int, crop) -> torch.Tensor:
+        """The cached flow from frame ``pos`` to ``pos + step`` under the sample's crop and flip,
+        (2, S, S): float16 for uint8 batches, else float32. Flipping the images mirrors the flow
+        field and negates its dx."""
+        top, left, flip = crop
+        size = self.image_size
+        chw = self.flows.flow(shot, pos, step)[:, top:top + size, left:left + size]
+        if flip:
+            chw = chw[:, :, ::-1]
+        out = torch.from_numpy(np.array(chw))  # float16 (torch casts 5-25 times faster than NumPy)
+        out = out if self.uint8 else out.float()
+        if flip:
+            out[0] *= -1
+        return out
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -393,6 +430,10 @@ class TripletDataset(Dataset):
     def _view(self, shot, pos, crop) -> tuple[np.ndarray, np.ndarray]:
         """(colour (S, S, 3), line art (S, S)) of one frame, uint8, under the sample's crop."""
         colour = self._read(shot, pos, *crop)
+        if self.flows is not None:  # made once into the cache (``_neighbour_flows``)
+            top, left, flip = crop
+            line = self.flows.line(shot, pos)[top:top + self.image_size, left:left + self.image_size]
+            return colour, np.ascontiguousarray(line[:, ::-1] if flip else line)  # DIS takes no views
         given = self._read(shot, pos, *crop, given=True) if self.line_paths else None
         return colour, make_line_art(colour, self.line_art, given)
 
@@ -443,6 +484,8 @@ class TripletDataset(Dataset):
             """Frame p as a source for frame ``towards`` (zeros when not ``present``)."""
             if not present:
                 return self._source(None, None)
+            if self.flows is not None and abs(p - towards) == 1:
+                return self._source(view(p), self._cached_flow(shot, towards, p - towards, crop))
             return self._source(view(p), self.correspondence.pair_data(view(towards)[1], view(p)[1], self.line_art))
 
         target, line = view(pos)
@@ -450,8 +493,14 @@ class TripletDataset(Dataset):
                   "index": torch.tensor(index, dtype=torch.long), "rollout": torch.tensor(float(rollout)),
                   "prev": source(p1, pos, has_prev), "prev2": source(p2, p1, has_prev2),
                   "keyframe": source(key, pos, key is not None)}
-        flow2 = source(key, p1, key is not None and rollout)["flow"]
-        sample["keyframe_flow2"] = flow2
+        if self.flows is not None and key is not None and rollout and abs(key - p1) > 1:
+            # frame t's flow to the keyframe carried back to the previous frame: as good as its
+            # own DIS flow, at a tenth of the cost (``correspond.compose_flows``)
+            to_t = self._cached_flow(shot, p1, pos - p1, crop)
+            flow2 = correspond.compose_flows(_hwc(to_t), _hwc(sample["keyframe"]["flow"]))
+            sample["keyframe_flow2"] = correspond.flow_tensor(flow2, half=self.uint8)
+        else:
+            sample["keyframe_flow2"] = source(key, p1, key is not None and rollout)["flow"]
         return sample
 
     def _source(self, view, flow) -> dict:
@@ -462,10 +511,16 @@ class TripletDataset(Dataset):
         else:
             colour, line = view
         if flow is None:
-            flow = np.zeros((size, size, 2), np.float32)
+            flow = torch.zeros(2, size, size, dtype=torch.float16 if self.uint8 else torch.float32)
+        elif not isinstance(flow, torch.Tensor):  # a cached flow comes ready (``_cached_flow``)
+            flow = correspond.flow_tensor(flow, half=self.uint8)
         return {"colour": self.convert(colour), "line": self.convert(line),
-                "present": torch.tensor(float(view is not None)),
-                "flow": correspond.flow_tensor(flow, half=self.uint8)}
+                "present": torch.tensor(float(view is not None)), "flow": flow}
+
+
+def _hwc(flow: torch.Tensor) -> np.ndarray:
+    """A (2, H, W) flow tensor as float32 (H, W, 2), the layout OpenCV works in."""
+    return flow.float().numpy().transpose(1, 2, 0)
 
 
 def _pick_keyframe(pos: int, n: int, max_distance: int, u: float) -> int | None:

@@ -252,3 +252,97 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+# ----------------------------------------------------------------------------- line art and neighbour flows
+class FlowCache:
+    """Each cached frame's line art and the optical flows to its neighbouring frames, at the
+    load size: ``line(shot, pos)`` -> uint8 (L, L); ``flow(shot, pos, step)`` -> float16
+    (2, L, L), (dx, dy) in pixels, from frame ``pos`` to frame ``pos + step`` (step -1: the
+    frame before, +1: the frame after), zeros where that frame is outside the shot. Pickles as
+    its folder, as ``FrameCache`` does."""
+
+    def __init__(self, folder: Path, starts: list[int]):
+        self.folder, self.starts, self._lines, self._flows = Path(folder), list(starts), None, None
+
+    def __getstate__(self):
+        return {"folder": self.folder, "starts": self.starts}
+
+    def __setstate__(self, state):
+        self.__init__(state["folder"], state["starts"])
+
+    def _open(self):
+        if self._flows is None:
+            self._lines = np.load(self.folder / "lines.npy", mmap_mode="r")
+            self._flows = np.load(self.folder / "flows.npy", mmap_mode="r")
+
+    def line(self, shot: int, pos: int) -> np.ndarray:
+        self._open()
+        return self._lines[self.starts[shot] + pos]
+
+    def flow(self, shot: int, pos: int, step: int) -> np.ndarray:
+        self._open()
+        return self._flows[self.starts[shot] + pos, (step + 1) // 2]
+
+
+def open_or_build_flows(frames: FrameCache, line_of, pair_flow, tag: str, build: bool = True) -> FlowCache:
+    """The line art and neighbour flows of a complete frame cache, in a folder beside it
+    (``lines.npy`` (N, L, L) uint8, ``flows.npy`` (N, 2, 2, L, L) float16: 3 times the frames'
+    bytes), built once in a hidden folder renamed into place when complete, and rebuilt when the
+    frame cache or ``tag`` (how line art and flow are computed) changes. ``line_of(colour, shot,
+    pos)`` gives a frame's uint8 line art from its cached colour frame, ``pair_flow(line_t,
+    line_s)`` the float32 (L, L, 2) flow from frame t to frame s."""
+    index = {"version": VERSION, "tag": tag,
+             "frames": hashlib.sha1((frames.folder / "index.json").read_bytes()).hexdigest()}
+    folder = frames.folder.with_name(frames.folder.name + ".flows")
+    if not _is_current(folder, index):
+        if not build:
+            raise utils.UserError(f"the line-art and flow cache {folder} is missing or out of date")
+        _build_flows(folder, frames, line_of, pair_flow, index)
+    return FlowCache(folder, frames.starts)
+
+
+def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: dict) -> None:
+    _remove_killed_builds(folder)
+    building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir()
+    starts = frames.starts
+    jobs = [(s, p) for s in range(len(starts) - 1) for p in range(starts[s + 1] - starts[s])]
+    size = frames.colour(0, 0).shape[0]
+    print(f"note: computing line art and the optical flows between neighbouring frames into the cache: "
+          f"{len(jobs)} frames, {len(jobs) * size * size * 9 / 1e9:.2f} GB, in {folder} (once)", file=sys.stderr)
+    try:
+        lines = np.lib.format.open_memmap(building / "lines.npy", mode="w+", dtype=np.uint8,
+                                          shape=(len(jobs), size, size))
+        flows = np.lib.format.open_memmap(building / "flows.npy", mode="w+", dtype=np.float16,
+                                          shape=(len(jobs), 2, 2, size, size))
+
+        def fill_line(job, lines=lines):
+            lines[starts[job[0]] + job[1]] = line_of(np.asarray(frames.colour(*job)), *job)
+
+        def fill_flows(job, lines=lines, flows=flows):
+            shot, pos = job
+            i, n = starts[shot] + pos, starts[shot + 1] - starts[shot]
+            for j, step in enumerate((-1, 1)):
+                if 0 <= pos + step < n:  # (L, L, 2) -> (2, L, L): a crop is then rows of one channel
+                    flows[i, j] = pair_flow(lines[i], lines[i + step]).transpose(2, 0, 1)
+                else:
+                    flows[i, j] = 0
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            list(pool.map(fill_line, jobs))
+            list(tqdm(pool.map(fill_flows, jobs), total=len(jobs), unit="frame", desc="neighbour flows",
+                      leave=False))
+        for array in (lines, flows):
+            array.flush()
+        del lines, flows
+        utils.atomic_write_bytes(building / "index.json", json.dumps(index).encode())  # last: complete
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            os.replace(folder, old)
+            shutil.rmtree(old)
+        os.replace(building, folder)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise

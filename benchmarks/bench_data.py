@@ -10,10 +10,13 @@ the previous frame is used, the crop's source region resized, Canny, the same ra
 flip on all three), then reading the frame cache (``framecache.py``: frames decoded and
 resized once; a triple is a crop of the cached frames, Canny, flip). It also times the
 default training sample of the default U-Net (previous frame's line art, optical
-flows, a keyframe half of the time, rollouts) from the cache, whose optical flow dominates.
-Rates leave out the first batch (worker start-up, amortised over a real epoch). The last line
-is ``triples_per_s=N``: the cached rate for the first --workers figure.
-``--ext .jpg`` writes JPEG frames (the original data set's format) instead.
+flows, a keyframe half of the time, rollouts) from the cache, with its line art and the flows
+between neighbouring frames in the cache too (``cached_flows=True``, built once, timed apart).
+Rates leave out the first batch (worker start-up, amortised over a real epoch). Lines
+``full_samples_per_s=N`` (the default sample) and, last, ``triples_per_s=N`` (the cached
+triple), both for the first --workers figure; ``--only full`` times the default sample alone
+and ends with its line. ``--ext .jpg`` writes JPEG frames (the original data set's format)
+instead; ``--synthetic`` uses generated shapes even where the shared clip is present.
 
 Example:
     python benchmarks/bench_data.py --frames 40 --size 256 --workers 1
@@ -21,9 +24,11 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -47,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=16, help="the original's batch size")
     p.add_argument("--repeat", type=int, default=3, help="timed passes; the best is reported")
     p.add_argument("--ext", default=".png", choices=[".png", ".jpg"], help="frame file format")
+    p.add_argument("--only", choices=["all", "full"], default="all",
+                   help="full: time only the default U-Net's full training sample")
+    p.add_argument("--synthetic", action="store_true", help="generated shapes, not the shared clip")
     return p
 
 
@@ -77,13 +85,13 @@ def synthetic_frame(k: int, rng: np.random.Generator) -> np.ndarray:
     return frame
 
 
-def write_shots(root: Path, shots: int, frames: int, ext: str = ".png") -> str:
-    real = clip_frames(shots * frames)
+def write_shots(root: Path, shots: int, frames: int, ext: str = ".png", synthetic: bool = False) -> str:
+    real = [] if synthetic else clip_frames(shots * frames)
     rng = np.random.default_rng(0)
-    for s in range(shots):
-        for k in range(frames):
-            image = real[s * frames + k] if real else synthetic_frame(k, rng)
-            utils.write_image(root / f"shot{s:02d}" / f"frame_{k:04d}{ext}", image)
+    jobs = [(root / f"shot{s:02d}" / f"frame_{k:04d}{ext}", real[s * frames + k] if real else synthetic_frame(k, rng))
+            for s in range(shots) for k in range(frames)]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PNG encoding releases the GIL
+        list(pool.map(lambda job: utils.write_image(*job), jobs))
     return CLIP.name if real else "synthetic shapes"
 
 
@@ -125,26 +133,36 @@ def time_pass(ds, workers: int, batch_size: int, repeat: int = 1) -> tuple[float
 
 def main(args) -> float:
     with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
-        source = write_shots(Path(tmp) / "frames", args.shots, args.frames, args.ext)
+        source = write_shots(Path(tmp) / "frames", args.shots, args.frames, args.ext, args.synthetic)
         common = {"image_size": args.size, "train": True, "uint8": True, "line_art": "canny",
                   "prev_prob": 0.5, "seed": 0, "cache_dir": Path(tmp) / "cache"}
         png = dataset.TripletDataset.from_root(Path(tmp) / "frames", **common)
         print(f"{len(png)} triples, 640x480 {args.ext} frames from {source}, image_size "
               f"{args.size}, batch {args.batch_size}, cv2 {cv2.__version__}")
-        print(stage_times(png))
+        sets = {}
+        if args.only == "all":
+            print(stage_times(png))
+            start = time.perf_counter()
+            sets["cached"] = dataset.TripletDataset.from_root(Path(tmp) / "frames", frame_cache=True, **common)
+            print(f"frame cache built in {time.perf_counter() - start:.2f} s "
+                  f"({1000 * (time.perf_counter() - start) / len(png):.2f} ms a frame)")
+            sets = {"png": png, **sets}
         start = time.perf_counter()
-        cached = dataset.TripletDataset.from_root(Path(tmp) / "frames", frame_cache=True, **common)
-        print(f"frame cache built in {time.perf_counter() - start:.2f} s "
+        sets["default sample, cached"] = dataset.TripletDataset.from_root(
+            Path(tmp) / "frames", frame_cache=True, extended=True, keyframe_prob=0.5, rollout_prob=0.5,
+            reverse_prob=0.5, cached_flows=True, **common)
+        print(f"frame cache with neighbour flows ready in {time.perf_counter() - start:.2f} s "
               f"({1000 * (time.perf_counter() - start) / len(png):.2f} ms a frame)")
-        extended = dataset.TripletDataset.from_root(Path(tmp) / "frames", frame_cache=True, extended=True,
-                                                    keyframe_prob=0.5, rollout_prob=0.5, reverse_prob=0.5, **common)
         rates = {}
-        for name, ds in (("png", png), ("cached", cached), ("default sample, cached", extended)):
+        for name, ds in sets.items():
             for workers in args.workers:
                 seconds, rate = time_pass(ds, workers, args.batch_size, args.repeat)
                 rates[name, workers] = rate
                 print(f"{name}, num_workers={workers}: full pass {seconds:.2f} s; steady {rate:.1f} "
                       f"samples/s, {1000 / rate:.2f} ms each", flush=True)
+    print(f"full_samples_per_s={rates['default sample, cached', args.workers[0]]:.1f}")
+    if args.only == "full":
+        return rates["default sample, cached", args.workers[0]]
     rate = rates["cached", args.workers[0]]
     print(f"triples_per_s={rate:.1f}")
     return rate

@@ -10,7 +10,7 @@ its speed, FLOP rate and memory on a GPU.
    computes the same losses the way the original TCVC code did (four VGG19 passes a step: two
    for the content loss, two for the style loss; separate D calls for real and fake; fp32),
    same networks, same batch, one process; repetitions alternate, the median ratio is kept.
-2. Our step alone: images per second (median of ``--reps``), TFLOP/s (FLOPs counted once by
+2. Our step alone: images per second (``--reps`` steps run back to back, one sync), TFLOP/s (FLOPs counted once by
    ``torch.utils.flop_counter``, convolutions and matrix products only) and, with
    ``--peak_tflops``, the share of the card's peak; peak GPU memory.
 The batch is the default training sample of the chosen generator (for the default U-Net:
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_size", type=int, default=128, help="128 on the CPU keeps a run to minutes")
     p.add_argument("--batch_size", type=int, default=2)
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (allocator, cuDNN autotune)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", choices=["off", "bf16"], default="off", help="our step only; the reference is fp32")
     p.add_argument("--channels_last", choices=["auto", "on", "off"], default="auto",
@@ -140,20 +141,24 @@ def main(args) -> int:
     batch = make_batch(ours[0].cfg, B, S, device)
     health = runs.Health(device)
     run_ours = lambda: train.gan_step(batch, *ours, health, update_d=True)  # noqa: E731
-    for _ in range(2):  # warm-up (allocator, cudnn autotune, compilation)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as train.py: cuDNN picks its fastest kernels
+    for _ in range(args.warmup):  # warm-up (allocator, cudnn autotune, compilation)
         run_ours()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"device {device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}; "
           f"generator {args.generator}; batch {B} at {S}x{S}; amp {args.amp}, compile {args.compile}")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_ours = [timed(run_ours, device) for _ in range(args.reps)]
+    # All reps back to back between two syncs, as training runs them: a sync after every step
+    # would leave the GPU idle while Python queues the next one.
+    per_step = timed(lambda: [run_ours() for _ in range(args.reps)], device) / args.reps
     health.check()
-    rate = B / statistics.median(t_ours)
-    print(f"our step: median {statistics.median(t_ours) * 1e3:.1f} ms, {rate:.1f} img/s")
+    rate = B / per_step
+    print(f"our step: mean {per_step * 1e3:.1f} ms over {args.reps} steps run back to back, {rate:.1f} img/s")
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2 ** 30:.2f} GiB")
-    tflops = step_flops(batch, *ours) / statistics.median(t_ours) / 1e12
+    tflops = step_flops(batch, *ours) / per_step / 1e12
     print(f"our step achieves {tflops:.3f} TFLOP/s"
           + (f" = {100 * tflops / args.peak_tflops:.1f}% of the {args.peak_tflops} TFLOP/s peak"
              if args.peak_tflops else ""))
