@@ -27,6 +27,7 @@ import json
 import math
 import os
 import queue
+import re
 import shutil
 import threading
 import time
@@ -494,13 +495,20 @@ def partial_video(video: Path) -> Path:
     return video.with_name(f".{video.stem}.partial{video.suffix}")
 
 
+def killed_before_its_marker(out_tmp: Path) -> bool:
+    """A partial folder that holds nothing but, at most, our marker's temporary file: a run of
+    ours killed between its mkdir and the marker's rename (nothing of anyone else's is in it)."""
+    pattern = utils.temp_name_pattern(re.escape(utils.OUTPUT_MARKER))
+    return out_tmp.is_dir() and all(p.is_file() and pattern.fullmatch(p.name) for p in out_tmp.iterdir())
+
+
 def start_output(args) -> Path:
     """The temporary output folder, with our marker; a stale one of ours (from a killed run) is
     removed first, one that is not ours is refused."""
     out = Path(args.output).resolve()
     out_tmp = out.with_name(f".{out.name}.partial")
-    if out_tmp.is_dir() and not any(out_tmp.iterdir()):  # a run killed between its mkdir and its marker
-        out_tmp.rmdir()
+    if killed_before_its_marker(out_tmp):
+        shutil.rmtree(out_tmp)
     if out_tmp.exists():
         if not (out_tmp / utils.OUTPUT_MARKER).is_file():
             raise UserError(f"{out_tmp} exists and was not left by test.py: move it away first")

@@ -593,3 +593,14 @@ def test_a_killed_writer_never_blocks_the_next(sandbox, which, tmp_path, capsys)
     code, lines = run_tool(tool, argv, capsys)
     assert code == 0, lines
     assert out.is_dir() and not out.with_name(f".{out.name}.partial").exists()
+
+
+def test_a_partial_output_killed_while_writing_its_marker_is_ours(tmp_path):
+    """The marker is written through a temporary file: a kill between the folder's mkdir and the
+    marker's rename leaves only that file, which proves the folder ours; anything else refuses."""
+    out_tmp = tmp_path / ".out.partial"
+    out_tmp.mkdir()
+    (out_tmp / f".{utils.OUTPUT_MARKER}.abcd1234{utils.TMP_SUFFIX}").write_bytes(b"{")
+    assert colorize_cli.killed_before_its_marker(out_tmp)
+    (out_tmp / "notes.txt").write_text("somebody's")
+    assert not colorize_cli.killed_before_its_marker(out_tmp)
