@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -102,19 +103,22 @@ class NpyFile:
             self.offset = f.tell()
         self.shape, self.dtype = shape, np.dtype(dtype)
         self.frame_bytes = int(np.prod(shape[1:])) * self.dtype.itemsize
-        self.buffer = np.empty(shape[1:], self.dtype)
+        self._local = threading.local()  # one buffer per thread: the builds read from a thread pool
         self.fd = os.open(self.path, os.O_RDONLY)
 
     def frame(self, index: int) -> np.ndarray:
-        """Frame ``index``, read-only, valid until the next call."""
-        self.buffer.flags.writeable = True
-        got = os.preadv(self.fd, [self.buffer], self.offset + index * self.frame_bytes)
+        """Frame ``index``, read-only, valid until this thread's next call."""
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None:
+            buffer = self._local.buffer = np.empty(self.shape[1:], self.dtype)
+        buffer.flags.writeable = True
+        got = os.preadv(self.fd, [buffer], self.offset + index * self.frame_bytes)
         if got != self.frame_bytes:
             raise utils.UserError(f"the frame cache file {self.path} was truncated while in use (frame {index} of "
                                   f"{self.shape[0]} is missing): the next run rebuilds it; continue with "
                                   "--resume auto")
-        self.buffer.flags.writeable = False
-        return self.buffer
+        buffer.flags.writeable = False
+        return buffer
 
     def expected_size(self) -> int:
         return self.offset + self.shape[0] * self.frame_bytes
@@ -225,15 +229,21 @@ def _build(folder: Path, files, given, load_size: int, index: dict) -> None:
             array.flush()
             del array
         index = index | {"checks": _checks(building)}
-        utils.atomic_write_bytes(building / "index.json", json.dumps(index).encode())  # last: complete
-        if folder.exists():  # out of date: set aside, then removed (open files stay valid)
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-            shutil.rmtree(old)
-        os.replace(building, folder)
+        _publish(building, folder, index)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
+
+
+def _publish(building: Path, folder: Path, index: dict) -> None:
+    """A finished build into place: its index last (what makes it complete), then the rename; an
+    out-of-date cache is set aside and removed (open files stay valid)."""
+    utils.atomic_write_bytes(building / "index.json", json.dumps(index).encode())
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+        os.replace(folder, old)
+        shutil.rmtree(old)
+    os.replace(building, folder)
 
 
 def _remove_killed_builds(folder: Path) -> None:
@@ -319,7 +329,7 @@ def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: di
                                           shape=(len(jobs), 2, 2, size, size))
 
         def fill_line(job, lines=lines):
-            lines[starts[job[0]] + job[1]] = line_of(np.asarray(frames.colour(*job)), *job)
+            lines[starts[job[0]] + job[1]] = line_of(np.array(frames.colour(*job)), *job)
 
         def fill_flows(job, lines=lines, flows=flows):
             shot, pos = job
@@ -337,12 +347,7 @@ def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: di
         for array in (lines, flows):
             array.flush()
         del lines, flows
-        utils.atomic_write_bytes(building / "index.json", json.dumps(index).encode())  # last: complete
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-            os.replace(folder, old)
-            shutil.rmtree(old)
-        os.replace(building, folder)
+        _publish(building, folder, index)
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
