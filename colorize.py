@@ -93,7 +93,7 @@ class Chain:
 
     def __init__(self, G, cfg: models.ModelConfig, device, line_mode: str, autocast=None, regions=False):
         self.G, self.cfg, self.device, self.line_mode = G, cfg, torch.device(device), line_mode
-        self.correspondence = correspond.build(cfg.correspondence)
+        self.correspondence = correspond.cpu_half(cfg.correspondence)
         self.autocast = autocast or contextlib.nullcontext()
         self.regions = regions
         self.prev: ChainSource | None = None

@@ -12,7 +12,10 @@ A correspondence has two halves:
 Choices (``ModelConfig.correspondence``, ``--correspondence`` in train.py):
 - ``flow``: DIS optical flow (Kroeger et al., ECCV 2016) between the two line arts, then a
   bilinear backward warp of the source's colour and line art;
-- ``none``: the source as it is.
+- ``none``: the source as it is;
+- ``match``: the flow's warp, then each line-art region of frame t takes the colour of the
+  source regions a small learned network matches it to (``matcher.RegionMatch``; its weights are
+  the generator's, under ``correspond.``).
 
 Example:
     >>> import correspond, numpy as np
@@ -31,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CHOICES = ("flow", "none")
+CHOICES = ("flow", "none", "match")
 
 
 # ----------------------------------------------------------------------------- sources
@@ -42,6 +45,7 @@ class Source:
     present: torch.Tensor              # (B,) 1.0 where the frame exists, 0.0 where it does not
     line: torch.Tensor | None = None   # (B, 1, H, W) its line art, black lines (0) on white (1)
     flow: torch.Tensor | None = None   # (B, 2, H, W) from frame t to this frame, pixels (dx, dy)
+    match: list | None = None          # ``match`` correspondence: its ``matcher.Match`` per sample, once aligned
 
     @classmethod
     def absent(cls, like: torch.Tensor, with_line: bool = True) -> "Source":
@@ -79,6 +83,8 @@ class Sources:
                 return None
             if isinstance(held[0], torch.Tensor):
                 return torch.cat([torch.zeros_like(held[0]) if v is None else v for v in values])
+            if isinstance(held[0], list):  # matches are made after the batch is put together
+                raise ValueError("aligned sources (with matches) cannot be joined into one batch")
             return type(held[0])(**{f.name: join([getattr(v, f.name) for v in values])
                                     for f in dataclasses.fields(held[0])})
         return join(items)
@@ -200,7 +206,17 @@ class FlowWarp(Correspondence):
 
 
 def build(name: str) -> Correspondence:
-    choices = {"flow": FlowWarp, "none": Correspondence}
-    if name not in choices:
+    if name not in CHOICES:
         raise ValueError(f"unknown correspondence {name!r} (choose from {', '.join(CHOICES)})")
-    return choices[name]()
+    if name == "match":
+        import matcher  # it builds on this module
+        return matcher.RegionMatch()
+    return {"flow": FlowWarp, "none": Correspondence}[name]()
+
+
+def cpu_half(name: str) -> Correspondence:
+    """A correspondence for its ``pair_data`` only (the data loader, a colouring chain): no
+    weights are made (a ``match`` matcher's are the generator's), and no random numbers drawn."""
+    if name not in CHOICES:
+        raise ValueError(f"unknown correspondence {name!r} (choose from {', '.join(CHOICES)})")
+    return Correspondence() if name == "none" else FlowWarp()

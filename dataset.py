@@ -339,7 +339,7 @@ class TripletDataset(Dataset):
         self.load_size = load_size_for(image_size) if train else image_size
         self.prev_prob, self.seed, self.epoch = prev_prob, seed, 0
         self.extended, self.keyframe_prob = extended, keyframe_prob
-        self.correspondence = correspond.build(correspondence)
+        self.correspondence = correspond.cpu_half(correspondence)
         self.keyframe_max_distance, self.rollout_prob = keyframe_max_distance, rollout_prob
         self.reverse_prob, self.uint8 = reverse_prob, uint8
         self.convert = to_uint8_tensor if uint8 else to_tensor
@@ -353,7 +353,7 @@ class TripletDataset(Dataset):
             self.cache = framecache.open_or_build(self.shot_frames, self.load_size, line_art, self.line_paths,
                                                   cache_dir, build=frame_cache != "open")
         self.flows = None
-        if self.cache is not None and extended and cached_flows and self.correspondence.name == "flow":
+        if self.cache is not None and extended and cached_flows and isinstance(self.correspondence, correspond.FlowWarp):
             self.flows = self._neighbour_flows(build=frame_cache != "open")
 
     @classmethod

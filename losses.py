@@ -222,23 +222,52 @@ def original_style_loss(vgg: VGG19Features, fake, real) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- generator total
+# ----------------------------------------------------------------------------- region matching
+def match_loss(matches: list, target: torch.Tensor, level: float = 20.0 / 255.0) -> torch.Tensor:
+    """Cross-entropy of the ``match`` correspondence's region matches (``matcher.Match``), pooled
+    over every match of the batch and weighted by the square root of region area (the area
+    itself lets a frame's few large, easy regions drown its many small ones): for region r of frame t, minus
+    the log of the probability given to the source regions whose mean colour lies within
+    ``level`` (RGB distance, 0-1 scale) of the truth's mean colour under r. A region no source
+    region has the colour of (a new object, a disocclusion) counts nothing. 0 when there is
+    nothing to count. ``target``: (B, 3, H, W) in [0, 1]."""
+    total = target.new_zeros((), dtype=torch.float32)
+    weight = 0.0
+    for m in matches or []:
+        keep = m.labels >= 0
+        lab = m.labels[keep]
+        n = m.log_prob.shape[0]
+        values = target[m.sample].float().reshape(3, -1)[:, keep].t()            # (P, 3)
+        area = torch.bincount(lab, minlength=n).float()
+        truth = torch.zeros(n, 3, device=values.device).index_add_(0, lab, values) / area.clamp(min=1)[:, None]
+        right = (m.colours[m.candidates] - truth[:, None, :]).norm(dim=-1) <= level  # (n, K)
+        counted = right.any(1)
+        if not bool(counted.any()):
+            continue
+        chosen = torch.logsumexp(m.log_prob.masked_fill(~right, float("-inf")), dim=1)[counted]
+        size = area[counted].sqrt()  # a small region counts, but less than a large one
+        total = total - (size * chosen).sum()
+        weight += float(size.sum())
+    return total / weight if weight else total
+
+
 class GeneratorLoss:
     """L_G = adv * g_adv_loss(D(fake)) + l1 * |fake - real|_1 + content * L_content
-    + style * L_style. Defaults are the original's effective weights (it declared an
+    + style * L_style (+ match * ``match_loss`` with the ``match`` correspondence). Defaults are the original's effective weights (it declared an
     adversarial weight of 0.1 but never applied it, so 1). With content = style = 0 no VGG
     is needed (``vgg=None``)."""
 
     def __init__(self, vgg: VGG19Features | None = None, gan_kind: str = "nsgan",
                  adv: float = 1.0, l1: float = 10.0, content: float = 1.0,
-                 style: float = 1000.0):
+                 style: float = 1000.0, match: float = 1.0):
         _check_kind(gan_kind)
         if vgg is None and (content or style):
             raise ValueError("content / style losses need a VGG19 (see load_vgg19)")
         self.vgg, self.gan_kind = vgg, gan_kind
-        self.weights = {"g_adv": adv, "l1": l1, "content": content, "style": style}
+        self.weights = {"g_adv": adv, "l1": l1, "content": content, "style": style, "match": match}
 
-    def __call__(self, fake_logits, fake, real) -> tuple[torch.Tensor, dict]:
-        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'g_total': detached
+    def __call__(self, fake_logits, fake, real, matches=None) -> tuple[torch.Tensor, dict]:
+        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'match', 'g_total': detached
         0-d tensor}) where the parts are unweighted and ``g_total`` is the weighted sum. The
         parts stay on the device: reading them is a host-device sync, left to the caller's
         log steps."""
@@ -247,6 +276,8 @@ class GeneratorLoss:
             parts["content"], parts["style"] = perceptual_and_style_losses(self.vgg, fake, real)
         else:
             parts["content"] = parts["style"] = torch.zeros((), device=fake.device)
+        # the ``match`` correspondence's region matches (``match_loss``); 0 for the others
+        parts["match"] = match_loss(matches, real) if matches else torch.zeros((), device=fake.device)
         total = sum(self.weights[name] * value for name, value in parts.items())
         parts["g_total"] = total
         return total, {name: value.detach().float() for name, value in parts.items()}

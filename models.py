@@ -71,7 +71,7 @@ class ModelConfig:
     #                                frame and aligned keyframe per pixel
     keyframe_input: bool | None = None  # unet: a coloured keyframe (and its line art) at every frame
     correspondence: str | None = None   # how the previous frame and the keyframe are brought onto
-    #                                     frame t (correspond.CHOICES): 'flow' | 'none'
+    #                                     frame t (correspond.CHOICES): 'flow' | 'none' | 'match'
 
     def __post_init__(self):
         if self.generator not in GENERATORS:
@@ -149,6 +149,7 @@ class Colouring:
     weights: torch.Tensor | None = None     # copy path: (B, 1 + S, H, W) per-pixel blend weights of the
     #                                         generated colour and the S aligned sources (previous, keyframe)
     candidates: torch.Tensor | None = None  # copy path: (B, 1 + S, 3, H, W) the colours those weights blend
+    matches: list | None = None  # ``match`` correspondence: the region matches made (``losses.match_loss``)
 
 
 def build_generator(cfg: ModelConfig) -> nn.Module:
@@ -331,7 +332,7 @@ class UNetGenerator(nn.Module):
         self.in_channels, self.copy_path, self.keyframe_input = in_channels, copy_path, keyframe_input
         self.extended = copy_path or keyframe_input or correspondence != "none"
         self.size_rule = _SIZE_RULES["unet"](depth)
-        self.correspond = correspond.build(correspondence)  # no weights for 'flow' and 'none'
+        self.correspond = correspond.build(correspondence)  # weights only for 'match'
         ch = [ngf * 2 ** min(i, 3) for i in range(depth + 1)]
         self.stem = nn.Sequential(conv_in_relu(in_channels, ch[0]), conv_in_relu(ch[0], ch[0]))
         self.down = nn.ModuleList(
@@ -376,10 +377,11 @@ class UNetGenerator(nn.Module):
         h = self.bottleneck(h)                         # (B, C_depth, H/2^depth, W/2^depth)
         for up, skip in zip(self.up, reversed(skips)):
             h = up(h, skip)                            # (B, C_{i-1}, H/2^(i-1), W/2^(i-1))
+        matches = [m for s in aligned for m in (s.match or [])] or None
         if not self.copy_path:
-            return Colouring((torch.tanh(self.head(h)) + 1) / 2, condition)  # (B, 3, H, W)
+            return Colouring((torch.tanh(self.head(h)) + 1) / 2, condition, matches=matches)  # (B, 3, H, W)
         out = self.head(torch.cat([h, x], 1)).float()  # (B, 3 + 1 + n_sources, H, W)
-        return blend_sources(out, aligned, condition)
+        return dataclasses.replace(blend_sources(out, aligned, condition), matches=matches)
 
 
 def blend_sources(head_out: torch.Tensor, aligned: list[Source], condition: torch.Tensor) -> Colouring:

@@ -246,7 +246,7 @@ class Health:
 
     def __init__(self, device):
         self.first_bad = {what: torch.full((), -1, dtype=torch.long, device=device)
-                          for what in ("discriminator", "generator")}
+                          for what in ("discriminator", "generator", "matcher")}
         self.step = 0  # the step being computed, 1-based, set by the loop
 
     def record(self, what: str, loss: torch.Tensor) -> None:

@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unet: no coloured keyframe input at every frame (a keyframe then only starts a chain)")
     g.add_argument("--correspondence", choices=correspond.CHOICES, default=None,
                    help="unet: how the previous frame and the keyframe are brought onto frame t: flow (line-art "
-                        "optical flow, the default) or none")
+                        "optical flow, the default), none, or match (the flow, then a learned matcher of line-art "
+                        "regions: matcher.py)")
     g.add_argument("--checkpoint_path_G", "--init_generator", dest="init_generator",
                    help="start G from these weights (ours or the original's {'generator': ...})")
     g.add_argument("--checkpoint_path_D", "--init_discriminator", dest="init_discriminator",
@@ -102,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (validate, save) after this much training time; all ranks stop together")
     g.add_argument("--lr_g", type=float, default=1e-4)
     g.add_argument("--lr_d", type=float, default=1e-5)
+    g.add_argument("--lr_match", type=float, default=3e-3,
+                   help="--correspondence match: the region matcher's learning rate")
+    g.add_argument("--match_warmup", type=int, default=200,
+                   help="--correspondence match: the first N steps train the region matcher alone on its "
+                        "cross-entropy (a tenth of a GAN step's cost each); they count in --max_steps")
     g.add_argument("--beta1", type=float, default=0.0)
     g.add_argument("--beta2", type=float, default=0.999)
     g.add_argument("--d_every", type=int, default=1, help="update D every N steps (original: 12)")
@@ -110,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--l1_weight", type=float, default=10.0)
     g.add_argument("--content_weight", type=float, default=1.0)
     g.add_argument("--style_weight", type=float, default=1000.0)
+    g.add_argument("--match_weight", type=float, default=1.0,
+                   help="--correspondence match: weight of the region matches' cross-entropy (losses.match_loss)")
     g.add_argument("--vgg_weights", default="imagenet",
                    help="imagenet (torchvision cache) | PATH | random (offline smoke runs only)")
     g = p.add_argument_group("run")
@@ -220,7 +228,12 @@ def build_nets(args, cfg, device) -> runs.Nets:
     if args.init_discriminator:
         models.load_state_strict(D, models.network_weights(args.init_discriminator, "discriminator"), "discriminator")
     fused = device.type == "cuda"
-    opt_g = torch.optim.Adam(G.parameters(), lr=args.lr_g, betas=(args.beta1, args.beta2), fused=fused)
+    matcher_params = list(G.correspond.parameters()) if hasattr(G, "correspond") else []
+    held = {id(p) for p in matcher_params}
+    groups = [{"params": [p for p in G.parameters() if id(p) not in held]}]
+    if matcher_params:  # the ``match`` correspondence learns at its own rate (--lr_match)
+        groups.append({"params": matcher_params, "lr": args.lr_match})
+    opt_g = torch.optim.Adam(groups, lr=args.lr_g, betas=(args.beta1, args.beta2), fused=fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2), fused=fused)
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
     return runs.Nets(G, D, opt_g, opt_d, scaler)
@@ -251,7 +264,8 @@ def prepare(args) -> tuple[Run, runs.Nets]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     g_loss = losses.GeneratorLoss(vgg, args.gan_loss, adv=args.adv_weight, l1=args.l1_weight,
-                                  content=args.content_weight, style=args.style_weight)
+                                  content=args.content_weight, style=args.style_weight,
+                                  match=args.match_weight)
     folder = runs.RunFolder(args.run_dir, run_config(args) | {"model": cfg.to_dict()}, enabled=rank == 0)
     run = Run(args=args, rank=rank, world=world, device=device, cfg=cfg, folder=folder, ds=ds, sampler=sampler,
               loader=loader, val_shot=utils.list_frames(val_shots[0]) if val_shots else None,
@@ -333,11 +347,34 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
     with run.autocast:
         # the bare D: no gradient reaches its weights here, so DDP must not wait for them
         fake_logits = unwrap(D)(torch.cat([cond, fake], 1)).float()
-    total, parts = run.g_loss(fake_logits, fake.float(), target)
+    total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches)
     backward_step(total, nets.opt_g, nets.scaler)
     health.record("generator", total)
     logs.update(parts)
     return logs
+
+
+def match_step(batch, run: Run, nets: runs.Nets, health: runs.Health) -> dict:
+    """A warm-up step of the ``match`` correspondence alone (``--match_warmup``): the true
+    previous frame and the keyframe matched onto frame t, ``losses.match_loss``, one Adam step of
+    the matcher's weights (averaged over processes by hand: the matcher runs outside DDP here)."""
+    b = data_lib.to_device({k: v for k, v in batch.items() if k != "index"}, run.device)
+    matcher = unwrap(nets.generator).correspond
+    sources = [Source(**b["prev"])] + ([Source(**b["keyframe"])] if run.cfg.keyframe_input else [])
+    matches = [m for s in sources for m in (matcher(s, b["line"]).match or [])]
+    # + 0 x the weights: a backward (and the processes' averaging) even when no sample had a source
+    loss = losses.match_loss(matches, b["target"].float()) + 0.0 * sum(p.sum() for p in matcher.parameters())
+    nets.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.world > 1:
+        for p in matcher.parameters():
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            torch.distributed.all_reduce(p.grad)
+            p.grad /= run.world
+    nets.opt_g.step()
+    health.record("matcher", loss)
+    return {"match": loss.detach()}
 
 
 def backward_step(loss, optimizer, scaler) -> None:
@@ -435,6 +472,7 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
     args = run.args
     vgg_note = "random" if run.vgg_random else args.vgg_weights
     seen, t0, end_of_run = 0, time.time(), False
+    warmup = args.match_warmup if run.cfg.correspondence == "match" else 0
     while progress.step < total and not end_of_run:
         run.sampler.set_epoch(progress.epoch)
         run.sampler.consumed = progress.consumed
@@ -442,7 +480,10 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
         for batch in runs.batches(run.loader, stop):
             health.step = progress.step + 1
             with runs.sync_debug(args.sync_debug, run.device):
-                logs = gan_step(batch, run, nets, health, update_d=progress.step % args.d_every == 0)
+                if progress.step < warmup:
+                    logs = match_step(batch, run, nets, health)
+                else:
+                    logs = gan_step(batch, run, nets, health, update_d=progress.step % args.d_every == 0)
             progress.step += 1
             progress.consumed += len(batch["index"]) * run.world
             seen += len(batch["index"]) * run.world
@@ -527,7 +568,7 @@ def check_args(args) -> None:
             raise UserError(f"--{name} must be between 0 and 1, got {getattr(args, name)}")
     at_least = {"d_every": 1, "batch_size": 1, "keep_last": 1, "save_every": 1, "log_every": 1,
                 "val_frames": 1, "epochs": 1, "image_size": 8, "keyframe_max_distance": 1, "num_workers": 0,
-                "seed": 0, "val_every": 0, "ndf": 1}
+                "seed": 0, "val_every": 0, "ndf": 1, "match_warmup": 0}
     for name, low in at_least.items():
         if getattr(args, name) < low:
             raise UserError(f"--{name} must be at least {low}, got {getattr(args, name)}")
@@ -535,10 +576,10 @@ def check_args(args) -> None:
         raise UserError(f"--max_steps must be at least 1, got {args.max_steps} (nothing would be trained)")
     if args.max_minutes is not None and not args.max_minutes >= 0:
         raise UserError(f"--max_minutes must be 0 or more, got {args.max_minutes}")
-    for name in ("lr_g", "lr_d"):
+    for name in ("lr_g", "lr_d", "lr_match"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             raise UserError(f"--{name} must be a positive number, got {getattr(args, name)}")
-    for name in ("adv_weight", "l1_weight", "content_weight", "style_weight"):
+    for name in ("adv_weight", "l1_weight", "content_weight", "style_weight", "match_weight"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
             raise UserError(f"--{name} must be 0 or more, got {getattr(args, name)}")
     if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):

@@ -68,7 +68,8 @@ COLOURS = {"copy_keyframe": "#787878", "flat_grey": "#bebebe", "warp_keyframe": 
            "tcvc_2keys": "#9632aa", "tcvc_2keys_regions": "#5a1a68"}
 # train.py flags of each trained model, on top of the shared budget
 MODELS = {"tcvc": [],
-          "baseline": ["--prev_prob", "0", "--rollout_prob", "0", "--no_keyframe_input", "--keyframe_prob", "0"]}
+          "baseline": ["--prev_prob", "0", "--rollout_prob", "0", "--no_keyframe_input", "--keyframe_prob", "0",
+                       "--correspondence", "flow"]}  # never given a source: --correspondence is tcvc's
 # setting -> (model, extra test.py flags); {keyframes} is the folder of true first frames
 MODEL_SETTINGS = {"baseline": ("baseline", ["--frame_by_frame"]), "tcvc": ("tcvc", []),
                   "tcvc_keyframe": ("tcvc", ["--first_keyframe_dir", "{keyframes}"]),
@@ -91,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_size", type=int, default=320, help="frames are extracted at most this large")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--device", default="auto")
+    p.add_argument("--correspondence", choices=correspond.CHOICES, default=None,
+                   help="the tcvc model's (train.py --correspondence; default: train.py's)")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then extra train.py flags")
     return p
 
@@ -434,7 +437,9 @@ def main(args) -> int:
     t0 = time.time()
     train_root = prepare_clips(args.train_clips, out / "data" / "train", args.max_size)
     eval_root = prepare_clips(args.eval_clips, out / "data" / "eval", args.max_size)
-    checkpoints = {name: train_model(name, extra, train_root, out, args) for name, extra in MODELS.items()}
+    models_args = {name: extra + (["--correspondence", args.correspondence] if name == "tcvc" and args.correspondence
+                                  else []) for name, extra in MODELS.items()}
+    checkpoints = {name: train_model(name, extra, train_root, out, args) for name, extra in models_args.items()}
     results = evaluate(checkpoints, eval_root, out, args)
     drift_plot(results, out / "drift.png")
     strips = sample_strips(eval_root, out / "outputs", args.image_size, "canny", out)

@@ -318,3 +318,28 @@ def test_old_flag_names_still_work_with_a_note(capsys):
     on = train.build_parser().parse_args(["--propagate", "on", "--reference", "on"])
     assert not on.no_copy_path and not on.no_keyframe_input
     assert train.model_config(on) == train.model_config(train.build_parser().parse_args([]))
+
+
+def test_match_correspondence_warms_up_its_matcher_then_trains_with_the_gan(shots, tmp_path):
+    """--correspondence match: the first --match_warmup steps train the matcher alone (only its
+    weights move), the rest are GAN steps that log the matcher's loss too; a resume across the
+    boundary is exact."""
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    over = dict(correspondence="match", match_warmup=2, batch_size=1, val_fraction=0)
+    assert train.main(tiny_args(shots, straight, max_steps=4, **over)) == 0
+    log = read_log(straight)
+    assert [sorted(r) for r in log if r["step"] <= 2] == [["epoch", "img_per_s", "match", "step", "time", "vgg"]] * 2
+    assert [r["step"] for r in log if "loss_d" in r] == [3, 4]
+    assert all("match" in r and math.isfinite(r["match"]) for r in log)
+    assert train.main(tiny_args(shots, split, max_steps=1, **over)) == 0
+    assert train.main(tiny_args(shots, split, max_steps=2, resume="auto", **over)) == 0
+    first, second = (torch.load(split / "checkpoints" / f"step_0000000{n}.pt", weights_only=True)["generator"]
+                     for n in (1, 2))
+    moved = {k for k in first if not torch.equal(first[k], second[k])}
+    assert moved and all(k.startswith("correspond.") for k in moved)
+    assert train.main(tiny_args(shots, split, max_steps=4, resume="auto", **over)) == 0
+    a = torch.load(straight / "checkpoints" / "step_00000004.pt", weights_only=True)
+    b = torch.load(split / "checkpoints" / "step_00000004.pt", weights_only=True)
+    for key in a["generator"]:
+        assert torch.equal(a["generator"][key], b["generator"][key]), key
+    assert len(a["opt_g"]["param_groups"]) == 2 and a["opt_g"]["param_groups"][1]["lr"] == 3e-3
