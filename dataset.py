@@ -292,7 +292,9 @@ class TripletDataset(Dataset):
       frame t and it (``correspond.Correspondence.pair_data``: the DIS flow for 'flow'; zeros
       for 'none');
     - a keyframe with probability ``keyframe_prob``: another frame of the same shot at a random
-      distance of at most ``keyframe_max_distance``;
+      distance of at most ``keyframe_max_distance``, or, with probability ``self_reference_prob``
+      of those, frame t itself under a random rotation, scale and shift (an augmented
+      self-reference: large motions whose every correspondence is known);
     - with probability ``rollout_prob`` a rollout (frame t has a previous frame): 'rollout' = 1,
       and the frame before the previous one ('prev2'), with the flows from the previous frame
       to it and to the keyframe. Training then feeds frame t the generator's own output for the
@@ -319,10 +321,11 @@ class TripletDataset(Dataset):
                  prev_prob: float = 0.5, seed: int = 0, uint8: bool = False,
                  extended: bool = False, correspondence: str = "flow", keyframe_prob: float = 0.0,
                  keyframe_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
-                 frame_cache=False, cache_dir=None, cached_flows: bool = False):
+                 frame_cache=False, cache_dir=None, cached_flows: bool = False, self_reference_prob: float = 0.0):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
         for name, value in (("prev_prob", prev_prob), ("keyframe_prob", keyframe_prob),
+                            ("self_reference_prob", self_reference_prob),
                             ("rollout_prob", rollout_prob), ("reverse_prob", reverse_prob)):
             if not 0.0 <= value <= 1.0:
                 raise UserError(f"{name} must be in [0, 1], got {value}")
@@ -342,6 +345,7 @@ class TripletDataset(Dataset):
         self.correspondence = correspond.cpu_half(correspondence)
         self.keyframe_max_distance, self.rollout_prob = keyframe_max_distance, rollout_prob
         self.reverse_prob, self.uint8 = reverse_prob, uint8
+        self.self_reference_prob = self_reference_prob
         self.convert = to_uint8_tensor if uint8 else to_tensor
         self.shot_frames = [_frames_of(s) for s in self.shot_dirs]
         self._starts = np.cumsum([0] + [len(f) for f in self.shot_frames]).tolist()
@@ -472,6 +476,11 @@ class TripletDataset(Dataset):
         else:
             has_prev, has_prev2 = use_prev and exists(p1), False
         key = _pick_keyframe(pos, n, self.keyframe_max_distance, key_draw) if use_key else None
+        key_view, self_ref = None, False  # an augmented self-reference: frame t itself, moved
+        if self.self_reference_prob > 0:  # drawn only then: runs without it keep their draws
+            self_ref = rng.random() < self.self_reference_prob and key is not None
+            affine = _random_affine(rng, self.image_size)
+            key = pos if self_ref else key
 
         views = {}
 
@@ -484,16 +493,21 @@ class TripletDataset(Dataset):
             """Frame p as a source for frame ``towards`` (zeros when not ``present``)."""
             if not present:
                 return self._source(None, None)
+            if key_view is not None and p == key:  # the self-reference: no cached flow is its
+                return self._source(key_view, self.correspondence.pair_data(view(towards)[1], key_view[1],
+                                                                            self.line_art))
             if self.flows is not None and abs(p - towards) == 1:
                 return self._source(view(p), self._cached_flow(shot, towards, p - towards, crop))
             return self._source(view(p), self.correspondence.pair_data(view(towards)[1], view(p)[1], self.line_art))
 
         target, line = view(pos)
+        if self_ref:
+            key_view = self._moved(target, line, affine)
         sample = {"line": self.convert(line), "target": self.convert(target),
                   "index": torch.tensor(index, dtype=torch.long), "rollout": torch.tensor(float(rollout)),
                   "prev": source(p1, pos, has_prev), "prev2": source(p2, p1, has_prev2),
                   "keyframe": source(key, pos, key is not None)}
-        if self.flows is not None and key is not None and rollout and abs(key - p1) > 1:
+        if self.flows is not None and key is not None and key_view is None and rollout and abs(key - p1) > 1:
             # frame t's flow to the keyframe carried back to the previous frame: as good as its
             # own DIS flow, at a tenth of the cost (``correspond.compose_flows``)
             to_t = self._cached_flow(shot, p1, pos - p1, crop)
@@ -502,6 +516,16 @@ class TripletDataset(Dataset):
         else:
             sample["keyframe_flow2"] = source(key, p1, key is not None and rollout)["flow"]
         return sample
+
+    def _moved(self, colour: np.ndarray, line: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frame t as its own keyframe under the affine map ``affine`` (2, 3): the colour moved
+        (borders repeated), its line art made again from it (given line art is moved with it)."""
+        size = (colour.shape[1], colour.shape[0])
+        moved = cv2.warpAffine(colour, affine, size, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        if self.line_paths:
+            return moved, cv2.warpAffine(line, affine, size, flags=cv2.INTER_LINEAR,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+        return moved, make_line_art(moved, self.line_art)
 
     def _source(self, view, flow) -> dict:
         """A source frame's fields (``correspond.Source``): zeros when ``view`` is None."""
@@ -521,6 +545,16 @@ class TripletDataset(Dataset):
 def _hwc(flow: torch.Tensor) -> np.ndarray:
     """A (2, H, W) flow tensor as float32 (H, W, 2), the layout OpenCV works in."""
     return flow.float().numpy().transpose(1, 2, 0)
+
+
+def _random_affine(rng, size: int) -> np.ndarray:
+    """A random similarity (2, 3) about the centre of a (size, size) image, SCFT's augmented
+    self-reference: rotation within 15 degrees, scale 0.85 to 1.15, shift within 15% of the size."""
+    angle, scale = rng.uniform(-15, 15), rng.uniform(0.85, 1.15)
+    dx, dy = rng.uniform(-0.15, 0.15, size=2) * size
+    affine = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    affine[:, 2] += (dx, dy)
+    return affine
 
 
 def _pick_keyframe(pos: int, n: int, max_distance: int, u: float) -> int | None:

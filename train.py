@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keyframe_prob", type=float, default=0.5,
                    help="chance a sample gets a keyframe: another frame of its shot (generators with a keyframe input)")
     g.add_argument("--keyframe_max_distance", type=int, default=1000, help="furthest keyframe from the frame, in frames")
+    g.add_argument("--self_reference_prob", type=float, default=0.0,
+                   help="of the samples with a keyframe, this share get frame t itself under a random rotation, "
+                        "scale and shift as their keyframe (an augmented self-reference)")
     g.add_argument("--rollout_prob", type=float, default=0.5,
                    help="chance a sample's previous frame is the generator's own output for it (extended generators)")
     g.add_argument("--rollout_grad", action="store_true",
@@ -211,6 +214,7 @@ def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
                                  uint8=True, extended=cfg.extended_inputs, correspondence=cfg.correspondence,
                                  keyframe_prob=args.keyframe_prob if cfg.keyframe_input else 0.0,
                                  keyframe_max_distance=args.keyframe_max_distance,
+                                 self_reference_prob=args.self_reference_prob,
                                  rollout_prob=args.rollout_prob, reverse_prob=args.reverse_prob)
     if not args.no_frame_cache and world > 1 and rank == 0:
         torch.distributed.barrier()  # the cache is complete: the others may open it
@@ -563,7 +567,7 @@ def check_args(args) -> None:
         raise UserError("--line_art given needs --line_root, the folder of real line art")
     if args.line_root and args.line_art != "given":
         raise UserError("--line_root is only read with --line_art given")
-    for name in ("prev_prob", "keyframe_prob", "rollout_prob", "reverse_prob"):
+    for name in ("prev_prob", "keyframe_prob", "rollout_prob", "reverse_prob", "self_reference_prob"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UserError(f"--{name} must be between 0 and 1, got {getattr(args, name)}")
     at_least = {"d_every": 1, "batch_size": 1, "keep_last": 1, "save_every": 1, "log_every": 1,

@@ -491,3 +491,28 @@ def test_non_finite_generator_output_is_refused_not_written_black():
     image[1, 2, 3] = float("nan")
     with pytest.raises(UserError, match="non-finite"):
         dataset.to_uint8(image)
+
+
+def test_self_reference_keyframes_are_frame_t_moved(tmp_path, frame_factory):
+    """--self_reference_prob 1: every keyframe is frame t itself under a random similarity (its
+    background colour is frame t's, no frame of the shot equals it), with its own line art and the
+    flows to it from frame t and from the previous frame; at 0 the samples are the usual ones."""
+    frames, ds = extended(tmp_path, frame_factory, rollout_prob=1.0, keyframe_prob=1.0, self_reference_prob=1.0)
+    _, plain = extended(tmp_path / "b", frame_factory, rollout_prob=1.0, keyframe_prob=1.0)
+    _, zero = extended(tmp_path / "c", frame_factory, rollout_prob=1.0, keyframe_prob=1.0, self_reference_prob=0.0)
+    for i in (2, 3, 4):
+        sample, key = ds[i], ds[i]["keyframe"]
+        assert key["present"] == 1
+        colour = (key["colour"] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        assert all(not np.array_equal(colour, f) for f in frames)
+        background = np.median(colour.reshape(-1, 3), axis=0)
+        assert np.array_equal(background, frames[i][0, 0]), (background, frames[i][0, 0])
+        line = dataset.make_line_art(colour, "canny")
+        assert torch.equal(key["line"][0], torch.from_numpy(line).float() / 255)
+        to_key = correspond.line_flow(dataset.make_line_art(frames[i], "canny"), line, "canny")
+        assert torch.allclose(key["flow"], torch.from_numpy(to_key).permute(2, 0, 1))
+        from_prev = correspond.line_flow(dataset.make_line_art(frames[i - 1], "canny"), line, "canny")
+        assert torch.allclose(sample["keyframe_flow2"], torch.from_numpy(from_prev).permute(2, 0, 1))
+        for name in ("prev", "keyframe"):
+            for field in ("colour", "line", "flow"):
+                assert torch.equal(zero[i][name][field], plain[i][name][field])
