@@ -181,3 +181,19 @@ def test_a_match_generator_saves_loads_and_returns_its_matches(tmp_path):
     state = torch.random.get_rng_state()
     assert isinstance(correspond.cpu_half("match"), correspond.FlowWarp)
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+def test_a_match_checkpoint_colours_a_shot_through_the_library(tmp_path, frame_factory):
+    import colorize
+    import utils
+
+    torch.manual_seed(0)
+    cfg = models.ModelConfig(ngf=8, correspondence="match")
+    torch.save(models.generator_export(models.build_generator(cfg), cfg, 32, "canny"), tmp_path / "g.pt")
+    frames = [frame_factory(i, 40, 40) for i in range(5)]
+    key = frame_factory(2, 40, 40, seed=4)
+    for regions_step in (False, True):
+        colorizer = colorize.Colorizer.from_checkpoint(tmp_path / "g.pt", "cpu", regions=regions_step)
+        results = colorizer.colour_shot(frames, keyframes={2: key})
+        assert len(results) == 5 and all(r.shape == (32, 32, 3) and r.dtype == np.uint8 for r in results)
+        assert np.array_equal(results[2], utils.resize(key, 32))
