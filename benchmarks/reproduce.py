@@ -121,6 +121,12 @@ def check_disjoint(train_clips, eval_clips) -> None:
 
 
 # ----------------------------------------------------------------------------- training
+def model_flags(args) -> dict:
+    """{model: its own train.py flags}: ``MODELS``, with ``--correspondence`` for tcvc alone."""
+    mine = ["--correspondence", args.correspondence] if args.correspondence else []
+    return {name: extra + (mine if name == "tcvc" else []) for name, extra in MODELS.items()}
+
+
 def train_model(name: str, extra: list, data: Path, out: Path, args) -> Path:
     """Train one model into ``out/runs/<name>`` (resuming a run that is already there)."""
     run_dir = out / "runs" / name
@@ -437,9 +443,7 @@ def main(args) -> int:
     t0 = time.time()
     train_root = prepare_clips(args.train_clips, out / "data" / "train", args.max_size)
     eval_root = prepare_clips(args.eval_clips, out / "data" / "eval", args.max_size)
-    models_args = {name: extra + (["--correspondence", args.correspondence] if name == "tcvc" and args.correspondence
-                                  else []) for name, extra in MODELS.items()}
-    checkpoints = {name: train_model(name, extra, train_root, out, args) for name, extra in models_args.items()}
+    checkpoints = {name: train_model(name, extra, train_root, out, args) for name, extra in model_flags(args).items()}
     results = evaluate(checkpoints, eval_root, out, args)
     drift_plot(results, out / "drift.png")
     strips = sample_strips(eval_root, out / "outputs", args.image_size, "canny", out)

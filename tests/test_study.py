@@ -127,3 +127,14 @@ def test_a_moved_square_is_followed_by_the_keyframe_warp():
     assert np.abs(warp[moved].astype(int) - (200, 40, 40)).max() < 40
     assert np.abs(copy[moved].astype(int) - (230, 230, 230)).max() == 0
     assert reproduce.metrics_lib.psnr(warp, truths["s"][1]) > reproduce.metrics_lib.psnr(copy, truths["s"][1]) + 3
+
+
+def test_the_correspondence_choice_goes_to_tcvc_alone():
+    args = reproduce.build_parser().parse_args(["--train_clips", "a", "--eval_clips", "b", "--out", "o",
+                                                "--steps", "1", "--correspondence", "match"])
+    flags = reproduce.model_flags(args)
+    assert flags["tcvc"][-2:] == ["--correspondence", "match"]
+    assert flags["baseline"][-2:] == ["--correspondence", "flow"]  # never given a source either way
+    plain = reproduce.model_flags(reproduce.build_parser().parse_args(
+        ["--train_clips", "a", "--eval_clips", "b", "--out", "o", "--steps", "1"]))
+    assert plain["tcvc"] == reproduce.MODELS["tcvc"]
