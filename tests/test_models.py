@@ -1,5 +1,7 @@
 """Generators, discriminator, model config, cost counting and original-checkpoint loading."""
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -324,3 +326,21 @@ def test_copy_path_reproduces_an_unchanged_previous_frame():
     with_path, without = _train_copy(True), _train_copy(False)
     print(f"L1 with the copy path {with_path:.4f}, without {without:.4f}")
     assert with_path < 0.5 * without and with_path < 0.03
+
+
+def test_a_fresh_copy_path_starts_from_its_aligned_sources():
+    """models.COPY_BIAS: untrained, the default U-Net gives the aligned previous frame and keyframe
+    together 2 e^2 / (1 + 2 e^2) of every pixel's weight (the generated colour the rest, give or
+    take its small random logits)."""
+    torch.manual_seed(0)
+    G = models.build_generator(models.ModelConfig())
+    sources = models.example_sources(2, 32)
+    with torch.no_grad():
+        out = G(sources)
+    share = out.weights[:, 1:].sum(1)
+    expected = 2 * math.exp(2) / (1 + 2 * math.exp(2))
+    assert torch.allclose(share, torch.full_like(share, expected), atol=0.02)
+    no_key = dataclasses.replace(sources, keyframe=correspond.Source.absent(sources.line))
+    with torch.no_grad():
+        share = G(no_key).weights[:, 1].mean().item()
+    assert abs(share - math.exp(2) / (1 + math.exp(2))) < 0.02
