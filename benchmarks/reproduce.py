@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_size", type=int, default=320, help="frames are extracted at most this large")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--device", default="auto")
+    p.add_argument("--keep", nargs="+", choices=sorted(MODELS), default=[],
+                   help="use these models as OUT/runs/<name> already holds them, with no more training "
+                        "(a study that changes only the other model)")
     p.add_argument("--correspondence", choices=correspond.CHOICES, default=None,
                    help="the tcvc model's (train.py --correspondence; default: train.py's)")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then extra train.py flags")
@@ -144,6 +147,15 @@ def train_model(name: str, extra: list, data: Path, out: Path, args) -> Path:
     how = "reused, already trained" if done == before else f"{done - before} steps in {(time.time() - start) / 60:.1f} minutes"
     print(f"{name}: {done} steps ({how})", flush=True)
     return run_dir / "generator.pt"
+
+
+def kept_model(name: str, out: Path) -> Path:
+    """``--keep``: the model already trained in ``out/runs/<name>``, as it is."""
+    path = out / "runs" / name / "generator.pt"
+    if not path.is_file():
+        raise UserError(f"--keep {name}: there is no trained model at {path}")
+    print(f"{name}: {log_steps(path.parent)} steps (kept as it is, --keep)", flush=True)
+    return path
 
 
 def log_steps(run_dir: Path) -> int:
@@ -443,7 +455,8 @@ def main(args) -> int:
     t0 = time.time()
     train_root = prepare_clips(args.train_clips, out / "data" / "train", args.max_size)
     eval_root = prepare_clips(args.eval_clips, out / "data" / "eval", args.max_size)
-    checkpoints = {name: train_model(name, extra, train_root, out, args) for name, extra in model_flags(args).items()}
+    checkpoints = {name: kept_model(name, out) if name in args.keep else train_model(name, extra, train_root, out, args)
+                   for name, extra in model_flags(args).items()}
     results = evaluate(checkpoints, eval_root, out, args)
     drift_plot(results, out / "drift.png")
     strips = sample_strips(eval_root, out / "outputs", args.image_size, "canny", out)

@@ -138,3 +138,14 @@ def test_the_correspondence_choice_goes_to_tcvc_alone():
     plain = reproduce.model_flags(reproduce.build_parser().parse_args(
         ["--train_clips", "a", "--eval_clips", "b", "--out", "o", "--steps", "1"]))
     assert plain["tcvc"] == reproduce.MODELS["tcvc"]
+
+
+def test_keep_uses_a_trained_model_as_it_is_or_says_it_is_missing(tmp_path, capsys):
+    with pytest.raises(reproduce.UserError, match="--keep baseline: there is no trained model"):
+        reproduce.kept_model("baseline", tmp_path)
+    run = tmp_path / "runs" / "baseline"
+    run.mkdir(parents=True)
+    (run / "generator.pt").write_bytes(b"weights")
+    (run / "log.jsonl").write_text('{"step": 7}\n')
+    assert reproduce.kept_model("baseline", tmp_path) == run / "generator.pt"
+    assert "baseline: 7 steps (kept as it is, --keep)" in capsys.readouterr().out
