@@ -83,8 +83,6 @@ class Sources:
                 return None
             if isinstance(held[0], torch.Tensor):
                 return torch.cat([torch.zeros_like(held[0]) if v is None else v for v in values])
-            if isinstance(held[0], list):  # matches are made after the batch is put together
-                raise ValueError("aligned sources (with matches) cannot be joined into one batch")
             return type(held[0])(**{f.name: join([getattr(v, f.name) for v in values])
                                     for f in dataclasses.fields(held[0])})
         return join(items)

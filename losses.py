@@ -231,8 +231,7 @@ def match_loss(matches: list, target: torch.Tensor, level: float = 20.0 / 255.0)
     ``level`` (RGB distance, 0-1 scale) of the truth's mean colour under r. A region no source
     region has the colour of (a new object, a disocclusion) counts nothing. 0 when there is
     nothing to count. ``target``: (B, 3, H, W) in [0, 1]."""
-    total = target.new_zeros((), dtype=torch.float32)
-    weight = 0.0
+    total = weight = target.new_zeros((), dtype=torch.float32)  # on the device: no host reads here
     for m in matches or []:
         keep = m.labels >= 0
         lab = m.labels[keep]
@@ -242,13 +241,11 @@ def match_loss(matches: list, target: torch.Tensor, level: float = 20.0 / 255.0)
         truth = torch.zeros(n, 3, device=values.device).index_add_(0, lab, values) / area.clamp(min=1)[:, None]
         right = (m.colours[m.candidates] - truth[:, None, :]).norm(dim=-1) <= level  # (n, K)
         counted = right.any(1)
-        if not bool(counted.any()):
-            continue
-        chosen = torch.logsumexp(m.log_prob.masked_fill(~right, float("-inf")), dim=1)[counted]
-        size = area[counted].sqrt()  # a small region counts, but less than a large one
-        total = total - (size * chosen).sum()
-        weight += float(size.sum())
-    return total / weight if weight else total
+        chosen = torch.logsumexp(m.log_prob.masked_fill(~right, float("-inf")), dim=1)  # -inf: counts nothing
+        size = torch.where(counted, area.sqrt(), 0.0)  # a small region counts, but less than a large one
+        total = total - (size * torch.where(counted, chosen, 0.0)).sum()
+        weight = weight + size.sum()
+    return total / weight.clamp(min=1e-12)
 
 
 class GeneratorLoss:

@@ -149,9 +149,9 @@ class RegionMatch(correspond.FlowWarp):
             return colour_w, None
         ys, xs = torch.meshgrid(torch.arange(h, device=dev, dtype=torch.float32),
                                 torch.arange(w, device=dev, dtype=torch.float32), indexing="ij")
-        scale = float(max(h, w))
-        coords = torch.stack([xs.reshape(-1), ys.reshape(-1)]) / scale          # (2, P)
-        flow_n = flow.reshape(2, -1) / scale                                    # (2, P)
+        side = float(max(h, w))                                                # positions in frame widths
+        coords = torch.stack([xs.reshape(-1), ys.reshape(-1)]) / side           # (2, P)
+        flow_n = flow.reshape(2, -1) / side                                     # (2, P)
         geo_t, area_t = _pool(torch.cat([coords, flow_n]), lab_t, n_t)          # (n_t, 4): cx, cy, fx, fy
         geo_s, area_s = _pool(coords, lab_s, n_s)                               # (n_s, 2)
         warp_mean, _ = _pool(colour_w.reshape(3, -1), lab_t, n_t)               # (n_t, 3)

@@ -93,7 +93,11 @@ def test_match_loss_by_hand():
     assert losses.match_loss([m], target).item() == pytest.approx(expected, rel=1e-5)
     # a region whose colour no source region has counts nothing
     target[0, 1, :, 3:] = 1.0          # region 1 becomes (0, 1, 1): no source region is within 20/255
-    assert losses.match_loss([m], target).item() == pytest.approx(-math.log(0.7), rel=1e-5)
+    logits = probs.log().requires_grad_()
+    loss = losses.match_loss([matcher.Match(0, labels, candidates, torch.log_softmax(logits, 1), colours)], target)
+    assert loss.item() == pytest.approx(-math.log(0.7), rel=1e-5)
+    loss.backward()                    # the region that counts nothing gets no gradient, and no NaN
+    assert torch.isfinite(logits.grad).all() and logits.grad[1].abs().max() == 0
     assert losses.match_loss([], target).item() == 0.0
 
 
