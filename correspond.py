@@ -121,9 +121,15 @@ def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny") -> np
     held drawing) gets an exact zero flow, so that the copy is exact."""
     if np.array_equal(line_t, line_s):
         return np.zeros((*line_t.shape, 2), np.float32)
-    dis = getattr(_dis, "engine", None)
-    if dis is None:  # one engine per thread: DIS objects are not thread-safe
-        dis = _dis.engine = cv2.DISOpticalFlow_create(FLOW_PRESET)
+    # one engine per thread (DIS objects are not thread-safe) and per image size: an engine that
+    # has computed a flow at another size gives other flows (OpenCV 5.0), which made a sample's
+    # flow depend on what its process had computed before
+    engines = getattr(_dis, "engines", None)
+    if engines is None:
+        engines = _dis.engines = {}
+    dis = engines.get(line_t.shape)
+    if dis is None:
+        dis = engines[line_t.shape] = cv2.DISOpticalFlow_create(FLOW_PRESET)
     return dis.calc(flow_image(line_t, mode), flow_image(line_s, mode), None)
 
 

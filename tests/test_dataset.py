@@ -463,6 +463,37 @@ def test_identical_line_art_gets_an_exact_zero_flow():
     assert correspond.flow_image(np.full((8, 8), 255, np.uint8), "canny").max() == 255  # no line at all
 
 
+def test_a_flow_does_not_depend_on_the_flows_computed_before_it():
+    """The same pair gets the same flow whatever the thread computed before, at another size too
+    (a reused OpenCV DIS engine did not: a sample's flow then depended on its process's past)."""
+    import threading
+
+    rng = np.random.default_rng(4)
+
+    def drawing(h, w):
+        line = np.full((h, w), 255, np.uint8)
+        for _ in range(6):
+            x, y = int(rng.integers(0, w)), int(rng.integers(0, h))
+            cv2.circle(line, (x, y), int(rng.integers(3, 9)), 0, 1)
+        return line
+
+    a = drawing(64, 64)
+    b = np.roll(a, (1, 3), axis=(0, 1))
+    flows = []
+
+    def fresh_thread(before):
+        for shape in before:  # other flows first, in this new thread
+            c = drawing(*shape)
+            correspond.line_flow(c, np.roll(c, 2, axis=0))
+        flows.append(correspond.line_flow(a, b))
+
+    for before in ([], [(32, 32)], [(48, 80), (64, 64)]):
+        t = threading.Thread(target=fresh_thread, args=(before,))
+        t.start(), t.join()
+    assert np.abs(flows[0]).max() > 1  # a real flow
+    assert all(np.array_equal(f, flows[0]) for f in flows[1:])
+
+
 def test_extended_samples_are_deterministic_and_uint8_matches(tmp_path, frame_factory):
     kwargs = {"rollout_prob": 0.5, "keyframe_prob": 0.5, "reverse_prob": 0.5, "train": True, "seed": 3}
     frames, ds = extended(tmp_path, frame_factory, **kwargs)
