@@ -308,9 +308,7 @@ class TripletDataset(Dataset):
     than 0, which wait for rank 0's build). ``cached_flows=True`` (with ``extended=True`` and
     the ``flow`` correspondence) adds every frame's line art and its flows to the frames before
     and after to the cache (``_neighbour_flows``), so that a sample computes one DIS flow at
-    most: frame t's to its keyframe. Off by default, so train.py does not use it yet: with it,
-    tests/test_ddp.py's two ranks and one process, fed identical batches, got gradients 17%
-    apart (2e-4 without), which is not understood yet.
+    most: frame t's to its keyframe (train.py's default; ``--no_flow_cache`` turns it off).
 
     No ``cv2.setNumThreads`` in DataLoader workers: with OpenCV 5.0 it deadlocked a forked
     worker in one run of two once the parent had used OpenCV's thread pool.

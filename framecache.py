@@ -168,7 +168,7 @@ def _is_current(folder: Path, index: dict) -> bool:
 def _checks(folder: Path) -> dict:
     """{file name: [size in bytes, checksum of its sample of frames]} of a cache's arrays."""
     out = {}
-    for name in ("frames.npy", "lines.npy"):
+    for name in ("frames.npy", "lines.npy", "flows.npy"):
         if (folder / name).is_file():
             array = NpyFile(folder / name)
             digest = hashlib.sha1()
@@ -320,6 +320,13 @@ def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: di
     starts = frames.starts
     jobs = [(s, p) for s in range(len(starts) - 1) for p in range(starts[s + 1] - starts[s])]
     size = frames.colour(0, 0).shape[0]
+    need = len(jobs) * size * size * 9
+    free = shutil.disk_usage(folder.parent).free
+    if free < need + 64 * 2**20:  # and a margin for the file system's own needs
+        shutil.rmtree(building, ignore_errors=True)
+        raise utils.UserError(f"the line-art and flow cache needs {need / 1e9:.2f} GB but only {free / 1e9:.2f} GB "
+                              f"are free in {folder.parent}: free space, choose another --cache_dir, or pass "
+                              f"--no_flow_cache")
     print(f"note: computing line art and the optical flows between neighbouring frames into the cache: "
           f"{len(jobs)} frames, {len(jobs) * size * size * 9 / 1e9:.2f} GB, in {folder} (once)", file=sys.stderr)
     try:
@@ -327,6 +334,9 @@ def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: di
                                           shape=(len(jobs), size, size))
         flows = np.lib.format.open_memmap(building / "flows.npy", mode="w+", dtype=np.float16,
                                           shape=(len(jobs), 2, 2, size, size))
+        for name in ("lines.npy", "flows.npy"):  # reserve every block: ENOSPC here, never SIGBUS later
+            with open(building / name, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
         def fill_line(job, lines=lines):
             lines[starts[job[0]] + job[1]] = line_of(np.array(frames.colour(*job)), *job)
@@ -347,7 +357,7 @@ def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: di
         for array in (lines, flows):
             array.flush()
         del lines, flows
-        _publish(building, folder, index)
+        _publish(building, folder, index | {"checks": _checks(building)})
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise

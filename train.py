@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no_frame_cache", action="store_true",
                    help="read the image files at every sample instead of the decoded-frame cache (every training "
                         "frame decoded and resized once into one file read by all workers and GPUs)")
+    g.add_argument("--no_flow_cache", action="store_true",
+                   help="compute the optical flows to the previous frames at every sample instead of keeping every "
+                        "frame's line art and its flows to its neighbours in the frame cache (built once, 3 times "
+                        "the frames' bytes; a sample then computes one flow at most, to its keyframe)")
     g.add_argument("--cache_dir", default=None,
                    help="where the frame cache lives (default: $TCVC_CACHE_DIR, else $XDG_CACHE_HOME/tcvc, else "
                         "~/.cache/tcvc); it can be deleted at any time")
@@ -215,7 +219,8 @@ def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
                                  keyframe_prob=args.keyframe_prob if cfg.keyframe_input else 0.0,
                                  keyframe_max_distance=args.keyframe_max_distance,
                                  self_reference_prob=args.self_reference_prob,
-                                 rollout_prob=args.rollout_prob, reverse_prob=args.reverse_prob)
+                                 rollout_prob=args.rollout_prob, reverse_prob=args.reverse_prob,
+                                 cached_flows=not args.no_flow_cache)
     if not args.no_frame_cache and world > 1 and rank == 0:
         torch.distributed.barrier()  # the cache is complete: the others may open it
     sampler = runs.ResumableSampler(ds, world, rank, args.seed)

@@ -4,6 +4,7 @@ import pickle
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 import dataset
@@ -121,3 +122,27 @@ def test_cached_samples_are_deterministic_in_workers_and_the_cache_follows_the_f
     after = np.array(rebuilt.flows.flow(0, 2, -1))  # frame 2 (= 0) to frame 1: the motion forward now
     assert np.abs(np.median(after[0]) - 1.5) < 0.3 and np.median(before[0]) < -1.0
     assert torch.is_tensor(rebuilt[3]["prev"]["flow"])
+
+
+def test_a_built_flow_cache_is_opened_as_it_is_and_checked(tmp_path, capsys):
+    """A second dataset over unchanged frames opens the flow cache without computing it again,
+    and so does a DDP rank that may only open it (``frame_cache="open"``); flows overwritten
+    behind its back are found by the sampled checksum and computed again."""
+    cached, _ = datasets(tmp_path)
+    assert "neighbouring frames into the cache" in capsys.readouterr().err
+    again, _ = datasets(tmp_path, write=False)
+    opened, _ = datasets(tmp_path, write=False, frame_cache="open")
+    assert "neighbouring frames into the cache" not in capsys.readouterr().err
+    assert opened.flows.folder == again.flows.folder == cached.flows.folder
+    cached.set_epoch(1), opened.set_epoch(1)
+    assert all(tree_equal(cached[i], opened[i]) for i in range(len(cached)))
+
+    flows = np.load(cached.flows.folder / "flows.npy", mmap_mode="r+")
+    flows[0] = 7.0  # the first frame is among the sampled ones
+    flows.flush()
+    del flows
+    with pytest.raises(utils.UserError, match="flow cache .* missing or out of date"):
+        datasets(tmp_path, write=False, frame_cache="open")
+    rebuilt, _ = datasets(tmp_path, write=False)
+    assert "neighbouring frames into the cache" in capsys.readouterr().err
+    assert not (np.array(rebuilt.flows.flow(0, 0, 1)) == 7.0).all()
