@@ -77,6 +77,12 @@ CANNY_SIGMA = 1.0  # the original's skimage canny(sigma=1)
 # skimage's default thresholds are 0.1 / 0.2 of the [0, 1] grey range, on sqrt(gx^2 + gy^2)
 # of the same Sobel kernels OpenCV uses: x 255 on uint8 grey.
 CANNY_LOW, CANNY_HIGH = 25.5, 51.0
+# With the flow cache (``cached_flows``) a frame's keyframe is one of this many frames drawn once
+# for it (as a sample would draw one), so that their flows are computed once into the cache too:
+# 2 x 4 bytes a pixel of the load size per frame (the cached frame holds 3). Over a shot of n
+# frames that is 2n of its n(n-1) pairs, each seen under every crop and flip.
+CACHED_KEYFRAMES = 2
+CACHED_KEYFRAME_SEED = 7211
 LOAD_SCALE = 1.125  # pix2pix "resize and crop": resize to 288, random crop 256
 
 
@@ -307,8 +313,9 @@ class TripletDataset(Dataset):
     first if needed in ``cache_dir``; ``frame_cache="open"`` only opens one (DDP ranks other
     than 0, which wait for rank 0's build). ``cached_flows=True`` (with ``extended=True`` and
     the ``flow`` correspondence) adds every frame's line art and its flows to the frames before
-    and after to the cache (``_neighbour_flows``), so that a sample computes one DIS flow at
-    most: frame t's to its keyframe (train.py's default; ``--no_flow_cache`` turns it off).
+    and after, and to ``CACHED_KEYFRAMES`` keyframes drawn once per frame, to the cache
+    (``_neighbour_flows``), so that a sample computes no optical flow (but for an augmented
+    self-reference): train.py's default, ``--no_flow_cache`` turns it off.
 
     No ``cv2.setNumThreads`` in DataLoader workers: with OpenCV 5.0 it deadlocked a forked
     worker in one run of two once the parent had used OpenCV's thread pool.
@@ -384,17 +391,27 @@ class TripletDataset(Dataset):
             given = self.cache.line(shot, pos) if self.line_paths else None
             return make_line_art(colour, self.line_art, given)
 
-        tag = f"{self.line_art}:{CANNY_SIGMA}:{CANNY_LOW}:{CANNY_HIGH}:{correspond.flow_settings()}"
-        return framecache.open_or_build_flows(self.cache, line_of,
-                                              lambda a, b: correspond.line_flow(a, b, self.line_art), tag, build)
+        def keys(shot, pos, n):
+            """The frame's CACHED_KEYFRAMES keyframes, drawn once as a sample draws one (any
+            frame of the shot within keyframe_max_distance), tied to the frame's place alone."""
+            rng = np.random.default_rng([CACHED_KEYFRAME_SEED, shot, pos])
+            picks = [_pick_keyframe(pos, n, self.keyframe_max_distance, u) for u in rng.random(CACHED_KEYFRAMES)]
+            return [-1 if k is None else k for k in picks]
 
-    def _cached_flow(self, shot: int, pos: int, step: int, crop) -> torch.Tensor:
-        """The cached flow from frame ``pos`` to ``pos + step`` under the sample's crop and flip,
-        (2, S, S): float16 for uint8 batches, else float32. Flipping the images mirrors the flow
-        field and negates its dx."""
+        tag = (f"{self.line_art}:{CANNY_SIGMA}:{CANNY_LOW}:{CANNY_HIGH}:{correspond.flow_settings()}:"
+               f"keyframes {CACHED_KEYFRAMES} within {self.keyframe_max_distance}, seed {CACHED_KEYFRAME_SEED}")
+        return framecache.open_or_build_flows(self.cache, line_of,
+                                              lambda a, b: correspond.line_flow(a, b, self.line_art), tag, build,
+                                              keys=keys if self.keyframe_prob > 0 else None)
+
+    def _cached_flow(self, shot: int, pos: int, step, crop, slot=None) -> torch.Tensor:
+        """The cached flow from frame ``pos`` to ``pos + step`` (or to its cached keyframe in
+        ``slot``) under the sample's crop and flip, (2, S, S): float16 for uint8 batches, else
+        float32. Flipping the images mirrors the flow field and negates its dx."""
         top, left, flip = crop
         size = self.image_size
-        chw = self.flows.flow(shot, pos, step)[:, top:top + size, left:left + size]
+        whole = self.flows.flow(shot, pos, step) if slot is None else self.flows.key_flow(shot, pos, slot)
+        chw = whole[:, top:top + size, left:left + size]
         if flip:
             chw = chw[:, :, ::-1]
         out = torch.from_numpy(np.array(chw))  # float16 (torch casts 5-25 times faster than NumPy)
@@ -473,7 +490,13 @@ class TripletDataset(Dataset):
             has_prev, has_prev2 = True, use_prev and exists(p2)
         else:
             has_prev, has_prev2 = use_prev and exists(p1), False
-        key = _pick_keyframe(pos, n, self.keyframe_max_distance, key_draw) if use_key else None
+        key_slot = None  # with the flow cache: which of the frame's cached keyframes
+        if use_key and self.flows is not None:
+            cached = self.flows.keys(shot, pos)
+            key_slot = min(int(key_draw * len(cached)), len(cached) - 1) if len(cached) else None
+            key = None if key_slot is None or cached[key_slot] < 0 else int(cached[key_slot])
+        else:
+            key = _pick_keyframe(pos, n, self.keyframe_max_distance, key_draw) if use_key else None
         key_view, self_ref = None, False  # an augmented self-reference: frame t itself, moved
         if self.self_reference_prob > 0:  # drawn only then: runs without it keep their draws
             self_ref = rng.random() < self.self_reference_prob and key is not None
@@ -496,6 +519,8 @@ class TripletDataset(Dataset):
                                                                             self.line_art))
             if self.flows is not None and abs(p - towards) == 1:
                 return self._source(view(p), self._cached_flow(shot, towards, p - towards, crop))
+            if key_slot is not None and p == key and towards == pos:
+                return self._source(view(p), self._cached_flow(shot, pos, None, crop, slot=key_slot))
             return self._source(view(p), self.correspondence.pair_data(view(towards)[1], view(p)[1], self.line_art))
 
         target, line = view(pos)

@@ -168,7 +168,7 @@ def _is_current(folder: Path, index: dict) -> bool:
 def _checks(folder: Path) -> dict:
     """{file name: [size in bytes, checksum of its sample of frames]} of a cache's arrays."""
     out = {}
-    for name in ("frames.npy", "lines.npy", "flows.npy"):
+    for name in ("frames.npy", "lines.npy", "flows.npy", "keyflows.npy", "keys.npy"):
         if (folder / name).is_file():
             array = NpyFile(folder / name)
             digest = hashlib.sha1()
@@ -266,14 +266,16 @@ def _alive(pid: int) -> bool:
 
 # ----------------------------------------------------------------------------- line art and neighbour flows
 class FlowCache:
-    """Each cached frame's line art and the optical flows to its neighbouring frames, at the
-    load size: ``line(shot, pos)`` -> uint8 (L, L); ``flow(shot, pos, step)`` -> float16
-    (2, L, L), (dx, dy) in pixels, from frame ``pos`` to frame ``pos + step`` (step -1: the
-    frame before, +1: the frame after), zeros where that frame is outside the shot. Pickles as
-    its folder, as ``FrameCache`` does."""
+    """Each cached frame's line art and optical flows, at the load size: ``line(shot, pos)`` ->
+    uint8 (L, L); ``flow(shot, pos, step)`` -> float16 (2, L, L), (dx, dy) in pixels, from frame
+    ``pos`` to frame ``pos + step`` (step -1: the frame before, +1: the frame after), zeros where
+    that frame is outside the shot; ``keys(shot, pos)`` -> the positions in the shot of the
+    frame's pre-drawn keyframes (-1: none), and ``key_flow(shot, pos, slot)`` its flow to the
+    keyframe in that slot. Pickles as its folder, as ``FrameCache`` does."""
 
     def __init__(self, folder: Path, starts: list[int]):
-        self.folder, self.starts, self._lines, self._flows = Path(folder), list(starts), None, None
+        self.folder, self.starts = Path(folder), list(starts)
+        self._lines = self._flows = self._keys = self._key_flows = None
 
     def __getstate__(self):
         return {"folder": self.folder, "starts": self.starts}
@@ -284,6 +286,8 @@ class FlowCache:
     def _open(self):
         if self._flows is None:
             self._lines = np.load(self.folder / "lines.npy", mmap_mode="r")
+            self._keys = np.load(self.folder / "keys.npy")
+            self._key_flows = np.load(self.folder / "keyflows.npy", mmap_mode="r")
             self._flows = np.load(self.folder / "flows.npy", mmap_mode="r")
 
     def line(self, shot: int, pos: int) -> np.ndarray:
@@ -294,54 +298,72 @@ class FlowCache:
         self._open()
         return self._flows[self.starts[shot] + pos, (step + 1) // 2]
 
+    def keys(self, shot: int, pos: int) -> np.ndarray:
+        self._open()
+        return self._keys[self.starts[shot] + pos]
 
-def open_or_build_flows(frames: FrameCache, line_of, pair_flow, tag: str, build: bool = True) -> FlowCache:
-    """The line art and neighbour flows of a complete frame cache, in a folder beside it
-    (``lines.npy`` (N, L, L) uint8, ``flows.npy`` (N, 2, 2, L, L) float16: 3 times the frames'
-    bytes), built once in a hidden folder renamed into place when complete, and rebuilt when the
-    frame cache or ``tag`` (how line art and flow are computed) changes. ``line_of(colour, shot,
-    pos)`` gives a frame's uint8 line art from its cached colour frame, ``pair_flow(line_t,
-    line_s)`` the float32 (L, L, 2) flow from frame t to frame s."""
+    def key_flow(self, shot: int, pos: int, slot: int) -> np.ndarray:
+        self._open()
+        return self._key_flows[self.starts[shot] + pos, slot]
+
+
+def open_or_build_flows(frames: FrameCache, line_of, pair_flow, tag: str, build: bool = True,
+                        keys=None) -> FlowCache:
+    """The line art and flows of a complete frame cache, in a folder beside it (``lines.npy``
+    (N, L, L) uint8; ``flows.npy`` (N, 2, 2, L, L) float16, to the frames before and after;
+    ``keys.npy`` (N, K) int32 and ``keyflows.npy`` (N, K, 2, L, L) float16, to K keyframes of
+    the same shot: 3 + 4K / 3 times the frames' bytes), built once in a hidden folder renamed
+    into place when complete, and rebuilt when the frame cache or ``tag`` (how line art, flows
+    and keyframes are made) changes. ``line_of(colour, shot, pos)`` gives a frame's uint8 line
+    art from its cached colour frame, ``pair_flow(line_t, line_s)`` the float32 (L, L, 2) flow
+    from frame t to frame s, ``keys(shot, pos, n)`` the K keyframe positions of frame ``pos`` of
+    a shot of ``n`` frames (-1: none; default none)."""
     index = {"version": VERSION, "tag": tag,
              "frames": hashlib.sha1((frames.folder / "index.json").read_bytes()).hexdigest()}
     folder = frames.folder.with_name(frames.folder.name + ".flows")
     if not _is_current(folder, index):
         if not build:
             raise utils.UserError(f"the line-art and flow cache {folder} is missing or out of date")
-        _build_flows(folder, frames, line_of, pair_flow, index)
+        _build_flows(folder, frames, line_of, pair_flow, index, keys or (lambda shot, pos, n: []))
     return FlowCache(folder, frames.starts)
 
 
-def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: dict) -> None:
+def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: dict, keys) -> None:
     _remove_killed_builds(folder)
     building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     starts = frames.starts
     jobs = [(s, p) for s in range(len(starts) - 1) for p in range(starts[s + 1] - starts[s])]
+    key_pos = np.array([list(keys(s, p, starts[s + 1] - starts[s])) for s, p in jobs], np.int32)
+    key_pos = key_pos.reshape(len(jobs), -1)
+    n_keys = key_pos.shape[1]
     size = frames.colour(0, 0).shape[0]
-    need = len(jobs) * size * size * 9
+    need = len(jobs) * size * size * (9 + 4 * n_keys)
     free = shutil.disk_usage(folder.parent).free
     if free < need + 64 * 2**20:  # and a margin for the file system's own needs
         shutil.rmtree(building, ignore_errors=True)
         raise utils.UserError(f"the line-art and flow cache needs {need / 1e9:.2f} GB but only {free / 1e9:.2f} GB "
                               f"are free in {folder.parent}: free space, choose another --cache_dir, or pass "
                               f"--no_flow_cache")
-    print(f"note: computing line art and the optical flows between neighbouring frames into the cache: "
-          f"{len(jobs)} frames, {len(jobs) * size * size * 9 / 1e9:.2f} GB, in {folder} (once)", file=sys.stderr)
+    print(f"note: computing line art and the optical flows between neighbouring frames and to {n_keys} keyframes "
+          f"a frame into the cache: {len(jobs)} frames, {need / 1e9:.2f} GB, in {folder} (once)", file=sys.stderr)
     try:
+        np.save(building / "keys.npy", key_pos)
         lines = np.lib.format.open_memmap(building / "lines.npy", mode="w+", dtype=np.uint8,
                                           shape=(len(jobs), size, size))
         flows = np.lib.format.open_memmap(building / "flows.npy", mode="w+", dtype=np.float16,
                                           shape=(len(jobs), 2, 2, size, size))
-        for name in ("lines.npy", "flows.npy"):  # reserve every block: ENOSPC here, never SIGBUS later
+        key_flows = np.lib.format.open_memmap(building / "keyflows.npy", mode="w+", dtype=np.float16,
+                                              shape=(len(jobs), n_keys, 2, size, size))
+        for name in ("lines.npy", "flows.npy", "keyflows.npy"):  # reserve every block: ENOSPC here, never SIGBUS later
             with open(building / name, "r+b") as f:
                 os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
         def fill_line(job, lines=lines):
             lines[starts[job[0]] + job[1]] = line_of(np.array(frames.colour(*job)), *job)
 
-        def fill_flows(job, lines=lines, flows=flows):
+        def fill_flows(job, lines=lines, flows=flows, key_flows=key_flows):
             shot, pos = job
             i, n = starts[shot] + pos, starts[shot + 1] - starts[shot]
             for j, step in enumerate((-1, 1)):
@@ -349,14 +371,16 @@ def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: di
                     flows[i, j] = pair_flow(lines[i], lines[i + step]).transpose(2, 0, 1)
                 else:
                     flows[i, j] = 0
+            for j, key in enumerate(key_pos[i]):
+                key_flows[i, j] = 0 if key < 0 else pair_flow(lines[i], lines[starts[shot] + key]).transpose(2, 0, 1)
 
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             list(pool.map(fill_line, jobs))
-            list(tqdm(pool.map(fill_flows, jobs), total=len(jobs), unit="frame", desc="neighbour flows",
+            list(tqdm(pool.map(fill_flows, jobs), total=len(jobs), unit="frame", desc="flows",
                       leave=False))
-        for array in (lines, flows):
+        for array in (lines, flows, key_flows):
             array.flush()
-        del lines, flows
+        del lines, flows, key_flows
         _publish(building, folder, index | {"checks": _checks(building)})
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)

@@ -10,8 +10,9 @@ the previous frame is used, the crop's source region resized, Canny, the same ra
 flip on all three), then reading the frame cache (``framecache.py``: frames decoded and
 resized once; a triple is a crop of the cached frames, Canny, flip). It also times the
 default training sample of the default U-Net (previous frame's line art, optical
-flows, a keyframe half of the time, rollouts) from the cache, with its line art and the flows
-between neighbouring frames in the cache too (``cached_flows=True``, built once, timed apart).
+flows, a keyframe half of the time, rollouts) from the cache, with its line art, the flows
+between neighbouring frames and those to each frame's ``dataset.CACHED_KEYFRAMES`` keyframes in
+the cache too (``cached_flows=True``, as train.py trains; built once, timed apart).
 Rates leave out the first batch (worker start-up, amortised over a real epoch). Lines
 ``full_samples_per_s=N`` (the default sample) and, last, ``triples_per_s=N`` (the cached
 triple), both for the first --workers figure; ``--only full`` times the default sample alone
@@ -151,7 +152,7 @@ def main(args) -> float:
         sets["default sample, cached"] = dataset.TripletDataset.from_root(
             Path(tmp) / "frames", frame_cache=True, extended=True, keyframe_prob=0.5, rollout_prob=0.5,
             reverse_prob=0.5, cached_flows=True, **common)
-        print(f"frame cache with neighbour flows ready in {time.perf_counter() - start:.2f} s "
+        print(f"frame cache with line art and flows ready in {time.perf_counter() - start:.2f} s "
               f"({1000 * (time.perf_counter() - start) / len(png):.2f} ms a frame)")
         rates = {}
         for name, ds in sets.items():

@@ -56,7 +56,12 @@ def draws(ds, epoch, index) -> dict:
     flip = bool(rng.random() < 0.5)
     step = 1 if rng.random() < ds.reverse_prob else -1
     rng.random(), rng.random()
-    key = dataset._pick_keyframe(index, len(ds), ds.keyframe_max_distance, rng.random())
+    u = rng.random()
+    if ds.flows is not None:  # one of the frame's keyframes drawn once into the cache
+        keys = ds.flows.keys(0, index)
+        key = int(keys[min(int(u * len(keys)), len(keys) - 1)])
+    else:
+        key = dataset._pick_keyframe(index, len(ds), ds.keyframe_max_distance, u)
     return {"flip": flip, "step": step, "prev": index + step, "key": key}
 
 
@@ -96,13 +101,13 @@ def test_keyframe_flow_of_the_previous_frame_is_composed_correctly(tmp_path):
     for epoch in range(3):
         cached.set_epoch(epoch), fly.set_epoch(epoch)
         for i in range(len(cached)):
-            a, b, d = cached[i], fly[i], draws(cached, epoch, i)
-            if not 0 <= d["prev"] < len(cached) or abs(d["key"] - d["prev"]) < 2:
-                continue
-            for flow in (a["keyframe_flow2"], b["keyframe_flow2"]):
-                median = flow.float().flatten(1).median(dim=1).values.numpy()
+            for ds in (cached, fly):
+                d = draws(ds, epoch, i)
+                if not 0 <= d["prev"] < len(ds) or abs(d["key"] - d["prev"]) < 2:
+                    continue
+                median = ds[i]["keyframe_flow2"].float().flatten(1).median(dim=1).values.numpy()
                 assert np.abs(median - true_flow(d["key"] - d["prev"], d["flip"])).max() < 0.5, (epoch, i, median)
-            checked += 1
+                checked += ds is cached
     assert checked >= 5
 
 
@@ -117,7 +122,7 @@ def test_cached_samples_are_deterministic_in_workers_and_the_cache_follows_the_f
     capsys.readouterr()
     utils.write_image(tmp_path / "data" / "shot0" / "frame_002.png", moving_frame(0))  # frame 2 now = frame 0
     rebuilt, _ = datasets(tmp_path, write=False)
-    assert "neighbouring frames into the cache" in capsys.readouterr().err
+    assert "optical flows between neighbouring frames" in capsys.readouterr().err
     assert rebuilt.flows.folder == cached.flows.folder
     after = np.array(rebuilt.flows.flow(0, 2, -1))  # frame 2 (= 0) to frame 1: the motion forward now
     assert np.abs(np.median(after[0]) - 1.5) < 0.3 and np.median(before[0]) < -1.0
@@ -129,10 +134,10 @@ def test_a_built_flow_cache_is_opened_as_it_is_and_checked(tmp_path, capsys):
     and so does a DDP rank that may only open it (``frame_cache="open"``); flows overwritten
     behind its back are found by the sampled checksum and computed again."""
     cached, _ = datasets(tmp_path)
-    assert "neighbouring frames into the cache" in capsys.readouterr().err
+    assert "optical flows between neighbouring frames" in capsys.readouterr().err
     again, _ = datasets(tmp_path, write=False)
     opened, _ = datasets(tmp_path, write=False, frame_cache="open")
-    assert "neighbouring frames into the cache" not in capsys.readouterr().err
+    assert "optical flows between neighbouring frames" not in capsys.readouterr().err
     assert opened.flows.folder == again.flows.folder == cached.flows.folder
     cached.set_epoch(1), opened.set_epoch(1)
     assert all(tree_equal(cached[i], opened[i]) for i in range(len(cached)))
@@ -144,5 +149,34 @@ def test_a_built_flow_cache_is_opened_as_it_is_and_checked(tmp_path, capsys):
     with pytest.raises(utils.UserError, match="flow cache .* missing or out of date"):
         datasets(tmp_path, write=False, frame_cache="open")
     rebuilt, _ = datasets(tmp_path, write=False)
-    assert "neighbouring frames into the cache" in capsys.readouterr().err
+    assert "optical flows between neighbouring frames" in capsys.readouterr().err
     assert not (np.array(rebuilt.flows.flow(0, 0, 1)) == 7.0).all()
+
+
+def test_cached_keyframes_come_with_their_flows_and_a_sample_computes_none(tmp_path, monkeypatch):
+    """With the flow cache a sample's keyframe is one of its frame's CACHED_KEYFRAMES, drawn once
+    within keyframe_max_distance, and its flow comes from the cache: it finds the known motion
+    (median within 0.3 px), and no sample calls the optical flow at all."""
+    cached, _ = datasets(tmp_path, keyframe_max_distance=3, seed=11)
+    calls = []
+    real = dataset.correspond.line_flow
+
+    def counted(line_t, line_s, *a):  # identical line art (the previous frame as keyframe) costs nothing
+        calls.extend([] if np.array_equal(line_t, line_s) else [1])
+        return real(line_t, line_s, *a)
+
+    monkeypatch.setattr(dataset.correspond, "line_flow", counted)
+    used, checked = set(), 0
+    for epoch in range(6):
+        cached.set_epoch(epoch)
+        for i in range(len(cached)):
+            sample, d = cached[i], draws(cached, epoch, i)
+            keys = [int(k) for k in cached.flows.keys(0, i)]
+            assert len(keys) == dataset.CACHED_KEYFRAMES and all(0 < abs(k - i) <= 3 for k in keys)
+            assert sample["keyframe"]["present"] == 1 and d["key"] in keys
+            used.add((i, d["key"]))
+            median = sample["keyframe"]["flow"].float().flatten(1).median(dim=1).values.numpy()
+            assert np.abs(median - true_flow(d["key"] - i, d["flip"])).max() < 0.3, (epoch, i, median)
+            checked += 1
+    assert calls == [] and checked == 36
+    assert len(used) > len(cached)  # both slots are drawn, not one keyframe per frame
