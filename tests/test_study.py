@@ -149,3 +149,33 @@ def test_keep_uses_a_trained_model_as_it_is_or_says_it_is_missing(tmp_path, caps
     (run / "log.jsonl").write_text('{"step": 7}\n')
     assert reproduce.kept_model("baseline", tmp_path) == run / "generator.pt"
     assert "baseline: 7 steps (kept as it is, --keep)" in capsys.readouterr().out
+
+
+def test_match_headroom_oracles_by_hand():
+    """Two flat halves split by a line; in frame t their colours are swapped and a shaded band
+    is added on the left. The plain warp (no motion) keeps the keyframe's colours, and so does
+    the vote; the keyframe oracle finds each half's colour in the other half of the keyframe;
+    its shaded form keeps the band; the truth oracles give the truth inside the regions."""
+    import match_headroom
+
+    size = 24
+    key = np.zeros((size, size, 3), np.uint8)
+    key[:, :12], key[:, 12:] = (200, 40, 40), (40, 40, 200)
+    line = np.full((size, size), 255, np.uint8)
+    line[:, 12] = 0
+    truth = key[:, ::-1].copy()                  # swapped: blue left, red right
+    truth[:, :12][4:8] = (60, 60, 220)             # a band of another shade inside the left half
+    paint = {s: match_headroom.painted(s, truth, key, line, line) for s in match_headroom.SETTINGS}
+    labels = match_headroom.regions.segment(line)
+    left, right = labels == labels[0, 0], labels == labels[0, -1]
+    assert np.array_equal(paint["warp_keyframe"], key)  # identical line art: a zero flow, the copy
+    assert (paint["vote"][left] == (200, 40, 40)).all() and (paint["vote"][right] == (40, 40, 200)).all()
+    assert (paint["oracle_keyframe"][left] == (40, 40, 200)).all()
+    assert (paint["oracle_keyframe"][right] == (200, 40, 40)).all()
+    # shaded: the warp inside the region (flat red) shifted to blue: flat too, the band is lost
+    assert np.array_equal(paint["oracle_keyframe_shaded"], paint["oracle_keyframe"])
+    assert (paint["oracle_truth"][left] == (40, 40, 200)).all()  # the left half's median: blue
+    assert np.array_equal(paint["truth_on_regions"][labels >= 0], truth[labels >= 0])
+    lines_kept = labels < 0
+    for name in match_headroom.SETTINGS:
+        assert np.array_equal(paint[name][lines_kept], key[lines_kept]), name
