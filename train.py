@@ -356,7 +356,8 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
     with run.autocast:
         # the bare D: no gradient reaches its weights here, so DDP must not wait for them
         fake_logits = unwrap(D)(torch.cat([cond, fake], 1)).float()
-    total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches)
+    with run.autocast:  # VGG's convolutions too (half the step's FLOPs); Gram matrices and L1 stay fp32
+        total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches)
     backward_step(total, nets.opt_g, nets.scaler)
     health.record("generator", total)
     logs.update(parts)

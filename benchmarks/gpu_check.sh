@@ -22,8 +22,9 @@
 # (leaving out two train-step rows that differ from others by their flags alone).
 # Python is $PYTHON, else python3. Packages the machine lacks travel as wheels in .whl/ (an
 # ignored folder named in the device tool's carry), installed into /tmp/site first. Nothing here
-# needs imageio-ffmpeg. PNG frames need pyspng until utils.py falls back to OpenCV without it;
-# until then carry its wheel (numpy, its one requirement, is there):
+# needs imageio-ffmpeg, and PNG frames need no pyspng (utils.py reads them with OpenCV without
+# it: the same pixels, slower). To time the loader with pyspng as on the CPU, carry its wheel
+# (numpy, its one requirement, is there):
 #   echo /.whl/ >> .git/info/exclude; python3 -m pip download --no-deps --only-binary=:all: \
 #     --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
 #     -d .whl pyspng==0.1.4          # pyspng-0.1.4-cp312-cp312-manylinux_2_27_x86_64.manylinux_2_28_x86_64.whl
