@@ -291,6 +291,12 @@ def setup_distributed(device_name: str):
     return rank, world, device
 
 
+def undistributed(module):
+    """The network under DDP's wrapper, still compiled where it was (``torch.compile``): for
+    forwards that DDP must not see (one DDP forward per backward)."""
+    return module.module if isinstance(module, DDP) else module
+
+
 def unwrap(module):
     """The bare network under DDP and torch.compile wrappers (what checkpoints hold)."""
     module = module.module if isinstance(module, DDP) else module

@@ -322,8 +322,8 @@ def batch_sources(run: Run, nets: runs.Nets, b: dict) -> Sources:
         # the whole batch, not only its rollout samples: picking them would need their count on
         # the host (a sync every step) and give the generator a batch of changing size
         with torch.set_grad_enabled(run.args.rollout_grad), run.autocast:
-            # the bare G: DDP allows one forward per backward
-            own = unwrap(nets.generator)(earlier).colour.float()
+            # G without DDP (which allows one forward per backward), compiled under --compile
+            own = runs.undistributed(nets.generator)(earlier).colour.float()
         prev = dataclasses.replace(prev, colour=torch.where(b["rollout"].view(-1, 1, 1, 1) > 0, own, prev.colour))
     return Sources(b["line"], prev, keyframe)
 
@@ -354,8 +354,8 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
         logs["loss_d"] = loss_d.detach()
     requires_grad(D, False)
     with run.autocast:
-        # the bare D: no gradient reaches its weights here, so DDP must not wait for them
-        fake_logits = unwrap(D)(torch.cat([cond, fake], 1)).float()
+        # D without DDP: no gradient reaches its weights here, so DDP must not wait for them
+        fake_logits = runs.undistributed(D)(torch.cat([cond, fake], 1)).float()
     with run.autocast:  # VGG's convolutions too (half the step's FLOPs); Gram matrices and L1 stay fp32
         total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches)
     backward_step(total, nets.opt_g, nets.scaler)

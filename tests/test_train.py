@@ -343,3 +343,35 @@ def test_match_correspondence_warms_up_its_matcher_then_trains_with_the_gan(shot
     for key in a["generator"]:
         assert torch.equal(a["generator"][key], b["generator"][key]), key
     assert len(a["opt_g"]["param_groups"]) == 2 and a["opt_g"]["param_groups"][1]["lr"] == 3e-3
+
+
+class Recorded(torch.nn.Module):
+    """A stand-in for torch.compile's wrapper: the same network (``_orig_mod``, as compile
+    names it), counting the forwards that go through it."""
+
+    def __init__(self, module):
+        super().__init__()
+        self._orig_mod, self.calls = module, 0
+
+    def forward(self, *a, **k):
+        self.calls += 1
+        return self._orig_mod(*a, **k)
+
+
+def test_compile_reaches_the_rollout_and_ds_call_in_the_generator_step(shots, tmp_path, monkeypatch):
+    """Under --compile every forward of a step goes through the compiled networks: G's own and
+    its rollout forward, D's in its step and in G's step (not only G's main forward)."""
+    wrapped = []
+
+    def fake_compile(module, *a, **k):
+        wrapped.append(Recorded(module))
+        return wrapped[-1]
+
+    monkeypatch.setattr(train.torch, "compile", fake_compile)
+    args = tiny_args(shots, tmp_path / "run", max_steps=2, compile=True, rollout_prob=1.0, val_fraction=0)
+    code, run, nets = train.run_training(args)
+    assert code == 0
+    g, d = wrapped
+    assert runs.unwrap(nets.generator) is g._orig_mod and runs.unwrap(nets.discriminator) is d._orig_mod
+    assert g.calls == 2 * 2  # per step: the rollout's forward and the main one
+    assert d.calls == 2 * 2  # per step: D's own step and G's step
