@@ -402,7 +402,7 @@ class TripletDataset(Dataset):
                f"keyframes {CACHED_KEYFRAMES} within {self.keyframe_max_distance}, seed {CACHED_KEYFRAME_SEED}")
         return framecache.open_or_build_flows(self.cache, line_of,
                                               lambda a, b: correspond.line_flow(a, b, self.line_art), tag, build,
-                                              keys=keys if self.keyframe_prob > 0 else None)
+                                              keys=keys)  # drawn whatever keyframe_prob: one cache for all
 
     def _cached_flow(self, shot: int, pos: int, step, crop, slot=None) -> torch.Tensor:
         """The cached flow from frame ``pos`` to ``pos + step`` (or to its cached keyframe in

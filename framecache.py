@@ -336,7 +336,7 @@ def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: di
     starts = frames.starts
     jobs = [(s, p) for s in range(len(starts) - 1) for p in range(starts[s + 1] - starts[s])]
     key_pos = np.array([list(keys(s, p, starts[s + 1] - starts[s])) for s, p in jobs], np.int32)
-    key_pos = key_pos.reshape(len(jobs), -1)
+    key_pos = key_pos.reshape(len(jobs), key_pos.size // max(len(jobs), 1))
     n_keys = key_pos.shape[1]
     size = frames.colour(0, 0).shape[0]
     need = len(jobs) * size * size * (9 + 4 * n_keys)

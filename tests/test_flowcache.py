@@ -180,3 +180,14 @@ def test_cached_keyframes_come_with_their_flows_and_a_sample_computes_none(tmp_p
             checked += 1
     assert calls == [] and checked == 36
     assert len(used) > len(cached)  # both slots are drawn, not one keyframe per frame
+
+
+def test_one_flow_cache_serves_runs_with_and_without_keyframes(tmp_path, capsys):
+    """A run without keyframes builds the same cache (keyframe flows included) that a run with
+    them then opens as it is: a cache without them would silently give that run no keyframes."""
+    without, _ = datasets(tmp_path, keyframe_prob=0.0)
+    assert "optical flows between neighbouring frames" in capsys.readouterr().err
+    assert all(without[i]["keyframe"]["present"] == 0 for i in range(len(without)))
+    with_keys, _ = datasets(tmp_path, write=False)
+    assert "optical flows between neighbouring frames" not in capsys.readouterr().err
+    assert all(with_keys[i]["keyframe"]["present"] == 1 for i in range(len(with_keys)))
