@@ -129,6 +129,8 @@ def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny") -> np
         engines = _dis.engines = {}
     dis = engines.get(line_t.shape)
     if dis is None:
+        if len(engines) >= 8:  # a long-lived server meets many sizes: keep a few engines, not all
+            engines.clear()
         dis = engines[line_t.shape] = cv2.DISOpticalFlow_create(FLOW_PRESET)
     return dis.calc(flow_image(line_t, mode), flow_image(line_s, mode), None)
 
