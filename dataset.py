@@ -382,10 +382,11 @@ class TripletDataset(Dataset):
                 for s, f in zip(self.shot_dirs, self.shot_frames)]
 
     def _neighbour_flows(self, build: bool) -> framecache.FlowCache:
-        """Every cached frame's line art, and the flows between neighbouring frames computed
-        from it, made once into the frame cache at the load size; a sample crops and flips
-        them (``_view``, ``_cached_flow``), so that its previous frame and the frame before cost
-        no line art and no optical flow. The line art of the whole frame, as test.py makes it,
+        """Every cached frame's line art, and the flows computed from it to the neighbouring
+        frames and to the frame's CACHED_KEYFRAMES keyframes, made once into the frame cache at
+        the load size; a sample crops and flips them (``_view``, ``_cached_flow``), so that its
+        previous frame, the frame before and its keyframe cost no line art and no optical flow.
+        The line art of the whole frame, as test.py makes it,
         differs from that of the crop only within a few pixels of the crop's edges."""
         def line_of(colour, shot, pos):
             given = self.cache.line(shot, pos) if self.line_paths else None
