@@ -498,6 +498,26 @@ def test_frame_cache_on_a_full_disk_is_one_line_and_leaves_nothing(sandbox, caps
     assert snapshot(sandbox["root"]) == before and not list(cache.iterdir()) and not sandbox["new"].exists()
 
 
+def test_flow_cache_on_a_full_disk_is_one_line_naming_the_way_out(sandbox, capsys, monkeypatch):
+    """The frames fit but their flows (6 times their bytes) do not: one line that names
+    --no_flow_cache, the frame cache kept, no half-built flow folder left."""
+    import framecache
+    cache = sandbox["root"] / "cache"
+    cache.mkdir()
+    real, calls = shutil.disk_usage, []
+
+    def disk_usage(path):
+        calls.append(path)
+        return real(path) if len(calls) == 1 else real(path)._replace(free=1000)  # full after the frames
+
+    monkeypatch.setattr(framecache.shutil, "disk_usage", disk_usage)
+    code, lines = run_tool("train.py", TRAIN + ["--data", str(sandbox["data"]), "--run_dir", str(sandbox["new"]),
+                                                "--cache_dir", str(cache)], capsys)
+    assert code == 2 and len(lines) == 1 and "--no_flow_cache" in lines[0], lines
+    assert len(calls) == 2 and [p.suffix for p in cache.iterdir()] == [""]  # the frame cache alone
+    assert not sandbox["new"].exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "zeroed"])
 def test_a_damaged_frame_cache_is_rebuilt_not_used(sandbox, capsys, damage):
     cache = sandbox["root"] / "cache"
