@@ -401,9 +401,9 @@ class TripletDataset(Dataset):
 
         tag = (f"{self.line_art}:{CANNY_SIGMA}:{CANNY_LOW}:{CANNY_HIGH}:{correspond.flow_settings()}:"
                f"keyframes {CACHED_KEYFRAMES} within {self.keyframe_max_distance}, seed {CACHED_KEYFRAME_SEED}")
+        # keyframes drawn whatever keyframe_prob: one cache serves runs with and without them
         return framecache.open_or_build_flows(self.cache, line_of,
-                                              lambda a, b: correspond.line_flow(a, b, self.line_art), tag, build,
-                                              keys=keys)  # drawn whatever keyframe_prob: one cache for all
+                                              lambda a, b: correspond.line_flow(a, b, self.line_art), keys, tag, build)
 
     def _cached_flow(self, shot: int, pos: int, step, crop, slot=None) -> torch.Tensor:
         """The cached flow from frame ``pos`` to ``pos + step`` (or to its cached keyframe in
@@ -493,9 +493,9 @@ class TripletDataset(Dataset):
             has_prev, has_prev2 = use_prev and exists(p1), False
         key_slot = None  # with the flow cache: which of the frame's cached keyframes
         if use_key and self.flows is not None:
-            cached = self.flows.keys(shot, pos)
-            key_slot = min(int(key_draw * len(cached)), len(cached) - 1) if len(cached) else None
-            key = None if key_slot is None or cached[key_slot] < 0 else int(cached[key_slot])
+            cached = self.flows.keys(shot, pos)  # CACHED_KEYFRAMES of them, -1 where the shot has no other frame
+            key_slot = min(int(key_draw * len(cached)), len(cached) - 1)
+            key = None if cached[key_slot] < 0 else int(cached[key_slot])
         else:
             key = _pick_keyframe(pos, n, self.keyframe_max_distance, key_draw) if use_key else None
         key_view, self_ref = None, False  # an augmented self-reference: frame t itself, moved

@@ -307,8 +307,7 @@ class FlowCache:
         return self._key_flows[self.starts[shot] + pos, slot]
 
 
-def open_or_build_flows(frames: FrameCache, line_of, pair_flow, tag: str, build: bool = True,
-                        keys=None) -> FlowCache:
+def open_or_build_flows(frames: FrameCache, line_of, pair_flow, keys, tag: str, build: bool = True) -> FlowCache:
     """The line art and flows of a complete frame cache, in a folder beside it (``lines.npy``
     (N, L, L) uint8; ``flows.npy`` (N, 2, 2, L, L) float16, to the frames before and after;
     ``keys.npy`` (N, K) int32 and ``keyflows.npy`` (N, K, 2, L, L) float16, to K keyframes of
@@ -317,26 +316,25 @@ def open_or_build_flows(frames: FrameCache, line_of, pair_flow, tag: str, build:
     and keyframes are made) changes. ``line_of(colour, shot, pos)`` gives a frame's uint8 line
     art from its cached colour frame, ``pair_flow(line_t, line_s)`` the float32 (L, L, 2) flow
     from frame t to frame s, ``keys(shot, pos, n)`` the K keyframe positions of frame ``pos`` of
-    a shot of ``n`` frames (-1: none; default none)."""
+    a shot of ``n`` frames (-1: none)."""
     index = {"version": VERSION, "tag": tag,
              "frames": hashlib.sha1((frames.folder / "index.json").read_bytes()).hexdigest()}
     folder = frames.folder.with_name(frames.folder.name + ".flows")
     if not _is_current(folder, index):
         if not build:
             raise utils.UserError(f"the line-art and flow cache {folder} is missing or out of date")
-        _build_flows(folder, frames, line_of, pair_flow, index, keys or (lambda shot, pos, n: []))
+        _build_flows(folder, frames, line_of, pair_flow, keys, index)
     return FlowCache(folder, frames.starts)
 
 
-def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, index: dict, keys) -> None:
+def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, keys, index: dict) -> None:
     _remove_killed_builds(folder)
     building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
     building.mkdir()
     starts = frames.starts
     jobs = [(s, p) for s in range(len(starts) - 1) for p in range(starts[s + 1] - starts[s])]
-    key_pos = np.array([list(keys(s, p, starts[s + 1] - starts[s])) for s, p in jobs], np.int32)
-    key_pos = key_pos.reshape(len(jobs), key_pos.size // max(len(jobs), 1))
+    key_pos = np.array([keys(s, p, starts[s + 1] - starts[s]) for s, p in jobs], np.int32)  # (N, K)
     n_keys = key_pos.shape[1]
     size = frames.colour(0, 0).shape[0]
     need = len(jobs) * size * size * (9 + 4 * n_keys)

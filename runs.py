@@ -299,7 +299,7 @@ def undistributed(module):
 
 def unwrap(module):
     """The bare network under DDP and torch.compile wrappers (what checkpoints hold)."""
-    module = module.module if isinstance(module, DDP) else module
+    module = undistributed(module)
     return getattr(module, "_orig_mod", module)
 
 

@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the image files at every sample instead of the decoded-frame cache (every training "
                         "frame decoded and resized once into one file read by all workers and GPUs)")
     g.add_argument("--no_flow_cache", action="store_true",
-                   help="compute the optical flows to the previous frames at every sample instead of keeping every "
-                        "frame's line art and its flows to its neighbours in the frame cache (built once, 3 times "
-                        "the frames' bytes; a sample then computes one flow at most, to its keyframe)")
+                   help="compute the optical flows at every sample instead of keeping every frame's line art and "
+                        "its flows to its neighbours and to two keyframes drawn once for it in the frame cache "
+                        "(built once, about 6 times the frames' bytes; a sample then computes no flow)")
     g.add_argument("--cache_dir", default=None,
                    help="where the frame cache lives (default: $TCVC_CACHE_DIR, else $XDG_CACHE_HOME/tcvc, else "
                         "~/.cache/tcvc); it can be deleted at any time")
@@ -356,7 +356,7 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
     with run.autocast:
         # D without DDP: no gradient reaches its weights here, so DDP must not wait for them
         fake_logits = runs.undistributed(D)(torch.cat([cond, fake], 1)).float()
-    with run.autocast:  # VGG's convolutions too (half the step's FLOPs); Gram matrices and L1 stay fp32
+        # VGG's convolutions under autocast too (half the step's FLOPs); Gram matrices and L1 stay fp32
         total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches)
     backward_step(total, nets.opt_g, nets.scaler)
     health.record("generator", total)

@@ -18,7 +18,8 @@ line-art DIS flow (as the matcher's output keeps them), and the region's colour 
   ceiling of painting regions flat, whatever the matcher);
 - ``truth_on_regions``: the truth itself inside the regions, the warp on the lines (what is left
   to the line pixels alone).
-Figures as the study's (``metrics.score_frames``: frames 1 to N-1 from the true first frame):
+Figures as the study's and ``match_study.py``'s (``metrics.score_frames``: frames 1 to N-1 from
+the true first frame):
 PSNR, PSNR on the changed pixels, changed regions right. The margin of ``oracle_keyframe`` over
 ``warp_keyframe`` is what any matcher of regions to the keyframe can add, on these shots, at
 this size, with this segmentation.
@@ -38,10 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import correspond  # noqa: E402
-import dataset as data_lib  # noqa: E402
-import metrics as metrics_lib  # noqa: E402
 import regions  # noqa: E402
-from reproduce import eval_shots  # noqa: E402
+from match_study import held_out, print_table, summary  # noqa: E402
 
 SETTINGS = ("warp_keyframe", "vote", "oracle_keyframe", "oracle_keyframe_shaded",
             "oracle_keyframe_either", "oracle_truth", "truth_on_regions")
@@ -111,23 +110,15 @@ def painted(setting: str, truth: np.ndarray, key: np.ndarray, line_t: np.ndarray
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    truths = eval_shots(Path(args.eval_data), args.image_size)
-    lines = {shot: [data_lib.make_line_art(f, "canny") for f in frames] for shot, frames in truths.items()}
-    keys = {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
+    truths, lines, keys = held_out(args.eval_data, args.image_size)
     results = {}
     for setting in SETTINGS:
         outputs = {shot: [frames[0]] + [painted(setting, frames[t], frames[0], lines[shot][t], lines[shot][0])
                                         for t in range(1, len(frames))]
                    for shot, frames in truths.items()}
-        r = metrics_lib.score_frames(outputs, truths, keyframes=keys, lines=lines)
-        o = r["overall"]
-        results[setting] = {"psnr": round(o["psnr"], 2), "changed_psnr": round(o["changed_psnr"], 2),
-                            "changed_regions": round(100 * o["changed_regions"], 1),
-                            "shots": {s: round(v["psnr"], 2) for s, v in r["shots"].items()}}
+        results[setting] = summary(outputs, truths, lines, keys)
     print(f"{args.image_size}x{args.image_size}, frames 1 to N-1 from the true first frame")
-    print(f"{'setting':<17} {'PSNR':>6} {'changed':>8} {'regions %':>9}  per shot")
-    for name, r in results.items():
-        print(f"{name:<17} {r['psnr']:>6.2f} {r['changed_psnr']:>8.2f} {r['changed_regions']:>9.1f}  {r['shots']}")
+    print_table(results)
     best = max(results[k]["psnr"] for k in ("oracle_keyframe", "oracle_keyframe_shaded", "oracle_keyframe_either")) - results["warp_keyframe"]["psnr"]
     print(f"oracle_keyframe_over_warp_db={best:.2f}")
     if args.out:

@@ -106,18 +106,37 @@ def matched_outputs(module, truths: dict, lines: dict) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    truths = eval_shots(Path(args.eval_data), args.image_size)
+def held_out(eval_data, image_size: int) -> tuple[dict, dict, dict]:
+    """The evaluation shots at ``image_size``: ({shot: true frames}, {shot: their Canny line art},
+    {shot: the true first frame for every frame, what copying gives})."""
+    truths = eval_shots(Path(eval_data), image_size)
     lines = {shot: [data_lib.make_line_art(f, "canny") for f in frames] for shot, frames in truths.items()}
     keys = {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
+    return truths, lines, keys
+
+
+def summary(outputs: dict, truths: dict, lines: dict, keys: dict) -> dict:
+    """PSNR, changed-pixel PSNR, changed regions right (%) overall, and PSNR per shot."""
+    r = metrics_lib.score_frames(outputs, truths, keyframes=keys, lines=lines)
+    o = r["overall"]
+    return {"psnr": round(o["psnr"], 2), "changed_psnr": round(o["changed_psnr"], 2),
+            "changed_regions": round(100 * o["changed_regions"], 1),
+            "shots": {s: round(v["psnr"], 2) for s, v in r["shots"].items()}}
+
+
+def print_table(results: dict) -> None:
+    width = max(14, *map(len, results))
+    print(f"{'setting':<{width}} {'PSNR':>6} {'changed':>8} {'regions %':>9}  per shot")
+    for name, r in results.items():
+        print(f"{name:<{width}} {r['psnr']:>6.2f} {r['changed_psnr']:>8.2f} {r['changed_regions']:>9.1f}  {r['shots']}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    truths, lines, keys = held_out(args.eval_data, args.image_size)
 
     def score(outputs):
-        r = metrics_lib.score_frames(outputs, truths, keyframes=keys, lines=lines)
-        shots = {s: round(v["psnr"], 2) for s, v in r["shots"].items()}
-        o = r["overall"]
-        return {"psnr": round(o["psnr"], 2), "changed_psnr": round(o["changed_psnr"], 2),
-                "changed_regions": round(100 * o["changed_regions"], 1), "shots": shots}
+        return summary(outputs, truths, lines, keys)
 
     torch.manual_seed(args.seed)
     results = {"warp_keyframe": score(matched_outputs(correspond.FlowWarp(), truths, lines)),
@@ -126,9 +145,7 @@ def main(argv=None) -> int:
         module, minutes = train_variant(variant, args)
         results[variant] = score(matched_outputs(module, truths, lines)) | {"train_minutes": round(minutes, 1)}
         print(variant, results[variant], flush=True)
-    print(f"{'setting':<14} {'PSNR':>6} {'changed':>8} {'regions %':>9}  per shot")
-    for name, r in results.items():
-        print(f"{name:<14} {r['psnr']:>6.2f} {r['changed_psnr']:>8.2f} {r['changed_regions']:>9.1f}  {r['shots']}")
+    print_table(results)
     if args.out:
         Path(args.out).write_text(json.dumps({"args": vars(args), "results": results}, indent=1))
     return 0
