@@ -20,8 +20,10 @@ For a source frame s (the keyframe, the previous frame) and frame t:
    embedding q). The K best-scored pairs by the flow's share and centroid distance alone are kept
    per r, and a softmax over them gives the match probabilities;
 4. region r takes the mean colour of its best match q (straight-through: the probabilities carry
-   the gradient), and keeps the warp's texture in proportion to how textured q is (flat cels come
-   out flat, shading and 3-D renders keep their detail); line pixels keep the warp.
+   the gradient), plus as much of the warp's own variation inside r as q's spread accounts for
+   (``_shading``): a warp that carries q's shading faithfully keeps all of it, so a still
+   frame passes through exactly; one that smears other colours into a flat cel comes out flat.
+   Line pixels keep the warp.
 
 At initialisation the MLP's last layer and ``scale`` are zero, so the matcher starts as the flow's
 own region vote and learning can only add to it. It is trained with the generator: through
@@ -50,6 +52,8 @@ K = 32                   # candidate source regions kept per region of frame t
 REGION_LEVEL = 20.0 / 255.0  # a source region's colour is "the truth's" within this RGB distance
 # (metrics.REGION_LEVEL, the changed-regions figure's tolerance)
 N_PAIR = 5               # pair features (see ``_pair_features``)
+SPREAD_FLOOR = 1.0 / 255.0  # ``_shading``: added to both spreads and to the reach (a flat region is
+# never exactly flat after 8-bit rounding and resizing)
 
 
 @dataclass
@@ -97,6 +101,28 @@ def _pool(values: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[torch.Ten
     sums = torch.zeros(n, values.shape[0], device=values.device, dtype=vals.dtype).index_add_(0, lab, vals)
     counts = torch.bincount(lab, minlength=n).to(vals.dtype)
     return sums / counts.clamp(min=1)[:, None], counts
+
+
+def _shading(prob, cand, colour_s, col_s, lab_s, n_s, colour_w, warp_mean, lab_t, n_t) -> torch.Tensor:
+    """(3, H*W) the part of the warp's own variation inside each region r of t that is kept on
+    top of r's matched colour: the warp's deviation from its mean in r, scaled by the matched
+    source region q's spread (mean absolute deviation from its mean) over the warp's spread in r
+    (at most 1), then clipped per channel to the largest deviation that q itself holds. A warp
+    that carries q's shading faithfully (a still frame, a shaded cel that moves) keeps all of it;
+    one that smears other colours into a flat cel comes out flat, its stray pixels too."""
+    dev_s = colour_s.reshape(3, -1) - col_s[lab_s.clamp(min=0)].t()                   # (3, P)
+    spread_s, _ = _pool(dev_s.abs().mean(0, keepdim=True), lab_s, n_s)                  # (n_s, 1)
+    keep = lab_s >= 0
+    reach_s = torch.zeros(n_s, 3, device=dev_s.device, dtype=dev_s.dtype).scatter_reduce_(
+        0, lab_s[keep][:, None].expand(-1, 3), dev_s[:, keep].abs().t(), "amax")       # (n_s, 3)
+    dev_w = colour_w - warp_mean[lab_t.clamp(min=0)].t()                                # (3, P)
+    spread_w, _ = _pool(dev_w.abs().mean(0, keepdim=True), lab_t, n_t)                  # (n_t, 1)
+    spread_q = (prob * spread_s[cand, 0]).sum(1)           # the matched region's (through the probabilities)
+    reach_q = (prob[..., None] * reach_s[cand]).sum(1)     # (n_t, 3)
+    ratio = ((spread_q + SPREAD_FLOOR) / (spread_w[:, 0] + SPREAD_FLOOR)).clamp(max=1)   # (n_t,)
+    li = lab_t.clamp(min=0)
+    reach = reach_q[li].t() + SPREAD_FLOOR                                              # (3, P)
+    return torch.maximum(torch.minimum(ratio[li][None] * dev_w, reach), -reach)
 
 
 class RegionMatch(correspond.FlowWarp):
@@ -156,9 +182,6 @@ class RegionMatch(correspond.FlowWarp):
         geo_s, area_s = _pool(coords, lab_s, n_s)                               # (n_s, 2)
         warp_mean, _ = _pool(colour_w.reshape(3, -1), lab_t, n_t)               # (n_t, 3)
         col_s, _ = _pool(colour_s.reshape(3, -1), lab_s, n_s)                   # (n_s, 3)
-        mad_s, _ = _pool((colour_s.reshape(3, -1) - col_s[lab_s.clamp(min=0)].t()).abs().mean(0, keepdim=True),
-                         lab_s, n_s)
-        texture_s = (mad_s[:, 0] / (regions.MAX_SPREAD / 255.0)).clamp(0, 1)  # (n_s,) 0 flat .. 1 textured
 
         # where the flow carries each pixel of t: the source region it lands in (nearest pixel)
         tx = (xs.reshape(-1) + flow[0].reshape(-1)).round().clamp(0, w - 1).long()
@@ -192,11 +215,10 @@ class RegionMatch(correspond.FlowWarp):
         best = F.one_hot(prob.argmax(1), prob.shape[1]).to(prob.dtype)
         prob = best + prob - prob.detach()
         region_colour = (prob[..., None] * col_s[cand]).sum(1)                 # (n_t, 3)
-        region_texture = (prob * texture_s[cand]).sum(1)                        # (n_t,)
-
         flat = colour_w.reshape(3, -1)
+        shading = _shading(prob, cand, colour_s, col_s, lab_s, n_s, flat, warp_mean, lab_t, n_t)  # (3, P)
         inside = lab_t >= 0
         li = lab_t.clamp(min=0)
-        painted = region_colour[li].t() + region_texture[li][None] * (flat - warp_mean[li].t())
+        painted = region_colour[li].t() + shading
         result = torch.where(inside[None], painted, flat).clamp(0, 1).view(3, h, w)
         return result, Match(i, lab_t, cand, log_prob, col_s.detach())
