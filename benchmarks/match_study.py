@@ -37,7 +37,7 @@ import losses  # noqa: E402
 import matcher  # noqa: E402
 import metrics as metrics_lib  # noqa: E402
 import utils  # noqa: E402
-from reproduce import eval_shots  # noqa: E402
+from reproduce import eval_shots, matched_outputs  # noqa: E402
 
 VARIANTS = ("full", "no_embed", "self_ref")
 
@@ -85,25 +85,6 @@ def train_variant(variant: str, args) -> tuple[matcher.RegionMatch, float]:
             if step >= args.steps:
                 break
     return m, (time.time() - start) / 60
-
-
-@torch.no_grad()
-def matched_outputs(module, truths: dict, lines: dict) -> dict:
-    """{shot: [frame 0, then the true frame 0 brought onto every frame by ``module``]}."""
-    out = {}
-    for shot, frames in truths.items():
-        key, ln = frames[0], lines[shot]
-        key_t = torch.from_numpy(key).permute(2, 0, 1).float()[None] / 255
-        key_line = torch.from_numpy(ln[0])[None, None].float() / 255
-        shot_out = [key]
-        for t in range(1, len(frames)):
-            flow = correspond.flow_tensor(correspond.line_flow(ln[t], ln[0]))[None]
-            source = correspond.Source(key_t, torch.ones(1), key_line, flow)
-            line_t = torch.from_numpy(ln[t])[None, None].float() / 255
-            colour = module(source, line_t).colour[0].clamp(0, 1).permute(1, 2, 0).numpy()
-            shot_out.append((colour * 255 + 0.5).astype(np.uint8))
-        out[shot] = shot_out
-    return out
 
 
 def held_out(eval_data, image_size: int) -> tuple[dict, dict, dict]:

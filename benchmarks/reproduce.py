@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,22 +49,23 @@ import FrameExtraction  # noqa: E402
 import correspond  # noqa: E402
 import dataset as data_lib  # noqa: E402
 import metrics as metrics_lib  # noqa: E402
+import matcher  # noqa: E402
 import regions  # noqa: E402
 import test as colorize_cli  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
 from utils import UserError  # noqa: E402
 
-SETTINGS = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_regions", "baseline", "tcvc",
+SETTINGS = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_regions", "warp_match", "baseline", "tcvc",
             "tcvc_keyframe", "tcvc_keyframe_regions", "copy_nearest_keyframe", "warp_2keys", "tcvc_2keys",
             "tcvc_2keys_regions")
 PLOTTED = ("copy_keyframe", "warp_keyframe", "warp_chain", "tcvc_keyframe", "tcvc_keyframe_regions",
            "copy_nearest_keyframe", "warp_2keys", "tcvc_2keys")
 TWO_KEYS = ("copy_nearest_keyframe", "warp_2keys", "tcvc_2keys", "tcvc_2keys_regions")  # scored without their keyframes
-NO_MODEL = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_regions", "copy_nearest_keyframe",
+NO_MODEL = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_regions", "warp_match", "copy_nearest_keyframe",
             "warp_2keys")
 COLOURS = {"copy_keyframe": "#787878", "flat_grey": "#bebebe", "warp_keyframe": "#1f9bd6", "warp_chain": "#8fc6e8",
-           "warp_regions": "#5d8aa8", "baseline": "#c83c3c", "tcvc": "#286edc", "tcvc_keyframe": "#1ea046",
+           "warp_regions": "#5d8aa8", "warp_match": "#2b6f99", "baseline": "#c83c3c", "tcvc": "#286edc", "tcvc_keyframe": "#1ea046",
            "tcvc_keyframe_regions": "#0b5d25", "copy_nearest_keyframe": "#c89628", "warp_2keys": "#e07b39",
            "tcvc_2keys": "#9632aa", "tcvc_2keys_regions": "#5a1a68"}
 # train.py flags of each trained model, on top of the shared budget
@@ -205,7 +207,9 @@ def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
     """The flow answers that need no model: ``warp_keyframe`` (the true first frame warped onto
     every frame), ``warp_chain`` (warped frame to frame, each from the one before),
     ``warp_regions`` (``warp_keyframe`` with each line-art region filled by its median:
-    the region step with the network replaced by no model), ``warp_2keys`` (the true first and
+    the region step with the network replaced by no model), ``warp_match`` (the true first frame
+    brought onto every frame by the untrained region matcher of ``--correspondence match``, i.e.
+    the flow's own region vote: that matcher with no learning), ``warp_2keys`` (the true first and
     last frames each warped onto every frame, blended by distance as ``--blend linear`` blends
     chains)."""
     out = {}
@@ -217,6 +221,8 @@ def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
                 shot_out = [key] + [regions.vote(regions.segment(ln[t]), f[None].astype(np.float32),
                                                  np.ones((1, *ln[t].shape), np.float32), f)[0]
                                     for t, f in enumerate(shot_out[1:], start=1)]
+        elif setting == "warp_match":
+            shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln})[shot]
         elif setting == "warp_chain":
             shot_out = [key]
             for t in range(1, n):
@@ -229,6 +235,25 @@ def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
                                 for t, a, b in zip(range(1, n - 1), from_first, from_last)] + [last]
         else:
             raise ValueError(f"{setting} is not a flow setting without a model")
+        out[shot] = shot_out
+    return out
+
+
+@torch.no_grad()
+def matched_outputs(module, truths: dict, lines: dict) -> dict:
+    """{shot: [frame 0, then the true frame 0 brought onto every frame by ``module``]}."""
+    out = {}
+    for shot, frames in truths.items():
+        key, ln = frames[0], lines[shot]
+        key_t = torch.from_numpy(key).permute(2, 0, 1).float()[None] / 255
+        key_line = torch.from_numpy(ln[0])[None, None].float() / 255
+        shot_out = [key]
+        for t in range(1, len(frames)):
+            flow = correspond.flow_tensor(correspond.line_flow(ln[t], ln[0]))[None]
+            source = correspond.Source(key_t, torch.ones(1), key_line, flow)
+            line_t = torch.from_numpy(ln[t])[None, None].float() / 255
+            colour = module(source, line_t).colour[0].clamp(0, 1).permute(1, 2, 0).numpy()
+            shot_out.append((colour * 255 + 0.5).astype(np.uint8))
         out[shot] = shot_out
     return out
 

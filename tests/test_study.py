@@ -96,7 +96,7 @@ def test_the_flow_rows_without_a_model_by_hand(truths):
     """Flat frames have no lines, so every line-art flow is exactly zero: each warp is the frame
     itself, and the two-keyframe row is the linear blend, worked out by hand."""
     lines = {"shot": [np.full((16, 16), 255, np.uint8)] * 3}
-    for setting in ("warp_keyframe", "warp_chain", "warp_regions"):
+    for setting in ("warp_keyframe", "warp_chain", "warp_regions", "warp_match"):
         out = reproduce.trivial_outputs(setting, truths, lines)["shot"]
         assert all(np.array_equal(f, flat(100)) for f in out), setting
     five = {"shot": [flat(0), flat(10), flat(20), flat(30), flat(200)]}
@@ -127,6 +127,11 @@ def test_a_moved_square_is_followed_by_the_keyframe_warp():
     assert np.abs(warp[moved].astype(int) - (200, 40, 40)).max() < 40
     assert np.abs(copy[moved].astype(int) - (230, 230, 230)).max() == 0
     assert reproduce.metrics_lib.psnr(warp, truths["s"][1]) > reproduce.metrics_lib.psnr(copy, truths["s"][1]) + 3
+    # the untrained matcher gives the square's region the keyframe square's colour, flat inside
+    match = reproduce.trivial_outputs("warp_match", truths, lines)["s"][1]
+    inside = (slice(17, 31), slice(16, 31))
+    assert np.abs(match[inside].astype(int) - (200, 40, 40)).max() <= 1
+    assert reproduce.metrics_lib.psnr(match, truths["s"][1]) >= reproduce.metrics_lib.psnr(warp, truths["s"][1])
 
 
 def test_the_correspondence_choice_goes_to_tcvc_alone():
