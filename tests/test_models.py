@@ -329,18 +329,20 @@ def test_copy_path_reproduces_an_unchanged_previous_frame():
 
 
 def test_a_fresh_copy_path_starts_from_its_aligned_sources():
-    """models.COPY_BIAS: untrained, the default U-Net gives the aligned previous frame and keyframe
-    together 2 e^2 / (1 + 2 e^2) of every pixel's weight (the generated colour the rest, give or
-    take its small random logits)."""
+    """models.COPY_BIAS = b: untrained, the default U-Net gives the aligned previous frame and
+    keyframe together 2 e^b / (1 + 2 e^b) of every pixel's weight (the generated colour the rest,
+    give or take its small random logits), and one source alone e^b / (1 + e^b)."""
     torch.manual_seed(0)
     G = models.build_generator(models.ModelConfig())
     sources = models.example_sources(2, 32)
     with torch.no_grad():
         out = G(sources)
     share = out.weights[:, 1:].sum(1)
-    expected = 2 * math.exp(2) / (1 + 2 * math.exp(2))
+    b = models.COPY_BIAS
+    expected = 2 * math.exp(b) / (1 + 2 * math.exp(b))
+    assert 0.9 < expected < 1
     assert torch.allclose(share, torch.full_like(share, expected), atol=0.02)
     no_key = dataclasses.replace(sources, keyframe=correspond.Source.absent(sources.line))
     with torch.no_grad():
         share = G(no_key).weights[:, 1].mean().item()
-    assert abs(share - math.exp(2) / (1 + math.exp(2))) < 0.02
+    assert abs(share - math.exp(b) / (1 + math.exp(b))) < 0.02
