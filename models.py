@@ -299,7 +299,7 @@ class UpBlock(nn.Module):
 # output starts as e^4 / (1 + 2 e^4) = 49.5% aligned previous frame + 49.5% aligned keyframe +
 # 0.9% generated colour (with one source present: 98% the source), i.e. as the answers that need
 # no model, and learns from there what to change. With a zero bias an untrained model is a third
-# grey noise; with +2 (6% generated colour) a still keyframe came through at 38-44 dB where the
+# grey noise; with +2 (6% generated colour) a still keyframe came through at 37-43 dB where the
 # warp gives 41-53, and the chain fed that back (the README's study: +0.5 dB from +2 to +4, none
 # more from +6). Adam scales the logits' steps to their gradients, so the generated colour still
 # learns where it is needed.
