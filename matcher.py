@@ -103,24 +103,24 @@ def _pool(values: torch.Tensor, labels: torch.Tensor, n: int) -> tuple[torch.Ten
     return sums / counts.clamp(min=1)[:, None], counts
 
 
-def _shading(prob, cand, colour_s, col_s, lab_s, n_s, colour_w, warp_mean, lab_t, n_t) -> torch.Tensor:
+def _shading(prob, cand, colour_s, col_s, lab_s, n_s, colour_w, warp_mean, lab_t, li, n_t) -> torch.Tensor:
     """(3, H*W) the part of the warp's own variation inside each region r of t that is kept on
     top of r's matched colour: the warp's deviation from its mean in r, scaled by the matched
     source region q's spread (mean absolute deviation from its mean) over the warp's spread in r
     (at most 1), then clipped per channel to the largest deviation that q itself holds. A warp
     that carries q's shading faithfully (a still frame, a shaded cel that moves) keeps all of it;
-    one that smears other colours into a flat cel comes out flat, its stray pixels too."""
+    one that smears other colours into a flat cel comes out flat, its stray pixels too. ``li``:
+    ``lab_t`` with line pixels (-1) set to region 0, for gathering (the caller masks them)."""
     dev_s = colour_s.reshape(3, -1) - col_s[lab_s.clamp(min=0)].t()                   # (3, P)
     spread_s, _ = _pool(dev_s.abs().mean(0, keepdim=True), lab_s, n_s)                  # (n_s, 1)
     keep = lab_s >= 0
     reach_s = torch.zeros(n_s, 3, device=dev_s.device, dtype=dev_s.dtype).scatter_reduce_(
         0, lab_s[keep][:, None].expand(-1, 3), dev_s[:, keep].abs().t(), "amax")       # (n_s, 3)
-    dev_w = colour_w - warp_mean[lab_t.clamp(min=0)].t()                                # (3, P)
+    dev_w = colour_w - warp_mean[li].t()                                                # (3, P)
     spread_w, _ = _pool(dev_w.abs().mean(0, keepdim=True), lab_t, n_t)                  # (n_t, 1)
     spread_q = (prob * spread_s[cand, 0]).sum(1)           # the matched region's (through the probabilities)
     reach_q = (prob[..., None] * reach_s[cand]).sum(1)     # (n_t, 3)
     ratio = ((spread_q + SPREAD_FLOOR) / (spread_w[:, 0] + SPREAD_FLOOR)).clamp(max=1)   # (n_t,)
-    li = lab_t.clamp(min=0)
     reach = reach_q[li].t() + SPREAD_FLOOR                                              # (3, P)
     return torch.maximum(torch.minimum(ratio[li][None] * dev_w, reach), -reach)
 
@@ -216,9 +216,9 @@ class RegionMatch(correspond.FlowWarp):
         prob = best + prob - prob.detach()
         region_colour = (prob[..., None] * col_s[cand]).sum(1)                 # (n_t, 3)
         flat = colour_w.reshape(3, -1)
-        shading = _shading(prob, cand, colour_s, col_s, lab_s, n_s, flat, warp_mean, lab_t, n_t)  # (3, P)
         inside = lab_t >= 0
         li = lab_t.clamp(min=0)
+        shading = _shading(prob, cand, colour_s, col_s, lab_s, n_s, flat, warp_mean, lab_t, li, n_t)  # (3, P)
         painted = region_colour[li].t() + shading
         result = torch.where(inside[None], painted, flat).clamp(0, 1).view(3, h, w)
         return result, Match(i, lab_t, cand, log_prob, col_s.detach())

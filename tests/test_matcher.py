@@ -136,7 +136,7 @@ def test_mild_shading_on_a_still_frame_passes_through_and_a_moved_one_stays_shad
 
     shift = 3
     moved, moved_line = np.roll(img, shift, axis=1), np.roll(line, shift, axis=1)
-    source, line_t, target = as_batch([((img, line), (moved, moved_line))])
+    source, line_t, _ = as_batch([((img, line), (moved, moved_line))])
     with torch.no_grad():
         got = uint8(matcher.RegionMatch()(source, line_t).colour)[0].astype(np.float32)
     labels = regions.segment(moved_line)
