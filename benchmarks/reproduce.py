@@ -35,6 +35,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -94,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_size", type=int, default=320, help="frames are extracted at most this large")
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--device", default="auto")
+    p.add_argument("--jobs", choices=("auto", "1"), default="auto",
+                   help="auto: on the CPU, train the models at the same time when each one's thread count "
+                        "(utils.choose_threads) times the models fits the cores; 1: one after the other")
     p.add_argument("--keep", nargs="+", choices=sorted(MODELS), default=[],
                    help="use these models as OUT/runs/<name> already holds them, with no more training "
                         "(a study that changes only the other model)")
@@ -132,23 +138,90 @@ def model_flags(args) -> dict:
     return {name: extra + (mine if name == "tcvc" else []) for name, extra in MODELS.items()}
 
 
-def train_model(name: str, extra: list, data: Path, out: Path, args) -> Path:
-    """Train one model into ``out/runs/<name>`` (resuming a run that is already there)."""
-    run_dir = out / "runs" / name
+def train_argv(extra: list, data: Path, run_dir: Path, args) -> list:
+    """train.py's arguments for one model of the study."""
     argv = ["--data", str(data), "--run_dir", str(run_dir), "--image_size", str(args.image_size),
             "--batch_size", str(args.batch_size), "--seed", str(args.seed),
             "--val_fraction", "0", "--epochs", "100000", "--save_every", "100000", "--device", args.device,
             "--log_every", "10", "--resume", "auto"]
     argv += ["--max_steps", str(args.steps)] if args.steps else ["--max_minutes", str(args.minutes)]
-    argv += [a for a in args.train_args if a != "--"] + extra
-    before = log_steps(run_dir) if (run_dir / "log.jsonl").is_file() else 0
-    start = time.time()
-    if train.main(train.build_parser().parse_args(argv)) != 0:
-        raise UserError(f"training of {name} was interrupted")
+    return argv + [a for a in args.train_args if a != "--"] + extra
+
+
+def _steps_so_far(run_dir: Path) -> int:
+    return log_steps(run_dir) if (run_dir / "log.jsonl").is_file() else 0
+
+
+def _trained(name: str, run_dir: Path, before: int, start: float) -> Path:
     done = log_steps(run_dir)
     how = "reused, already trained" if done == before else f"{done - before} steps in {(time.time() - start) / 60:.1f} minutes"
     print(f"{name}: {done} steps ({how})", flush=True)
     return run_dir / "generator.pt"
+
+
+def train_model(name: str, extra: list, data: Path, out: Path, args) -> Path:
+    """Train one model into ``out/runs/<name>`` (resuming a run that is already there)."""
+    run_dir = out / "runs" / name
+    before, start = _steps_so_far(run_dir), time.time()
+    if train.main(train.build_parser().parse_args(train_argv(extra, data, run_dir, args))) != 0:
+        raise UserError(f"training of {name} was interrupted")
+    return _trained(name, run_dir, before, start)
+
+
+def parallel_threads(args, n_models: int, cores=None):
+    """Threads per model when the study's models can train at the same time on this CPU, else
+    None: each model takes ``utils.choose_threads`` of one step's pixels, and together they fit the
+    cores (two 1-thread models on 2 cores). Never on a GPU, which the models would share."""
+    if getattr(args, "jobs", "1") != "auto" or n_models < 2 or utils.resolve_device(args.device).type != "cpu":
+        return None
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = utils.choose_threads(args.image_size * args.image_size * args.batch_size, cores)
+    return threads if threads * n_models <= cores else None
+
+
+def train_models(todo: dict, data: Path, out: Path, args) -> dict:
+    """{name: checkpoint} for the models ``todo`` ({name: train.py flags}), trained one after the
+    other, or at the same time in child processes (``parallel_threads``), each with its own
+    budget; a child's output goes to ``out/runs/<name>.log``. If the study is stopped (Ctrl-C,
+    SIGTERM), the children are stopped too, and each saves its resumable checkpoint."""
+    threads = parallel_threads(args, len(todo))
+    if threads is None:
+        return {name: train_model(name, extra, data, out, args) for name, extra in todo.items()}
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TCVC_THREADS": str(threads)}
+    children, start = {}, time.time()
+
+    def stop(signum, frame):  # SIGTERM to the study: the children save their checkpoints too (below)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        for name, extra in todo.items():
+            run_dir = out / "runs" / name
+            before = _steps_so_far(run_dir)
+            log = open(out / "runs" / f"{name}.log", "ab")
+            with log:
+                proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"),
+                                         *train_argv(extra, data, run_dir, args)],
+                                        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
+            children[name] = (proc, run_dir, before)
+            print(f"{name}: training in a child process ({threads} thread(s)), log in {out / 'runs' / (name + '.log')}",
+                  flush=True)
+        failed = [name for name, (proc, _, _) in children.items() if proc.wait() != 0]
+    except BaseException:
+        for proc, _, _ in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # train.py saves a resumable checkpoint and stops
+        for proc, _, _ in children.values():
+            proc.wait()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if failed:
+        raise UserError(f"training of {', '.join(failed)} failed or was interrupted: see "
+                        + ", ".join(str(out / "runs" / f"{n}.log") for n in failed))
+    return {name: _trained(name, run_dir, before, start) for name, (_, run_dir, before) in children.items()}
 
 
 def kept_model(name: str, out: Path) -> Path:
@@ -480,8 +553,9 @@ def main(args) -> int:
     t0 = time.time()
     train_root = prepare_clips(args.train_clips, out / "data" / "train", args.max_size)
     eval_root = prepare_clips(args.eval_clips, out / "data" / "eval", args.max_size)
-    checkpoints = {name: kept_model(name, out) if name in args.keep else train_model(name, extra, train_root, out, args)
-                   for name, extra in model_flags(args).items()}
+    flags = model_flags(args)
+    trained = train_models({name: extra for name, extra in flags.items() if name not in args.keep}, train_root, out, args)
+    checkpoints = {name: kept_model(name, out) if name in args.keep else trained[name] for name in flags}
     results = evaluate(checkpoints, eval_root, out, args)
     drift_plot(results, out / "drift.png")
     strips = sample_strips(eval_root, out / "outputs", args.image_size, "canny", out)

@@ -92,6 +92,82 @@ def test_a_finished_run_is_reused_not_retrained(tmp_path, frame_factory, capsys)
     assert "m: 2 steps (2 steps in" in said and "m: 2 steps (reused, already trained)" in said
 
 
+def test_the_models_train_at_the_same_time_only_where_their_threads_fit_the_cores(monkeypatch):
+    from types import SimpleNamespace
+    monkeypatch.delenv("TCVC_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    small = SimpleNamespace(jobs="auto", device="cpu", image_size=128, batch_size=4)  # 1 thread each
+    assert reproduce.parallel_threads(small, 2, cores=2) == 1
+    assert reproduce.parallel_threads(small, 2, cores=1) is None
+    assert reproduce.parallel_threads(small, 1, cores=2) is None       # one model: nothing to share
+    assert reproduce.parallel_threads(SimpleNamespace(**{**vars(small), "jobs": "1"}), 2, cores=2) is None
+    big = SimpleNamespace(jobs="auto", device="cpu", image_size=256, batch_size=8)    # 2 threads each
+    assert reproduce.parallel_threads(big, 2, cores=2) is None
+    assert reproduce.parallel_threads(big, 2, cores=4) == 2
+
+
+def test_models_trained_at_the_same_time_each_get_their_own_run_and_a_failure_is_named(tmp_path, frame_factory,
+                                                                                      capsys, monkeypatch):
+    from types import SimpleNamespace
+    import utils
+    monkeypatch.delenv("TCVC_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(reproduce, "parallel_threads", lambda args, n, cores=None: 1)
+    for i in range(6):
+        utils.write_image(tmp_path / "data" / "s0" / f"frame_{i:03d}.png", frame_factory(i, 40, 40, seed=0))
+    args = SimpleNamespace(image_size=32, batch_size=2, seed=1, device="cpu", steps=2, minutes=None, jobs="auto",
+                           train_args=["--", "--vgg_weights", "random", "--ngf", "8", "--num_workers", "0"])
+    study = tmp_path / "study"
+    ckpts = reproduce.train_models({"a": [], "b": ["--prev_prob", "0"]}, tmp_path / "data", study, args)
+    said = capsys.readouterr().out
+    assert set(ckpts) == {"a", "b"} and all(c.is_file() for c in ckpts.values())
+    assert "a: 2 steps (2 steps in" in said and "b: 2 steps (2 steps in" in said
+    assert reproduce.training_note(study, ["b"]).count("prev_prob 0.0") == 1   # b's own flags reached it
+    assert "prev_prob 0.0" not in reproduce.training_note(study, ["a"])
+    with pytest.raises(reproduce.UserError, match=r"training of c failed .*c\.log"):
+        reproduce.train_models({"a": [], "c": ["--batchSize", "0"]}, tmp_path / "data", study, args)
+    assert "batch" in (study / "runs" / "c.log").read_text().lower()
+
+
+STUDY_SCRIPT = """
+import sys
+from types import SimpleNamespace
+from pathlib import Path
+sys.path.insert(0, {bench!r})
+import reproduce, utils
+reproduce.parallel_threads = lambda args, n, cores=None: 1
+args = SimpleNamespace(image_size=32, batch_size=2, seed=1, device="cpu", steps=100000, minutes=None, jobs="auto",
+                       train_args=["--vgg_weights", "random", "--ngf", "8", "--num_workers", "0"])
+utils.run_cli(lambda a: reproduce.train_models({{"a": [], "b": []}}, Path({data!r}), Path({study!r}), a) and 0, args)
+"""
+
+
+def test_sigterm_to_the_study_stops_both_children_each_with_a_resumable_checkpoint(tmp_path, frame_factory):
+    import os
+    import signal
+    import subprocess
+    import time
+    import utils
+    for i in range(6):
+        utils.write_image(tmp_path / "data" / "s0" / f"frame_{i:03d}.png", frame_factory(i, 40, 40, seed=0))
+    study = tmp_path / "study"
+    script = STUDY_SCRIPT.format(bench=str(Path(reproduce.__file__).parent), data=str(tmp_path / "data"), study=str(study))
+    env = {k: v for k, v in os.environ.items() if k not in ("TCVC_THREADS", "OMP_NUM_THREADS")}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    logs = [study / "runs" / name / "log.jsonl" for name in "ab"]
+    deadline = time.time() + 300
+    while not all(log.is_file() for log in logs) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)   # both children have taken 10 steps: they are training
+    assert proc.poll() is None, proc.communicate()[0].decode()
+    proc.send_signal(signal.SIGTERM)
+    said = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 128 + signal.SIGTERM, said
+    for name in "ab":
+        saved = sorted((study / "runs" / name / "checkpoints").glob("step_*.pt"))
+        assert saved, f"{name} saved no checkpoint: {said}"
+        assert "SIGTERM" in (study / "runs" / f"{name}.log").read_text()
+
+
 def test_the_flow_rows_without_a_model_by_hand(truths):
     """Flat frames have no lines, so every line-art flow is exactly zero: each warp is the frame
     itself, and the two-keyframe row is the linear blend, worked out by hand."""
