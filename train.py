@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chance a sample's previous frame is the generator's own output for it (extended generators)")
     g.add_argument("--rollout_grad", action="store_true",
                    help="backpropagate through that output too (a 2-frame unroll) instead of detaching it")
+    g.add_argument("--prev_drift_prob", type=float, default=0.0,
+                   help="chance a sample's previous frame (true or the generator's own) is moved, blurred and "
+                        "tinted a random amount, as a chain's outputs drift (dataset.apply_drift; extended generators)")
     g.add_argument("--reverse_prob", type=float, default=0.5,
                    help="chance a sample's chain runs backward in time (previous frame = frame t+1)")
     g.add_argument("--num_workers", type=int, default=2, help="DataLoader workers per process")
@@ -220,6 +223,7 @@ def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
                                  keyframe_max_distance=args.keyframe_max_distance,
                                  self_reference_prob=args.self_reference_prob,
                                  rollout_prob=args.rollout_prob, reverse_prob=args.reverse_prob,
+                                 prev_drift_prob=args.prev_drift_prob if cfg.extended_inputs else 0.0,
                                  cached_flows=not args.no_flow_cache)
     if not args.no_frame_cache and world > 1 and rank == 0:
         torch.distributed.barrier()  # the cache is complete: the others may open it
@@ -325,6 +329,8 @@ def batch_sources(run: Run, nets: runs.Nets, b: dict) -> Sources:
             # G without DDP (which allows one forward per backward), compiled under --compile
             own = runs.undistributed(nets.generator)(earlier).colour.float()
         prev = dataclasses.replace(prev, colour=torch.where(b["rollout"].view(-1, 1, 1, 1) > 0, own, prev.colour))
+    if "prev_drift" in b:  # --prev_drift_prob: some previous frames look like a long chain's
+        prev = dataclasses.replace(prev, colour=data_lib.apply_drift(prev.colour, b["prev_drift"], prev.present))
     return Sources(b["line"], prev, keyframe)
 
 
@@ -573,7 +579,8 @@ def check_args(args) -> None:
         raise UserError("--line_art given needs --line_root, the folder of real line art")
     if args.line_root and args.line_art != "given":
         raise UserError("--line_root is only read with --line_art given")
-    for name in ("prev_prob", "keyframe_prob", "rollout_prob", "reverse_prob", "self_reference_prob"):
+    for name in ("prev_prob", "keyframe_prob", "rollout_prob", "reverse_prob", "self_reference_prob",
+                 "prev_drift_prob"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UserError(f"--{name} must be between 0 and 1, got {getattr(args, name)}")
     at_least = {"d_every": 1, "batch_size": 1, "keep_last": 1, "save_every": 1, "log_every": 1,

@@ -547,3 +547,49 @@ def test_self_reference_keyframes_are_frame_t_moved(tmp_path, frame_factory):
         for name in ("prev", "keyframe"):
             for field in ("colour", "line", "flow"):
                 assert torch.equal(zero[i][name][field], plain[i][name][field])
+
+
+def test_prev_drift_draws_only_when_on_and_leaves_every_other_field_as_it_was(tmp_path, frame_factory):
+    """--prev_drift_prob: its numbers come after every other draw, so the samples are the same
+    with it as without, plus 'prev_drift'; at 0 the key is absent; at 1 every sample is on."""
+    _, plain = extended(tmp_path, frame_factory, rollout_prob=0.5, keyframe_prob=1.0)
+    _, on = extended(tmp_path / "b", frame_factory, rollout_prob=0.5, keyframe_prob=1.0, prev_drift_prob=1.0)
+    _, half = extended(tmp_path / "c", frame_factory, rollout_prob=0.5, keyframe_prob=1.0, prev_drift_prob=0.5)
+    for i in range(6):
+        assert "prev_drift" not in plain[i]
+        assert on[i]["prev_drift"].shape == (dataset.DRIFT_PARAMS,) and on[i]["prev_drift"][0] == 1
+        assert 0 <= float(on[i]["prev_drift"][1]) < 1
+        for name in ("prev", "prev2", "keyframe"):
+            for field, value in plain[i][name].items():
+                assert torch.equal(on[i][name][field], value), (i, name, field)
+        assert torch.equal(on[i]["target"], plain[i]["target"]) and torch.equal(on[i]["rollout"], plain[i]["rollout"])
+        # the same draws at another probability: only the on flag may differ
+        assert torch.equal(half[i]["prev_drift"][1:], on[i]["prev_drift"][1:])
+        assert float(half[i]["prev_drift"][0]) in (0.0, 1.0)
+    with pytest.raises(UserError, match="prev_drift_prob"):
+        extended(tmp_path / "d", frame_factory, prev_drift_prob=1.5)
+
+
+def test_apply_drift_moves_blurs_and_tints_in_proportion_to_strength_and_only_where_asked():
+    """Off, strength 0 or an absent previous frame: the very input. On: a smooth, small change
+    that grows with the strength (PSNR against the input falls), stays in [0, 1], and is the same
+    for the same parameters."""
+    import metrics
+    rng = np.random.default_rng(3)
+    image = np.full((64, 64, 3), 200, np.uint8)
+    image[16:40, 20:44] = (30, 90, 220)                  # a flat cel on a flat background
+    x = torch.from_numpy(image).permute(2, 0, 1).float()[None].repeat(4, 1, 1, 1) / 255
+    params = torch.from_numpy(np.stack([dataset.drift_params(rng, 1.0) for _ in range(4)]))
+    params[:, 1] = torch.tensor([0.0, 0.2, 0.5, 1.0])
+    present = torch.ones(4)
+    out = dataset.apply_drift(x, params, present)
+    assert torch.equal(out[0], x[0])                      # strength 0
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    db = [metrics.psnr((o.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8), image) for o in out[1:]]
+    assert db[0] > db[1] > db[2] and db[0] > 30 > db[2] > 15, db
+    assert torch.equal(dataset.apply_drift(x, params, present), out)
+    off = params.clone()
+    off[:, 0] = 0
+    assert torch.equal(dataset.apply_drift(x, off, present), x)
+    absent = dataset.apply_drift(x, params, torch.tensor([1.0, 0.0, 1.0, 0.0]))
+    assert torch.equal(absent[1], x[1]) and torch.equal(absent[3], x[3]) and torch.equal(absent[2], out[2])

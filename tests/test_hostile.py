@@ -151,6 +151,8 @@ REFUSED = [
          TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--match_warmup", "-1"], "--match_warmup"),
     Case("--self_reference_prob 2", "train.py",
          TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--self_reference_prob", "2"], "--self_reference_prob"),
+    Case("--prev_drift_prob -0.5", "train.py",
+         TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--prev_drift_prob", "-0.5"], "--prev_drift_prob"),
     Case("--seed -1", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--seed", "-1"], "--seed"),
     Case("--max_steps 0", "train.py", TRAIN + ["--data", "{data}", "--run_dir", "{new}", "--max_steps", "0"],
          "--max_steps"),

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
@@ -247,6 +248,25 @@ def test_rollout_samples_are_fed_the_generators_own_output(shots):
     assert tree_equal(batch, again)
     assert torch.equal(train.batch_sources(run, SimpleNamespace(generator=G), on_cpu(again)).prev.colour,
                        sources.prev.colour)
+
+
+def test_drifted_previous_frames_are_those_the_batch_marks_own_outputs_too(shots):
+    """--prev_drift_prob: the samples whose 'prev_drift' is on get ``apply_drift`` of what they
+    were given (the real frame, or the generator's own output for a rollout); the others, and
+    absent frames, stay as they were."""
+    args = tiny_args(shots, "unused", prev_drift_prob=0.5)
+    run = SimpleNamespace(cfg=train.model_config(args), args=args, autocast=contextlib.nullcontext())
+    b = on_cpu(rollout_batch(shots))
+    plain = train.batch_sources(run, SimpleNamespace(generator=ConstantGenerator()), b).prev.colour
+    b["prev_drift"] = torch.from_numpy(np.stack([dataset.drift_params(np.random.default_rng(i), 1.0)
+                                                 for i in range(len(plain))]))
+    b["prev_drift"][::2, 0] = 0                                  # every other sample: off
+    drifted = train.batch_sources(run, SimpleNamespace(generator=ConstantGenerator()), b).prev.colour
+    on = (b["prev_drift"][:, 0] > 0) & (b["prev"]["present"] > 0) & (b["prev_drift"][:, 1] > 0)
+    assert 0 < int(on.sum()) and bool((b["rollout"][on] > 0).any())
+    assert torch.equal(drifted[~on], plain[~on])
+    assert torch.equal(drifted[on], dataset.apply_drift(plain[on], b["prev_drift"][on], b["prev"]["present"][on]))
+    assert not torch.equal(drifted[on], plain[on])
 
 
 def test_rollout_grad_backpropagates_through_the_own_output(shots):
