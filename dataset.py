@@ -320,8 +320,6 @@ def apply_drift(colour: torch.Tensor, params: torch.Tensor, present: torch.Tenso
     b, _, h, w = colour.shape
     params = params.to(colour.device, torch.float32)
     strength = params[:, 1] * params[:, 0] * (present.reshape(-1) > 0).float()       # (B,)
-    if not bool((strength > 0).any()):
-        return colour
     g = DRIFT_GRID
     grid = params[:, 2:2 + 2 * g * g].view(b, 2, g, g)
     shift = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=True)       # (B, 2, H, W) ~N(0, 1)

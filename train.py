@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chance a sample's previous frame is the generator's own output for it (extended generators)")
     g.add_argument("--rollout_grad", action="store_true",
                    help="backpropagate through that output too (a 2-frame unroll) instead of detaching it")
-    g.add_argument("--prev_drift_prob", type=float, default=0.0,
+    g.add_argument("--prev_drift_prob", type=float, default=0.5,
                    help="chance a sample's previous frame (true or the generator's own) is moved, blurred and "
                         "tinted a random amount, as a chain's outputs drift (dataset.apply_drift; extended generators)")
     g.add_argument("--reverse_prob", type=float, default=0.5,
