@@ -260,3 +260,37 @@ def test_match_headroom_oracles_by_hand():
     lines_kept = labels < 0
     for name in match_headroom.SETTINGS:
         assert np.array_equal(paint[name][lines_kept], key[lines_kept]), name
+
+
+def test_the_learning_curve_scores_every_checkpoint_as_the_study_scores_the_model(tmp_path, frame_factory):
+    from types import SimpleNamespace
+    import learning_curve
+    import utils
+    study = tmp_path / "study"
+    for i in range(6):
+        utils.write_image(study / "data" / "train" / "s0" / f"frame_{i:03d}.png", frame_factory(i, 40, 40, seed=0))
+    for i in range(7):
+        utils.write_image(study / "data" / "eval" / "e0" / f"frame_{i:03d}.png", frame_factory(i, 40, 40, seed=3))
+    with pytest.raises(reproduce.UserError, match="holds no step checkpoints"):
+        learning_curve.step_checkpoints(study / "runs" / "tcvc")
+    args = SimpleNamespace(image_size=32, batch_size=2, seed=1, device="cpu", steps=2, minutes=None,
+                           train_args=["--", "--vgg_weights", "random", "--ngf", "8", "--num_workers", "0",
+                                       "--save_every", "1", "--keep_last", "5"])
+    final = reproduce.train_model("tcvc", [], study / "data" / "train", study, args)
+    assert [s for s, _ in learning_curve.step_checkpoints(study / "runs" / "tcvc")] == [1, 2]
+    curve_args = learning_curve.build_parser().parse_args(
+        ["--out", str(study), "--image_size", "32", "--settings", "tcvc_keyframe", "tcvc_2keys",
+         "--no_model", "warp_keyframe"])
+    assert learning_curve.main(curve_args) == 0
+    import json
+    rows = json.loads((study / "curve.json").read_text())["results"]
+    assert set(rows) == {"warp_keyframe", "tcvc_keyframe@1", "tcvc_keyframe@2", "tcvc_2keys@1", "tcvc_2keys@2"}
+    assert rows["tcvc_keyframe@2"]["overall"]["frames"] == 6       # frames 1 to N-1
+    assert rows["tcvc_2keys@2"]["overall"]["frames"] == 5          # frames 1 to N-2: the keyframes left out
+    # the last checkpoint is the model the study ends with: the same figures as the study's own scoring
+    study_args = SimpleNamespace(image_size=32, device="cpu")
+    direct = reproduce.evaluate({"tcvc": final}, study / "data" / "eval", tmp_path / "direct", study_args,
+                                settings=["tcvc_keyframe", "tcvc_2keys"])
+    for setting in ("tcvc_keyframe", "tcvc_2keys"):
+        assert rows[f"{setting}@2"]["overall"]["psnr"] == pytest.approx(direct[setting]["overall"]["psnr"], abs=1e-9)
+    assert rows["tcvc_keyframe@1"]["overall"]["psnr"] != rows["tcvc_keyframe@2"]["overall"]["psnr"]
