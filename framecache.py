@@ -26,6 +26,7 @@ Example:
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -237,13 +238,32 @@ def _build(folder: Path, files, given, load_size: int, index: dict) -> None:
 
 def _publish(building: Path, folder: Path, index: dict) -> None:
     """A finished build into place: its index last (what makes it complete), then the rename; an
-    out-of-date cache is set aside and removed (open files stay valid)."""
+    out-of-date cache is set aside and removed (open files stay valid). Another process may
+    build the same cache at the same time (the study's two models on one data folder): when a
+    current cache has appeared in the meantime, this build is dropped and that one is used."""
     utils.atomic_write_bytes(building / "index.json", json.dumps(index).encode())
-    if folder.exists():
-        old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
-        os.replace(folder, old)
-        shutil.rmtree(old)
-    os.replace(building, folder)
+    wanted = {k: v for k, v in index.items() if k != "checks"}
+    for _ in range(3):
+        if folder.exists():
+            if _is_current(folder, wanted):  # published by another process meanwhile: the same cache
+                shutil.rmtree(building, ignore_errors=True)
+                return
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(folder, old)
+            except FileNotFoundError:  # set aside by another process meanwhile
+                pass
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(building, folder)
+            return
+        except OSError as err:  # a folder appeared there since the check: look at it again
+            if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    shutil.rmtree(building, ignore_errors=True)
+    raise utils.UserError(f"the cache {folder} kept being replaced by another process while this one published "
+                          "its own: run one training per data folder at a time, or give each its own --cache_dir")
 
 
 def _remove_killed_builds(folder: Path) -> None:

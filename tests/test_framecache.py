@@ -1,5 +1,9 @@
 """The decoded-frame cache: same samples as the image files, reuse, rebuilds, killed builds."""
+import json
+import os
 import pickle
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,3 +105,42 @@ def test_workers_open_the_cache_rather_than_copy_it(shots, tmp_path):
     batch = next(iter(DataLoader(ds, batch_size=8, num_workers=2, timeout=60)))
     for i in range(8):
         assert torch.equal(batch["target"][i], ds[i]["target"])
+
+
+def test_two_processes_building_the_same_cache_at_once_both_end_with_it(shots, tmp_path, monkeypatch):
+    """The study trains two models on one data folder at the same time: both build the cache.
+    A build that finds the same cache published meanwhile drops its own, whether it sees it
+    before its rename or only when the rename fails."""
+    import framecache
+    first = make(shots, tmp_path / "cache")
+    folder = first.cache.folder
+    index = json.loads((folder / "index.json").read_text())
+    expected = np.array(first.cache.colour(1, 3))
+
+    def a_second_build():
+        other = folder.with_name(f".{folder.name}.building-{os.getpid()}")
+        shutil.copytree(folder, other)
+        (other / "index.json").unlink()
+        return other
+
+    inode = folder.stat().st_ino
+    framecache._publish(a_second_build(), folder, index)       # published before: it is kept as it is
+    assert folder.stat().st_ino == inode
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+    # published between this build's look and its rename: the rename fails, the look again finds it
+    second = a_second_build()
+    moved = folder.with_name(folder.name + ".moved")
+    os.replace(folder, moved)
+    real_replace, calls = os.replace, []
+
+    def racing_replace(src, dst):
+        if Path(src).name.startswith(f".{folder.name}.building") and not calls:
+            calls.append(src)
+            real_replace(moved, folder)                   # the other process wins the race
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(framecache.os, "replace", racing_replace)
+    framecache._publish(second, folder, index)
+    assert calls and sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
+    again = make(shots, tmp_path / "cache")
+    assert np.array_equal(again.cache.colour(1, 3), expected)
