@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", nargs="+", choices=CHECKPOINT_SETTINGS, default=["tcvc_keyframe"])
     p.add_argument("--no_model", nargs="*", choices=[s for s in reproduce.SETTINGS
                                                      if s not in reproduce.MODEL_SETTINGS], default=NO_MODEL)
+    p.add_argument("--steps", nargs="+", type=int, help="score only the checkpoints of these steps (default: all)")
     p.add_argument("--image_size", type=int, default=128, help="the study's --image_size")
     p.add_argument("--device", default="cpu")
     return p
@@ -59,6 +60,12 @@ def main(args) -> int:
         raise UserError(f"{eval_root} does not exist: --out must be a study folder (benchmarks/reproduce.py --out)")
     t0 = time.time()
     checkpoints = step_checkpoints(out / "runs" / args.run)
+    if args.steps:
+        missing = sorted(set(args.steps) - {step for step, _ in checkpoints})
+        if missing:
+            raise UserError(f"{out / 'runs' / args.run / 'checkpoints'} has no checkpoint of step "
+                            f"{', '.join(map(str, missing))} (it has {', '.join(str(s) for s, _ in checkpoints)})")
+        checkpoints = [(step, path) for step, path in checkpoints if step in args.steps]
     curve = out / "curve"
     results = reproduce.evaluate({}, eval_root, curve, args, settings=args.no_model) if args.no_model else {}
     for step, path in checkpoints:

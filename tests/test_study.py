@@ -294,3 +294,9 @@ def test_the_learning_curve_scores_every_checkpoint_as_the_study_scores_the_mode
     for setting in ("tcvc_keyframe", "tcvc_2keys"):
         assert rows[f"{setting}@2"]["overall"]["psnr"] == pytest.approx(direct[setting]["overall"]["psnr"], abs=1e-9)
     assert rows["tcvc_keyframe@1"]["overall"]["psnr"] != rows["tcvc_keyframe@2"]["overall"]["psnr"]
+    only = learning_curve.build_parser().parse_args(["--out", str(study), "--image_size", "32", "--steps", "2",
+                                                     "--no_model"])
+    assert learning_curve.main(only) == 0
+    assert set(json.loads((study / "curve.json").read_text())["results"]) == {"tcvc_keyframe@2"}
+    with pytest.raises(reproduce.UserError, match=r"no checkpoint of step 3 \(it has 1, 2\)"):
+        learning_curve.main(learning_curve.build_parser().parse_args(["--out", str(study), "--steps", "3"]))
