@@ -12,7 +12,7 @@ frames, and scores next to them the answers that need no model (``--no_model``: 
 trained matcher with a generator that has not learned yet.
 
 Writes ``OUT/curve.json`` and ``OUT/curve.md`` (rows ``<setting>@<step>``; per-frame PSNR in the
-JSON) and the coloured frames under ``OUT/curve/``, a folder of its own. It trains nothing.
+JSON) and the coloured frames under ``OUT/curve/`` (``step_<N>/`` a checkpoint), a folder of its own. It trains nothing.
 """
 from __future__ import annotations
 
@@ -45,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def step_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     """[(step, checkpoint)] of a run, by step; a ``UserError`` when it holds none."""
-    found = sorted((int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("step_*.pt")
-                   if (m := runs.STEP_FILE.fullmatch(p.name)))
+    folder = runs.RunFolder(run_dir, {}, enabled=False)
+    found = [(step, folder.checkpoints / f"step_{step:08d}.pt") for step in folder.steps()]
     if not found:
-        raise UserError(f"{run_dir / 'checkpoints'} holds no step checkpoints: train the study's model with "
+        raise UserError(f"{folder.checkpoints} holds no step checkpoints: train the study's model with "
                         "'-- --save_every N --keep_last K' to keep some")
     return found
 
@@ -68,11 +68,9 @@ def main(args) -> int:
         checkpoints = [(step, path) for step, path in checkpoints if step in args.steps]
     curve = out / "curve"
     results = reproduce.evaluate({}, eval_root, curve, args, settings=args.no_model) if args.no_model else {}
-    for step, path in checkpoints:
-        model = f"step_{step}"
-        settings = {f"{s}@{step}": (model, reproduce.MODEL_SETTINGS[s][1]) for s in args.settings}
-        results |= reproduce.evaluate({model: path}, eval_root, curve, args, settings=list(settings),
-                                      model_settings=settings)
+    for step, path in checkpoints:  # each step in a folder of its own, under the study's setting names
+        scored = reproduce.evaluate({"tcvc": path}, eval_root, curve / f"step_{step}", args, settings=args.settings)
+        results |= {f"{setting}@{step}": result for setting, result in scored.items()}
     meta = {"command": "python benchmarks/learning_curve.py " + " ".join(sys.argv[1:]),
             "machine": reproduce.meta_machine(), "minutes": round((time.time() - t0) / 60, 1),
             "training": reproduce.training_note(out, [args.run]),

@@ -375,7 +375,7 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
         else:
             outputs = trivial_outputs(setting, truths, lines)
             save_outputs(outputs, eval_root, out / "outputs" / setting)
-        two = setting.split("@", 1)[0] in TWO_KEYS  # "<setting>@<step>": benchmarks/learning_curve.py
+        two = setting in TWO_KEYS
         results[setting] = metrics_lib.score_frames(outputs, truths, inner if two else None,
                                                     nearest if two else first, lines)
         results[setting]["overall"]["psnr_last_third"] = last_third(results[setting], truths)

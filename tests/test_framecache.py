@@ -144,3 +144,26 @@ def test_two_processes_building_the_same_cache_at_once_both_end_with_it(shots, t
     assert calls and sorted(p.name for p in folder.parent.iterdir()) == [folder.name]
     again = make(shots, tmp_path / "cache")
     assert np.array_equal(again.cache.colour(1, 3), expected)
+
+
+def test_a_cache_replaced_by_another_process_at_every_try_is_a_clear_error_and_leaves_no_build(
+        shots, tmp_path, monkeypatch):
+    import framecache
+    first = make(shots, tmp_path / "cache")
+    folder = first.cache.folder
+    index = json.loads((folder / "index.json").read_text())
+    building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
+    shutil.copytree(folder, building)
+    (folder / "index.json").write_text("{}")  # the cache there is out of date: this build replaces it
+    real_replace = os.replace
+
+    def always_beaten(src, dst):
+        if Path(src) == building:  # another process puts an out-of-date cache there first, every time
+            Path(dst).mkdir(exist_ok=True)
+            (Path(dst) / "index.json").write_text("{}")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(framecache.os, "replace", always_beaten)
+    with pytest.raises(utils.UserError, match="kept being replaced by another process"):
+        framecache._publish(building, folder, index)
+    assert not building.exists()

@@ -1,5 +1,6 @@
 """The study's reference answers that need no model (benchmarks/reproduce.py), and how every
 setting is scored on chosen frames (metrics.score_frames)."""
+import json
 import math
 import sys
 from pathlib import Path
@@ -282,7 +283,6 @@ def test_the_learning_curve_scores_every_checkpoint_as_the_study_scores_the_mode
         ["--out", str(study), "--image_size", "32", "--settings", "tcvc_keyframe", "tcvc_2keys",
          "--no_model", "warp_keyframe"])
     assert learning_curve.main(curve_args) == 0
-    import json
     rows = json.loads((study / "curve.json").read_text())["results"]
     assert set(rows) == {"warp_keyframe", "tcvc_keyframe@1", "tcvc_keyframe@2", "tcvc_2keys@1", "tcvc_2keys@2"}
     assert rows["tcvc_keyframe@2"]["overall"]["frames"] == 6       # frames 1 to N-1
