@@ -547,8 +547,9 @@ def generator_export(G: nn.Module, cfg: ModelConfig, image_size: int, line_art: 
 
 def load_generator(path, device="cpu") -> tuple[nn.Module, ModelConfig, dict]:
     """-> (generator in eval mode, its config, {'image_size', 'line_art'}) from a training
-    checkpoint, a generator export, or the original's ``{"generator": state_dict}`` file.
-    The architecture always comes from the file, never from flags."""
+    checkpoint (the average of its weights where it was trained with ``--ema_decay``), a
+    generator export, or the original's ``{"generator": state_dict}`` file. The architecture
+    always comes from the file, never from flags."""
     ckpt = utils.read_checkpoint(path)
     if "model_config" in ckpt and "generator" in ckpt:
         cfg = ModelConfig.from_dict(ckpt["model_config"])
@@ -561,7 +562,8 @@ def load_generator(path, device="cpu") -> tuple[nn.Module, ModelConfig, dict]:
             raise utils.UserError(f"{path} records an impossible image_size {size!r}")
         if meta["line_art"] not in (None, "canny", "grey", "given"):
             raise utils.UserError(f"{path} records an unknown line_art {meta['line_art']!r}")
-        state = ckpt["generator"]
+        # a training checkpoint of a run with --ema_decay: the average of the weights, as validated
+        state = ckpt["generator"] if ckpt.get("generator_ema") is None else ckpt["generator_ema"]
     else:
         try:
             kind, state = convert_state_dict(ckpt)

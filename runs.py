@@ -184,6 +184,7 @@ class Nets:
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     scaler: torch.amp.GradScaler | None = None
+    generator_ema: torch.nn.Module | None = None  # --ema_decay: the average of the generator's weights
 
     def items(self):
         return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
@@ -193,7 +194,11 @@ class Nets:
 
     def load_state_dicts(self, ckpt: dict, path) -> None:
         for name, obj in self.items():
-            if name not in ckpt:
+            if name == "generator_ema" and (obj is None) != (ckpt.get(name) is None):
+                raise UserError(f"{path} was trained with --ema_decay {'0' if obj is not None else 'above 0'}: "
+                                "resume it as it was trained, or start a new run from its weights "
+                                "with --checkpoint_path_G")
+            if name not in ckpt and name != "generator_ema":  # checkpoints from before --ema_decay lack it
                 raise UserError(f"{path} lacks '{name}': it is not a complete training checkpoint")
             if obj is None or ckpt[name] is None:
                 continue
@@ -289,6 +294,23 @@ def setup_distributed(device_name: str):
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return rank, world, device
+
+
+def ema_rate(decay: float, step: int) -> float:
+    """The decay of the generator's weight average at the update after ``step`` optimisation steps:
+    ``decay``, but at most (1 + step) / (10 + step), so that early on the average follows the
+    weights instead of holding their initialisation for ~1 / (1 - decay) steps."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_ema(average: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``average`` <- decay x ``average`` + (1 - decay) x ``model``, parameter by parameter, on the
+    device and without a sync; buffers are copied (the generator's norms keep no running stats)."""
+    for mine, theirs in zip(average.parameters(), model.parameters(), strict=True):
+        mine.lerp_(theirs.detach(), 1.0 - decay)
+    for mine, theirs in zip(average.buffers(), model.buffers(), strict=True):
+        mine.copy_(theirs)
 
 
 def undistributed(module):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import math
 import os
@@ -118,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--match_warmup", type=int, default=200,
                    help="--correspondence match: the first N steps train the region matcher alone on its "
                         "cross-entropy (a tenth of a GAN step's cost each); they count in --max_steps")
+    g.add_argument("--ema_decay", type=float, default=0.0,
+                   help="keep an exponential moving average of the generator's weights at this decay (0.999: about "
+                        "the last thousand steps; 0: off); validation, best.pt, generator.pt and test.py then use "
+                        "the average, training goes on with the weights themselves")
     g.add_argument("--beta1", type=float, default=0.0)
     g.add_argument("--beta2", type=float, default=0.999)
     g.add_argument("--d_every", type=int, default=1, help="update D every N steps (original: 12)")
@@ -249,7 +254,8 @@ def build_nets(args, cfg, device) -> runs.Nets:
     opt_g = torch.optim.Adam(groups, lr=args.lr_g, betas=(args.beta1, args.beta2), fused=fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2), fused=fused)
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
-    return runs.Nets(G, D, opt_g, opt_d, scaler)
+    average = copy.deepcopy(G).requires_grad_(False).eval() if args.ema_decay > 0 else None
+    return runs.Nets(G, D, opt_g, opt_d, scaler, average)
 
 
 def prepare(args) -> tuple[Run, runs.Nets]:
@@ -268,6 +274,8 @@ def prepare(args) -> tuple[Run, runs.Nets]:
     G, D = nets.generator, nets.discriminator
     if device.type == "cuda":  # channels_last: tensor cores read NHWC without transposes
         G, D, vgg = (m.to(memory_format=torch.channels_last) for m in (G, D, vgg))
+        if nets.generator_ema is not None:
+            nets.generator_ema = nets.generator_ema.to(memory_format=torch.channels_last)
     if args.compile:
         G, D = torch.compile(G), torch.compile(D)
     if world > 1:
@@ -405,13 +413,20 @@ def backward_step(loss, optimizer, scaler) -> None:
 
 
 # ----------------------------------------------------------------------------- validation
+def inference_generator(nets: runs.Nets) -> torch.nn.Module:
+    """The generator that validation, best.pt's score and generator.pt use: the average of its
+    weights under --ema_decay, else the weights being trained."""
+    return nets.generator_ema if nets.generator_ema is not None else unwrap(nets.generator)
+
+
 @torch.no_grad()
 def validate(run: Run, nets: runs.Nets, progress: runs.Progress) -> dict:
     """Colorize the fixed validation shot recurrently, as at inference (the colouring library):
     each frame is fed the previous output, and a generator with a keyframe input gets the shot's
     true first frame as its keyframe. Logs L1 and test.py's metrics, saves a strip (line art |
     generated | target)."""
-    args, G = run.args, unwrap(nets.generator)
+    args, G = run.args, inference_generator(nets)
+    was_training = G.training
     G.eval()
     colorizer = colorize.Colorizer(G, run.cfg, run.device, colorize.Options(args.image_size, args.line_art,
                                                                             amp=args.amp))
@@ -427,7 +442,7 @@ def validate(run: Run, nets: runs.Nets, progress: runs.Progress) -> dict:
         video.update(result, frame.target)
         if len(rows) < 6:
             rows.append(np.concatenate([np.repeat(frame.line[..., None], 3, 2), result, frame.target], 1))
-    G.train()
+    G.train(was_training)
     run.folder.start()
     sample = run.folder.path / "samples" / f"val_step_{progress.step:08d}.png"
     utils.write_image(sample, np.concatenate(rows, 0))
@@ -452,6 +467,9 @@ def announce(run: Run, nets: runs.Nets, total: int) -> None:
              f"generator {cfg.generator}: {models.count_parameters(G) / 1e6:.2f} M parameters "
              f"(copy path {cfg.copy_path}, keyframe input {cfg.keyframe_input}, correspondence "
              f"{cfg.correspondence}); {total} steps of batch {args.batch_size} x {run.world}"]
+    if nets.generator_ema is not None:
+        lines.append(f"generator weights averaged (--ema_decay {args.ema_decay}): validation, best.pt, generator.pt "
+                     "and test.py use the average")
     if not run.n_val_shots:
         lines.append("note: no validation shot (one shot, --val_fraction 0, or too few shots to hold one out): "
                      "no best.pt and no samples/ will be written; give --val_data to have them")
@@ -500,6 +518,9 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
                     logs = match_step(batch, run, nets, health)
                 else:
                     logs = gan_step(batch, run, nets, health, update_d=progress.step % args.d_every == 0)
+                if nets.generator_ema is not None:
+                    runs.update_ema(nets.generator_ema, unwrap(nets.generator),
+                                    runs.ema_rate(args.ema_decay, progress.step))
             progress.step += 1
             progress.consumed += len(batch["index"]) * run.world
             seen += len(batch["index"]) * run.world
@@ -535,7 +556,7 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
     if run.is_main:
         export = run.folder.path / "generator.pt"
         health.check()
-        utils.atomic_torch_save(models.generator_export(unwrap(nets.generator), run.cfg, args.image_size,
+        utils.atomic_torch_save(models.generator_export(inference_generator(nets), run.cfg, args.image_size,
                                                         args.line_art), export)
         runs.tqdm.write(f"done: {export} (generator only; test.py --checkpoint {export})")
     return 0
@@ -599,6 +620,8 @@ def check_args(args) -> None:
     for name in ("adv_weight", "l1_weight", "content_weight", "style_weight", "match_weight"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
             raise UserError(f"--{name} must be 0 or more, got {getattr(args, name)}")
+    if not (0 <= args.ema_decay < 1):
+        raise UserError(f"--ema_decay must be in [0, 1) (0: no average), got {args.ema_decay}")
     if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
         raise UserError(f"--beta1 and --beta2 must be in [0, 1), got {args.beta1}, {args.beta2}")
     if not 0 <= args.val_fraction < 1:

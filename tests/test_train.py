@@ -395,3 +395,68 @@ def test_compile_reaches_the_rollout_and_ds_call_in_the_generator_step(shots, tm
     assert runs.unwrap(nets.generator) is g._orig_mod and runs.unwrap(nets.discriminator) is d._orig_mod
     assert g.calls == 2 * 2  # per step: the rollout's forward and the main one
     assert d.calls == 2 * 2  # per step: D's own step and G's step
+
+
+def test_ema_rate_follows_the_weights_early_and_reaches_the_decay():
+    assert runs.ema_rate(0.999, 0) == pytest.approx(0.1)
+    assert runs.ema_rate(0.999, 90) == pytest.approx(91 / 100)
+    assert runs.ema_rate(0.9, 10_000) == 0.9
+
+
+def test_update_ema_is_the_weighted_mean_of_the_weights():
+    model, average = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[1.0, 3.0]]))
+        average.weight.copy_(torch.tensor([[5.0, -1.0]]))
+    runs.update_ema(average, model, 0.75)  # 0.75 x average + 0.25 x model
+    assert torch.allclose(average.weight, torch.tensor([[4.0, 0.0]]))
+    assert model.weight.tolist() == [[1.0, 3.0]]  # the model itself is untouched
+
+
+def test_ema_run_saves_the_average_and_test_py_loads_it(shots, tmp_path):
+    """With --ema_decay the checkpoint holds the average beside the weights, the average is what
+    generator.pt exports and load_generator reads, and it equals the rule applied by hand to the
+    weights of step 2 (decay 2/11 at the second update: the early ramp of ``ema_rate``)."""
+    run_dir = tmp_path / "run"
+    assert train.main(tiny_args(shots, run_dir, max_steps=2, batch_size=1, save_every=1, keep_last=5,
+                                ema_decay=0.999)) == 0
+    step1, step2 = (torch.load(run_dir / "checkpoints" / f"step_0000000{n}.pt", weights_only=True) for n in (1, 2))
+    expected = {}
+    for key, w1 in step1["generator"].items():
+        w2 = step2["generator"][key]
+        if not w1.is_floating_point():
+            continue
+        after1 = step1["generator_ema"][key]
+        expected[key] = (2 / 11) * after1 + (9 / 11) * w2
+    moved = 0
+    for key, value in expected.items():
+        assert torch.allclose(step2["generator_ema"][key], value, atol=1e-6), key
+        moved += not torch.equal(step2["generator_ema"][key], step2["generator"][key])
+    assert moved  # the average is not the weights
+    export = torch.load(run_dir / "generator.pt", weights_only=True)["generator"]
+    assert all(torch.equal(export[k], step2["generator_ema"][k]) for k in export)
+    G, _, _ = models.load_generator(run_dir / "checkpoints" / "step_00000002.pt")
+    assert all(torch.equal(v, step2["generator_ema"][k]) for k, v in G.state_dict().items())
+
+
+def test_ema_resume_is_exact_and_a_changed_setting_is_refused(shots, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert train.main(tiny_args(shots, straight, max_steps=4, batch_size=1, ema_decay=0.99)) == 0
+    assert train.main(tiny_args(shots, split, max_steps=2, batch_size=1, ema_decay=0.99)) == 0
+    with pytest.raises(UserError, match="trained with --ema_decay above 0"):
+        train.main(tiny_args(shots, split, max_steps=4, batch_size=1, resume="auto"))
+    assert train.main(tiny_args(shots, split, max_steps=4, batch_size=1, ema_decay=0.99, resume="auto")) == 0
+    a, b = (torch.load(d / "checkpoints" / "step_00000004.pt", weights_only=True) for d in (straight, split))
+    assert tree_equal(a["generator_ema"], b["generator_ema"])
+    plain = tmp_path / "plain"
+    assert train.main(tiny_args(shots, plain, max_steps=1, batch_size=1)) == 0
+    assert torch.load(plain / "checkpoints" / "step_00000001.pt", weights_only=True)["generator_ema"] is None
+    with pytest.raises(UserError, match="trained with --ema_decay 0"):
+        train.main(tiny_args(shots, plain, max_steps=2, batch_size=1, ema_decay=0.99, resume="auto"))
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_impossible_ema_decay_is_refused(shots, tmp_path, value):
+    with pytest.raises(UserError, match="--ema_decay must be in"):
+        train.main(tiny_args(shots, tmp_path / "run", max_steps=1, ema_decay=value))
+    assert not (tmp_path / "run").exists()
