@@ -300,3 +300,36 @@ def test_the_learning_curve_scores_every_checkpoint_as_the_study_scores_the_mode
     assert set(json.loads((study / "curve.json").read_text())["results"]) == {"tcvc_keyframe@2"}
     with pytest.raises(reproduce.UserError, match=r"no checkpoint of step 3 \(it has 1, 2\)"):
         learning_curve.main(learning_curve.build_parser().parse_args(["--out", str(study), "--steps", "3"]))
+
+
+def test_error_split_by_hand(tmp_path):
+    """Red and blue halves with a drawn black line between them; an output that is the truth
+    except 10 levels off on every line pixel has all its error on the lines, PSNR 28.13 dB
+    there (10 log10(255^2 / 100)) and 100 (the cap) inside the regions and with the lines pasted."""
+    import error_split
+    truth = np.zeros((24, 24, 3), np.uint8)
+    truth[:, :11], truth[:, 13:] = (200, 40, 40), (40, 40, 200)   # columns 11-12: the drawn line
+    lines = error_split.regions.segment(error_split.data_lib.make_line_art(truth, "canny")) < 0
+    assert 0 < lines.mean() < 0.5 and lines[:, 11:13].all() and not lines[:, 0].any()
+    output = truth.copy()
+    output[lines] += 10
+    got = error_split.frame_split(output, truth)
+    assert got["line_share"] == pytest.approx(lines.mean())
+    assert got["line_error_share"] == pytest.approx(1.0)
+    assert got["psnr_lines"] == pytest.approx(10 * np.log10(255 ** 2 / 100))
+    assert got["psnr_regions"] == 100.0 and got["truth_on_lines"] == 100.0
+    assert got["psnr"] == pytest.approx(10 * np.log10(255 ** 2 / (100 * lines.mean())))
+
+
+def test_error_split_nearest_outside_and_a_missing_setting(tmp_path):
+    import error_split
+    image = np.zeros((1, 5, 3), np.uint8)
+    image[0, 0], image[0, 4] = (10, 10, 10), (90, 90, 90)
+    mask = np.array([[False, True, True, True, False]])
+    filled = error_split.nearest_outside(image, mask)
+    assert filled[0, 1].tolist() == [10] * 3 and filled[0, 3].tolist() == [90] * 3
+    assert filled[0, 2].tolist() in ([10] * 3, [90] * 3)  # the middle is as near to either end
+    for i in range(3):
+        reproduce.utils.write_image(tmp_path / "data" / "eval" / "s" / f"frame_{i:03d}.png", np.full((8, 8, 3), 99, np.uint8))
+    with pytest.raises(reproduce.UserError, match="the study did not colour s as tcvc_keyframe"):
+        error_split.split(tmp_path, ["tcvc_keyframe"], 8)
