@@ -75,6 +75,19 @@ def l1_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).abs().mean()
 
 
+def line_pixels(line: torch.Tensor) -> torch.Tensor:
+    """(B, 1, H, W) line art in [0, 1], black lines on white -> (B, 1, H, W) float mask of its line
+    pixels thickened by one pixel each side (a 3x3 max): ``regions.segment``'s line pixels."""
+    return F.max_pool2d((line < 0.5).float(), 3, stride=1, padding=1)
+
+
+def line_l1_loss(fake: torch.Tensor, real: torch.Tensor, line: torch.Tensor) -> torch.Tensor:
+    """Mean |fake - real| over the line pixels of ``line`` (``line_pixels``) and the 3 channels;
+    0 for a batch without lines. Where a study's error mostly lies (benchmarks/error_split.py)."""
+    mask = line_pixels(line)
+    return ((fake - real).abs() * mask).sum() / (3 * mask.sum()).clamp(min=1.0)
+
+
 def gram_matrix(feat: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C): G = F F^T / (C * H * W) with F = feat as (B, C, H*W), the
     original's normalisation. Always float32: under fp16 autocast the sums overflow."""
@@ -250,20 +263,23 @@ def match_loss(matches: list, target: torch.Tensor, level: float = 20.0 / 255.0)
 
 class GeneratorLoss:
     """L_G = adv * g_adv_loss(D(fake)) + l1 * |fake - real|_1 + content * L_content
-    + style * L_style (+ match * ``match_loss`` with the ``match`` correspondence). Defaults are the original's effective weights (it declared an
+    + style * L_style (+ match * ``match_loss`` with the ``match`` correspondence)
+    + line_l1 * ``line_l1_loss`` (the L1 of frame t's line pixels, when its line art is given).
+    Defaults are the original's effective weights (it declared an
     adversarial weight of 0.1 but never applied it, so 1). With content = style = 0 no VGG
     is needed (``vgg=None``)."""
 
     def __init__(self, vgg: VGG19Features | None = None, gan_kind: str = "nsgan",
                  adv: float = 1.0, l1: float = 10.0, content: float = 1.0,
-                 style: float = 1000.0, match: float = 1.0):
+                 style: float = 1000.0, match: float = 1.0, line_l1: float = 0.0):
         _check_kind(gan_kind)
         if vgg is None and (content or style):
             raise ValueError("content / style losses need a VGG19 (see load_vgg19)")
         self.vgg, self.gan_kind = vgg, gan_kind
-        self.weights = {"g_adv": adv, "l1": l1, "content": content, "style": style, "match": match}
+        self.weights = {"g_adv": adv, "l1": l1, "content": content, "style": style, "match": match,
+                        "l1_lines": line_l1}
 
-    def __call__(self, fake_logits, fake, real, matches=None) -> tuple[torch.Tensor, dict]:
+    def __call__(self, fake_logits, fake, real, matches=None, line=None) -> tuple[torch.Tensor, dict]:
         """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'match', 'g_total': detached
         0-d tensor}) where the parts are unweighted and ``g_total`` is the weighted sum. The
         parts stay on the device: reading them is a host-device sync, left to the caller's
@@ -275,6 +291,8 @@ class GeneratorLoss:
             parts["content"] = parts["style"] = torch.zeros((), device=fake.device)
         # the ``match`` correspondence's region matches (``match_loss``); 0 for the others
         parts["match"] = match_loss(matches, real) if matches else torch.zeros((), device=fake.device)
+        # L1 once more on frame t's line pixels (``line_l1``); logged whenever the line art is given
+        parts["l1_lines"] = line_l1_loss(fake, real, line) if line is not None else torch.zeros((), device=fake.device)
         total = sum(self.weights[name] * value for name, value in parts.items())
         parts["g_total"] = total
         return total, {name: value.detach().float() for name, value in parts.items()}

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--l1_weight", type=float, default=10.0)
     g.add_argument("--content_weight", type=float, default=1.0)
     g.add_argument("--style_weight", type=float, default=1000.0)
+    g.add_argument("--line_l1_weight", type=float, default=0.0,
+                   help="weight of an L1 on frame t's line pixels alone (its line art thickened by one pixel), on "
+                        "top of --l1_weight's over all pixels: where most of the error lies (benchmarks/error_split.py)")
     g.add_argument("--match_weight", type=float, default=1.0,
                    help="--correspondence match: weight of the region matches' cross-entropy (losses.match_loss)")
     g.add_argument("--vgg_weights", default="imagenet",
@@ -286,7 +289,7 @@ def prepare(args) -> tuple[Run, runs.Nets]:
         torch.backends.cudnn.benchmark = True
     g_loss = losses.GeneratorLoss(vgg, args.gan_loss, adv=args.adv_weight, l1=args.l1_weight,
                                   content=args.content_weight, style=args.style_weight,
-                                  match=args.match_weight)
+                                  match=args.match_weight, line_l1=args.line_l1_weight)
     folder = runs.RunFolder(args.run_dir, run_config(args) | {"model": cfg.to_dict()}, enabled=rank == 0)
     run = Run(args=args, rank=rank, world=world, device=device, cfg=cfg, folder=folder, ds=ds, sampler=sampler,
               loader=loader, val_shot=utils.list_frames(val_shots[0]) if val_shots else None,
@@ -371,7 +374,7 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
         # D without DDP: no gradient reaches its weights here, so DDP must not wait for them
         fake_logits = runs.undistributed(D)(torch.cat([cond, fake], 1)).float()
         # VGG's convolutions under autocast too (half the step's FLOPs); Gram matrices and L1 stay fp32
-        total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches)
+        total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches, sources.line.float())
     backward_step(total, nets.opt_g, nets.scaler)
     health.record("generator", total)
     logs.update(parts)
@@ -617,9 +620,12 @@ def check_args(args) -> None:
     for name in ("lr_g", "lr_d", "lr_match"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             raise UserError(f"--{name} must be a positive number, got {getattr(args, name)}")
-    for name in ("adv_weight", "l1_weight", "content_weight", "style_weight", "match_weight"):
+    for name in ("adv_weight", "l1_weight", "content_weight", "style_weight", "match_weight", "line_l1_weight"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
             raise UserError(f"--{name} must be 0 or more, got {getattr(args, name)}")
+    if args.line_l1_weight and args.line_art == "grey":
+        raise UserError("--line_l1_weight needs line art (--line_art canny or given): a greyscale frame has no "
+                        "line pixels")
     if not (0 <= args.ema_decay < 1):
         raise UserError(f"--ema_decay must be in [0, 1) (0: no average), got {args.ema_decay}")
     if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):

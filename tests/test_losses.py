@@ -130,3 +130,23 @@ def test_generator_loss_weighted_sum(vgg):
     assert parts["content"].item() == pytest.approx(content.item(), rel=1e-6)
     # the parts stay on the device, detached: reading them is left to the log steps
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in parts.values())
+
+
+def test_line_l1_is_the_mean_error_on_the_thickened_line_pixels():
+    """A one-pixel vertical line at column 3 of an 8x8 frame: its line pixels are columns 2-4 (the
+    3x3 thickening); an error of 0.6 there and 0.2 elsewhere gives 0.6, whatever lies elsewhere."""
+    line = torch.ones(1, 1, 8, 8)
+    line[..., 3] = 0.0
+    assert losses.line_pixels(line)[0, 0, 0].tolist() == [0, 0, 1, 1, 1, 0, 0, 0]
+    real = torch.zeros(1, 3, 8, 8)
+    fake = torch.full((1, 3, 8, 8), 0.2)
+    fake[..., 2:5] = 0.6
+    assert losses.line_l1_loss(fake, real, line).item() == pytest.approx(0.6)
+    assert losses.line_l1_loss(fake, real, torch.ones(1, 1, 8, 8)).item() == 0.0  # no lines: 0
+    logits = torch.zeros(1, 1, 2, 2)
+    total, parts = losses.GeneratorLoss(None, adv=0, l1=1, content=0, style=0, line_l1=2)(logits, fake, real, None, line)
+    want = losses.l1_loss(fake, real).item() + 2 * 0.6
+    assert parts["l1_lines"].item() == pytest.approx(0.6) and total.item() == pytest.approx(want)
+    total, parts = losses.GeneratorLoss(None, adv=0, l1=1, content=0, style=0)(logits, fake, real, None, line)
+    assert total.item() == pytest.approx(losses.l1_loss(fake, real).item())  # weight 0: logged only
+    assert parts["l1_lines"].item() == pytest.approx(0.6)

@@ -460,3 +460,13 @@ def test_impossible_ema_decay_is_refused(shots, tmp_path, value):
     with pytest.raises(UserError, match="--ema_decay must be in"):
         train.main(tiny_args(shots, tmp_path / "run", max_steps=1, ema_decay=value))
     assert not (tmp_path / "run").exists()
+
+
+def test_line_l1_weight_trains_logs_and_is_refused_without_line_art(shots, tmp_path):
+    run_dir = tmp_path / "run"
+    assert train.main(tiny_args(shots, run_dir, max_steps=1, line_l1_weight=5)) == 0
+    assert [math.isfinite(r["l1_lines"]) for r in read_log(run_dir) if "l1_lines" in r] == [True]
+    with pytest.raises(UserError, match="--line_l1_weight needs line art"):
+        train.main(tiny_args(shots, tmp_path / "grey", max_steps=1, line_l1_weight=5, line_art="grey"))
+    with pytest.raises(UserError, match="--line_l1_weight must be 0 or more"):
+        train.main(tiny_args(shots, tmp_path / "neg", max_steps=1, line_l1_weight=-1))
