@@ -280,7 +280,7 @@ class GeneratorLoss:
                         "l1_lines": line_l1}
 
     def __call__(self, fake_logits, fake, real, matches=None, line=None) -> tuple[torch.Tensor, dict]:
-        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'match', 'g_total': detached
+        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'match', 'l1_lines', 'g_total': detached
         0-d tensor}) where the parts are unweighted and ``g_total`` is the weighted sum. The
         parts stay on the device: reading them is a host-device sync, left to the caller's
         log steps."""

@@ -374,7 +374,9 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
         # D without DDP: no gradient reaches its weights here, so DDP must not wait for them
         fake_logits = runs.undistributed(D)(torch.cat([cond, fake], 1)).float()
         # VGG's convolutions under autocast too (half the step's FLOPs); Gram matrices and L1 stay fp32
-        total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches, sources.line.float())
+        # a greyscale frame as line art has no line pixels: no l1_lines then (check_args refuses its weight)
+        line = None if run.args.line_art == "grey" else sources.line.float()
+        total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches, line)
     backward_step(total, nets.opt_g, nets.scaler)
     health.record("generator", total)
     logs.update(parts)

@@ -468,5 +468,8 @@ def test_line_l1_weight_trains_logs_and_is_refused_without_line_art(shots, tmp_p
     assert [math.isfinite(r["l1_lines"]) for r in read_log(run_dir) if "l1_lines" in r] == [True]
     with pytest.raises(UserError, match="--line_l1_weight needs line art"):
         train.main(tiny_args(shots, tmp_path / "grey", max_steps=1, line_l1_weight=5, line_art="grey"))
+    grey = tmp_path / "grey_plain"  # greyscale frames as line art have no line pixels: 0 logged
+    assert train.main(tiny_args(shots, grey, max_steps=1, line_art="grey")) == 0
+    assert [r["l1_lines"] for r in read_log(grey) if "l1_lines" in r] == [0.0]
     with pytest.raises(UserError, match="--line_l1_weight must be 0 or more"):
         train.main(tiny_args(shots, tmp_path / "neg", max_steps=1, line_l1_weight=-1))
