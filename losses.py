@@ -292,7 +292,11 @@ class GeneratorLoss:
         # the ``match`` correspondence's region matches (``match_loss``); 0 for the others
         parts["match"] = match_loss(matches, real) if matches else torch.zeros((), device=fake.device)
         # L1 once more on frame t's line pixels (``line_l1``); logged whenever the line art is given
-        parts["l1_lines"] = line_l1_loss(fake, real, line) if line is not None else torch.zeros((), device=fake.device)
+        # (at weight 0 from a detached output: logged, kept out of the backward)
+        if line is None:
+            parts["l1_lines"] = torch.zeros((), device=fake.device)
+        else:
+            parts["l1_lines"] = line_l1_loss(fake if self.weights["l1_lines"] else fake.detach(), real, line)
         total = sum(self.weights[name] * value for name, value in parts.items())
         parts["g_total"] = total
         return total, {name: value.detach().float() for name, value in parts.items()}

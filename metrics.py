@@ -255,7 +255,7 @@ class VideoMetrics:
         out["tc_ratio"] = tc_ratio(out["warp_error"], out["warp_error_gt"])
         for d in CDC_DILATIONS:
             out[f"cdc_d{d}"] = self._cdc_sums[d] / (n - d) if n > d else None
-        out["cdc"] = _mean_defined(out[f"cdc_d{d}"] for d in CDC_DILATIONS)
+        out["cdc"] = mean_defined(out[f"cdc_d{d}"] for d in CDC_DILATIONS)
         return out
 
 
@@ -271,7 +271,8 @@ def tc_ratio(warp_output, warp_gt):
     return warp_output / warp_gt
 
 
-def _mean_defined(values):
+def mean_defined(values):
+    """The mean of the values that are not None; None when there are none."""
     values = [v for v in values if v is not None]
     return sum(values) / len(values) if values else None
 
@@ -294,7 +295,7 @@ def summarize(per_shot: dict) -> dict:
     for d in CDC_DILATIONS:
         overall[f"cdc_d{d}"] = _weighted_mean(shots, f"cdc_d{d}",
                                               lambda s, d=d: max(s["frames"] - d, 0))
-    overall["cdc"] = _mean_defined(overall[f"cdc_d{d}"] for d in CDC_DILATIONS)
+    overall["cdc"] = mean_defined(overall[f"cdc_d{d}"] for d in CDC_DILATIONS)
     return overall
 
 
@@ -342,7 +343,8 @@ def changed_regions(output: np.ndarray, truth: np.ndarray, keyframe: np.ndarray,
     return int(area[right].sum()), int(area[changed].sum())
 
 
-def _changed_psnr(squared: float, count: int) -> float | None:
+def psnr_of_squared(squared: float, count: int) -> float | None:
+    """PSNR (dB) of a squared error summed over ``count`` values (``psnr``'s cap); None for none."""
     if count == 0:
         return None
     return PSNR_CAP_DB if squared == 0 else float(min(10 * np.log10(255.0 ** 2 * count / squared), PSNR_CAP_DB))
@@ -388,7 +390,7 @@ def score_frames(outputs: dict, truths: dict, scored: dict | None = None, keyfra
 
 
 def _changed_figures(sums: np.ndarray, with_regions: bool) -> dict:
-    figures = {"changed_psnr": _changed_psnr(sums[0], int(sums[1]))}
+    figures = {"changed_psnr": psnr_of_squared(sums[0], int(sums[1]))}
     if with_regions:
         figures["changed_regions"] = float(sums[2] / sums[3]) if sums[3] else None
     return figures

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 import reproduce
-from reproduce import UserError, data_lib, regions, utils
+from reproduce import UserError, data_lib, metrics_lib, regions, utils
 
 FIGURES = ("psnr", "line_share", "line_error_share", "psnr_lines", "psnr_regions", "truth_on_lines",
            "truth_on_ring", "ring_from_regions")
@@ -44,14 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_size", type=int, default=128, help="the study's --image_size")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     return p
-
-
-def psnr_of(squared_sum: float, count: int) -> float:
-    """PSNR (dB) of a squared error summed over ``count`` values; the study's 100 dB cap."""
-    if count == 0:
-        return float("nan")
-    mse = squared_sum / count
-    return 100.0 if mse == 0 else float(min(10 * np.log10(255.0 ** 2 / mse), 100.0))
 
 
 def nearest_outside(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -72,22 +64,23 @@ def frame_split(output: np.ndarray, truth: np.ndarray) -> dict:
     line = data_lib.make_line_art(truth, "canny")
     lines = regions.segment(line) < 0
     ring = lines & (line >= 128)
+    psnr = metrics_lib.psnr_of_squared  # of a squared error summed over a count of values
     out, true = output.astype(np.float64), truth.astype(np.float64)
     squared = ((out - true) ** 2).sum(2)  # per pixel, over R, G, B
     total = squared.sum()
 
     def pasted(mask):
-        return psnr_of(total - squared[mask].sum(), squared.size * 3)
+        return psnr(total - squared[mask].sum(), squared.size * 3)
 
     guess = nearest_outside(output, lines)
     guessed = output.copy()
     guessed[ring] = guess[ring]
-    return {"psnr": psnr_of(total, squared.size * 3), "line_share": float(lines.mean()),
+    return {"psnr": psnr(total, squared.size * 3), "line_share": float(lines.mean()),
             "line_error_share": float(squared[lines].sum() / total) if total else 0.0,
-            "psnr_lines": psnr_of(squared[lines].sum(), int(lines.sum()) * 3),
-            "psnr_regions": psnr_of(squared[~lines].sum(), int((~lines).sum()) * 3),
+            "psnr_lines": psnr(squared[lines].sum(), int(lines.sum()) * 3),
+            "psnr_regions": psnr(squared[~lines].sum(), int((~lines).sum()) * 3),
             "truth_on_lines": pasted(lines), "truth_on_ring": pasted(ring),
-            "ring_from_regions": psnr_of(((guessed.astype(np.float64) - true) ** 2).sum(), squared.size * 3)}
+            "ring_from_regions": psnr(((guessed.astype(np.float64) - true) ** 2).sum(), squared.size * 3)}
 
 
 def split(out: Path, settings, image_size: int) -> dict:
@@ -112,14 +105,16 @@ def split(out: Path, settings, image_size: int) -> dict:
                     raise UserError(f"{paths[t]} is {output.shape[1]}x{output.shape[0]}, not the study's "
                                     f"{image_size}: give --image_size as the study had it")
                 rows.append(frame_split(output, frames[t]))
-        found[setting] = {k: float(np.mean([r[k] for r in rows])) for k in FIGURES}
+        # a frame without line pixels has no line PSNR: the means are over the frames that have one
+        found[setting] = {k: metrics_lib.mean_defined(r[k] for r in rows) for k in FIGURES}
     return found
 
 
 def table(found: dict) -> str:
     lines = ["| setting | " + " | ".join(FIGURES) + " |", "|---" * (len(FIGURES) + 1) + "|"]
     for setting, figures in found.items():
-        cells = [f"{figures[k]:.0%}" if k.endswith("share") else f"{figures[k]:.2f}" for k in FIGURES]
+        cells = ["-" if figures[k] is None else f"{figures[k]:.0%}" if k.endswith("share") else f"{figures[k]:.2f}"
+                 for k in FIGURES]
         lines.append(f"| {setting} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -12,7 +12,8 @@ frames, and scores next to them the answers that need no model (``--no_model``: 
 trained matcher with a generator that has not learned yet.
 
 Writes ``OUT/curve.json`` and ``OUT/curve.md`` (rows ``<setting>@<step>``; per-frame PSNR in the
-JSON) and the coloured frames under ``OUT/curve/`` (``step_<N>/`` a checkpoint), a folder of its own. It trains nothing.
+JSON) and the coloured frames under ``OUT/curve/`` (``step_<N>/`` a checkpoint), a folder of its
+own. It trains nothing.
 """
 from __future__ import annotations
 

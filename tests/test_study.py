@@ -333,3 +333,20 @@ def test_error_split_nearest_outside_and_a_missing_setting(tmp_path):
         reproduce.utils.write_image(tmp_path / "data" / "eval" / "s" / f"frame_{i:03d}.png", np.full((8, 8, 3), 99, np.uint8))
     with pytest.raises(reproduce.UserError, match="the study did not colour s as tcvc_keyframe"):
         error_split.split(tmp_path, ["tcvc_keyframe"], 8)
+
+
+def test_error_split_frames_without_lines_and_a_study_of_another_size(tmp_path):
+    """A flat frame has no line pixels: no line PSNR for it, and the means (and the table's "-")
+    are over the frames that have one. Outputs at another size than --image_size are refused."""
+    import error_split
+    flat = np.full((8, 8, 3), 99, np.uint8)
+    got = error_split.frame_split(flat, flat)
+    assert got["psnr_lines"] is None and got["line_share"] == 0.0 and got["psnr"] == 100.0
+    for i in range(3):
+        reproduce.utils.write_image(tmp_path / "data" / "eval" / "s" / f"frame_{i:03d}.png", flat)
+        reproduce.utils.write_image(tmp_path / "outputs" / "warp_keyframe" / "s" / f"frame_{i:03d}.png", flat)
+    found = error_split.split(tmp_path, ["warp_keyframe"], 8)
+    assert found["warp_keyframe"]["psnr_lines"] is None and found["warp_keyframe"]["psnr_regions"] == 100.0
+    assert "| warp_keyframe | 100.00 | 0% | 0% | - |" in error_split.table(found)
+    with pytest.raises(reproduce.UserError, match="give --image_size as the study had it"):
+        error_split.split(tmp_path, ["warp_keyframe"], 16)
