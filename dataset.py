@@ -22,6 +22,11 @@ and with ``extended=True`` (what the default U-Net trains on):
                            previous frame, made from:
     'prev2'     source     the frame before the previous one (flow from the previous frame to it)
     'keyframe_flow2' (2, H, W) flow from the previous frame to the keyframe
+    'prev3' ... 'prevK', 'keyframe_flow3' ... 'keyframe_flowK', 'rollout_start' ()
+                           with ``rollout_frames`` K > 2 only: the frames further back (each with
+                           the flow from the frame after it), the flows from the frame after each
+                           to the keyframe, and the j of the frame the rollout starts from (its true
+                           colour, or black where it is absent); frames beyond it are absent
     'prev_drift' (DRIFT_PARAMS,) with ``prev_drift_prob`` > 0 only: how ``apply_drift`` makes the
                            previous frame look like a chain's own output (on, strength, ...)
 A DataLoader batch holds the same keys with a leading batch dimension B; ``correspond.Source
@@ -366,7 +371,9 @@ class TripletDataset(Dataset):
     - with probability ``rollout_prob`` a rollout (frame t has a previous frame): 'rollout' = 1,
       and the frame before the previous one ('prev2'), with the flows from the previous frame
       to it and to the keyframe. Training then feeds frame t the generator's own output for the
-      previous frame, made from these;
+      previous frame, made from these. With ``rollout_frames`` K > 2 the rollout starts K frames
+      back (or at the shot's end, whichever is nearer): the generator colours K - 1 frames in a
+      row, each from its own output for the one before, as a chain does at inference;
     - with probability ``reverse_prob`` the chain runs backward in time: "previous" is frame
       t+1 (and t+2), as when colouring toward an earlier keyframe;
     - with probability ``prev_drift_prob`` a previous frame that training makes look drifted
@@ -391,7 +398,7 @@ class TripletDataset(Dataset):
                  extended: bool = False, correspondence: str = "flow", keyframe_prob: float = 0.0,
                  keyframe_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
                  frame_cache=False, cache_dir=None, cached_flows: bool = False, self_reference_prob: float = 0.0,
-                 prev_drift_prob: float = 0.0):
+                 prev_drift_prob: float = 0.0, rollout_frames: int = 2):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
         for name, value in (("prev_prob", prev_prob), ("keyframe_prob", keyframe_prob),
@@ -405,6 +412,8 @@ class TripletDataset(Dataset):
             raise UserError(f"seed must be >= 0 (it seeds numpy's generator), got {seed}")
         if keyframe_max_distance < 1:
             raise UserError(f"keyframe_max_distance must be at least 1, got {keyframe_max_distance}")
+        if rollout_frames < 2:
+            raise UserError(f"rollout_frames must be at least 2, got {rollout_frames}")
         self.shot_dirs = [Path(s) for s in shot_dirs]
         if not self.shot_dirs:
             raise UserError("no shot folders to read frames from")
@@ -414,6 +423,7 @@ class TripletDataset(Dataset):
         self.extended, self.keyframe_prob = extended, keyframe_prob
         self.correspondence = correspond.cpu_half(correspondence)
         self.keyframe_max_distance, self.rollout_prob = keyframe_max_distance, rollout_prob
+        self.rollout_frames = rollout_frames
         self.reverse_prob, self.uint8 = reverse_prob, uint8
         self.self_reference_prob, self.prev_drift_prob = self_reference_prob, prev_drift_prob
         self.convert = to_uint8_tensor if uint8 else to_tensor
@@ -549,13 +559,21 @@ class TripletDataset(Dataset):
         rollout = rng.random() < self.rollout_prob
         use_key = rng.random() < self.keyframe_prob
         key_draw = rng.random()
-        p1, p2 = pos + step, pos + 2 * step
+        chain = [pos + j * step for j in range(self.rollout_frames + 1)]  # chain[j]: frame j back
+        p1, p2 = chain[1], chain[2]
         exists = lambda p: 0 <= p < n  # noqa: E731
         rollout = rollout and exists(p1)
+        # the frame the rollout starts from: the furthest of frames 2..K back that exists (2 when
+        # none does: the generator then colours the previous frame from nothing)
+        start = max([j for j in range(2, self.rollout_frames + 1) if exists(chain[j])], default=2)
         if rollout:  # frame t always gets a previous frame: the generator's own output
-            has_prev, has_prev2 = True, use_prev and exists(p2)
+            has_prev = True
+            # frames between t and the start are coloured by the generator; the start is the
+            # true frame, or black (as a chain that starts from nothing) when not use_prev
+            has = {j: (j < start and exists(chain[j])) or (j == start and use_prev and exists(chain[j]))
+                   for j in range(2, self.rollout_frames + 1)}
         else:
-            has_prev, has_prev2 = use_prev and exists(p1), False
+            has_prev, has = use_prev and exists(p1), dict.fromkeys(range(2, self.rollout_frames + 1), False)
         key_slot = None  # with the flow cache: which of the frame's cached keyframes
         if use_key and self.flows is not None:
             cached = self.flows.keys(shot, pos)  # CACHED_KEYFRAMES of them, -1 where the shot has no other frame
@@ -597,18 +615,28 @@ class TripletDataset(Dataset):
             key_view = self._moved(target, line, affine)
         sample = {"line": self.convert(line), "target": self.convert(target),
                   "index": torch.tensor(index, dtype=torch.long), "rollout": torch.tensor(float(rollout)),
-                  "prev": source(p1, pos, has_prev), "prev2": source(p2, p1, has_prev2),
-                  "keyframe": source(key, pos, key is not None)}
+                  "prev": source(p1, pos, has_prev)}
+        for j in range(2, self.rollout_frames + 1):
+            sample[f"prev{j}"] = source(chain[j], chain[j - 1], has[j])
+        sample["keyframe"] = source(key, pos, key is not None)
         if drift is not None:
             sample["prev_drift"] = torch.from_numpy(drift)
-        if self.flows is not None and key is not None and key_view is None and rollout and abs(key - p1) > 1:
-            # frame t's flow to the keyframe carried back to the previous frame: as good as its
-            # own DIS flow, at a tenth of the cost (``correspond.compose_flows``)
-            to_t = self._cached_flow(shot, p1, pos - p1, crop)
-            flow2 = correspond.compose_flows(_hwc(to_t), _hwc(sample["keyframe"]["flow"]))
-            sample["keyframe_flow2"] = correspond.flow_tensor(flow2, half=self.uint8)
-        else:
-            sample["keyframe_flow2"] = source(key, p1, key is not None and rollout)["flow"]
+        to_key = sample["keyframe"]["flow"]  # from frame j - 2 back (t, then the previous frame, ...)
+        for j in range(2, self.rollout_frames + 1):
+            after = chain[j - 1]  # the frame the generator colours from frame j back
+            # only frames the rollout colours need it: 1 .. start - 1 back
+            needed = key is not None and rollout and j <= start
+            if needed and self.flows is not None and key_view is None and abs(key - after) > 1:
+                # the flow to the keyframe of the frame after, carried back one frame: as good
+                # as its own DIS flow, at a tenth of the cost (``correspond.compose_flows``)
+                to_after = self._cached_flow(shot, after, chain[j - 2] - after, crop)
+                flow = correspond.compose_flows(_hwc(to_after), _hwc(to_key))
+                to_key = correspond.flow_tensor(flow, half=self.uint8)
+            else:
+                to_key = source(key, after, needed)["flow"]
+            sample[f"keyframe_flow{j}"] = to_key
+        if self.rollout_frames > 2:
+            sample["rollout_start"] = torch.tensor(float(start))
         return sample
 
     def _moved(self, colour: np.ndarray, line: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

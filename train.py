@@ -73,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chance a sample's previous frame is the generator's own output for it (extended generators)")
     g.add_argument("--rollout_grad", action="store_true",
                    help="backpropagate through that output too (a 2-frame unroll) instead of detaching it")
+    g.add_argument("--rollout_frames", type=int, default=2,
+                   help="a rollout starts this many frames back: the generator colours the frames in between "
+                        "one after the other, each from its own output for the one before, as a chain does at "
+                        "inference (2: the previous frame from the true one before it; each more costs a "
+                        "forward pass of the generator a step)")
     g.add_argument("--prev_drift_prob", type=float, default=0.5,
                    help="chance a sample's previous frame (true or the generator's own) is moved, blurred and "
                         "tinted a random amount, as a chain's outputs drift (dataset.apply_drift; extended generators)")
@@ -231,6 +236,7 @@ def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
                                  keyframe_max_distance=args.keyframe_max_distance,
                                  self_reference_prob=args.self_reference_prob,
                                  rollout_prob=args.rollout_prob, reverse_prob=args.reverse_prob,
+                                 rollout_frames=args.rollout_frames,
                                  prev_drift_prob=args.prev_drift_prob if cfg.extended_inputs else 0.0,
                                  cached_flows=not args.no_flow_cache)
     if not args.no_frame_cache and world > 1 and rank == 0:
@@ -327,18 +333,29 @@ def batch_sources(run: Run, nets: runs.Nets, b: dict) -> Sources:
 
     For rollout samples the previous frame is the generator's own output for it, made from the
     frame before (detached, or with gradient under ``--rollout_grad``), so that the model learns
-    to correct its own drift as at inference."""
+    to correct its own drift as at inference; with ``--rollout_frames`` K > 2 that frame is itself
+    the end of a chain of K - 1 outputs, each made from the one before."""
     cfg = run.cfg
     prev = Source(**b["prev"])
     keyframe = Source(**b["keyframe"]) if cfg.keyframe_input else None
     if cfg.extended_inputs and run.args.rollout_prob > 0:
-        earlier_key = None if keyframe is None else dataclasses.replace(keyframe, flow=b["keyframe_flow2"])
-        earlier = Sources(prev.line, Source(**b["prev2"]), earlier_key)
+        frames = run.args.rollout_frames
+        # a sample's rollout starts from frame ``start`` back (true colour, or black): frames
+        # nearer to t come from the generator (with rollout_frames 2 it is always frame 2)
+        start = b["rollout_start"].view(-1, 1, 1, 1) if "rollout_start" in b else None
+        lines = {1: prev.line} | {j: b[f"prev{j}"]["line"] for j in range(2, frames)}
+        own = None  # the generator's output for frame j back, from the frames before it
         # the whole batch, not only its rollout samples: picking them would need their count on
         # the host (a sync every step) and give the generator a batch of changing size
         with torch.set_grad_enabled(run.args.rollout_grad), run.autocast:
-            # G without DDP (which allows one forward per backward), compiled under --compile
-            own = runs.undistributed(nets.generator)(earlier).colour.float()
+            for j in range(frames, 1, -1):  # colour frame j - 1 back from frame j back
+                earlier_prev = Source(**b[f"prev{j}"])
+                if own is not None:  # frame j back is the generator's, unless the rollout starts there
+                    earlier_prev = dataclasses.replace(earlier_prev,
+                                                       colour=torch.where(start > j, own, earlier_prev.colour))
+                earlier_key = None if keyframe is None else dataclasses.replace(keyframe, flow=b[f"keyframe_flow{j}"])
+                # G without DDP (which allows one forward per backward), compiled under --compile
+                own = runs.undistributed(nets.generator)(Sources(lines[j - 1], earlier_prev, earlier_key)).colour.float()
         prev = dataclasses.replace(prev, colour=torch.where(b["rollout"].view(-1, 1, 1, 1) > 0, own, prev.colour))
     if "prev_drift" in b:  # --prev_drift_prob: some previous frames look like a long chain's
         prev = dataclasses.replace(prev, colour=data_lib.apply_drift(prev.colour, b["prev_drift"], prev.present))
@@ -611,7 +628,8 @@ def check_args(args) -> None:
             raise UserError(f"--{name} must be between 0 and 1, got {getattr(args, name)}")
     at_least = {"d_every": 1, "batch_size": 1, "keep_last": 1, "save_every": 1, "log_every": 1,
                 "val_frames": 1, "epochs": 1, "image_size": 8, "keyframe_max_distance": 1, "num_workers": 0,
-                "seed": 0, "val_every": 0, "ndf": 1, "match_warmup": 0}
+                "seed": 0, "val_every": 0, "ndf": 1, "match_warmup": 0,
+                "rollout_frames": 2}
     for name, low in at_least.items():
         if getattr(args, name) < low:
             raise UserError(f"--{name} must be at least {low}, got {getattr(args, name)}")

@@ -416,6 +416,48 @@ def test_extended_sample_keys_shapes_and_forward_chain(tmp_path, frame_factory):
     assert ds[1]["rollout"] == 1 and ds[1]["prev2"]["present"] == 0 and which(frames, ds[1]["prev"]["colour"]) == 0
 
 
+def test_a_longer_rollout_reaches_further_back_and_starts_where_the_shot_does(tmp_path, frame_factory):
+    """rollout_frames 4: frames 2 to 4 back, each with its flow from the frame after it and that
+    frame's flow to the keyframe; the rollout starts at the furthest frame that exists, with its
+    true colour (or black without use_prev), and frames beyond it are absent."""
+    frames, ds = extended(tmp_path, frame_factory, rollout_prob=1.0, keyframe_prob=1.0, rollout_frames=4)
+    lines = [dataset.make_line_art(f, "canny") for f in frames]
+    sample = ds[5]
+    assert [which(frames, sample[n]["colour"]) for n in ("prev", "prev2", "prev3", "prev4")] == [4, 3, 2, 1]
+    assert all(sample[n]["present"] == 1 for n in ("prev2", "prev3", "prev4")) and sample["rollout_start"] == 4
+    key = which(frames, sample["keyframe"]["colour"])
+    for j in (2, 3, 4):
+        after = 5 - (j - 1)
+        own = correspond.line_flow(lines[after], lines[after - 1], "canny")  # frame j back from the frame after
+        assert torch.allclose(sample[f"prev{j}"]["flow"], torch.from_numpy(own).permute(2, 0, 1)), j
+        assert torch.equal(sample[f"prev{j}"]["line"][0], torch.from_numpy(lines[after - 1]).float() / 255), j
+        to_key = correspond.line_flow(lines[after], lines[key], "canny")
+        assert torch.allclose(sample[f"keyframe_flow{j}"], torch.from_numpy(to_key).permute(2, 0, 1)), j
+    # frame 2: the shot begins 2 frames back, so the rollout starts there and 3, 4 back are absent
+    near = ds[2]
+    assert near["rollout_start"] == 2 and which(frames, near["prev2"]["colour"]) == 0
+    assert near["prev3"]["present"] == 0 and near["prev4"]["present"] == 0
+    assert near["keyframe_flow3"].abs().sum() == 0 and near["keyframe_flow4"].abs().sum() == 0
+    assert ds[3]["rollout_start"] == 3 and ds[3]["prev3"]["present"] == 1 and ds[3]["prev4"]["present"] == 0
+    # without use_prev the start frame is black, and the frames after it are still given
+    _, black = extended(tmp_path / "b", frame_factory, rollout_prob=1.0, keyframe_prob=1.0, rollout_frames=4,
+                        prev_prob=0.0)
+    s = black[5]
+    assert s["rollout_start"] == 4 and s["prev4"]["present"] == 0 and which(frames, s["prev4"]["colour"]) is None
+    assert s["prev3"]["present"] == 1 and which(frames, s["prev3"]["colour"]) == 2
+    # the extra frames change no draw: the fields a 2-frame rollout has are the same
+    _, short = extended(tmp_path / "c", frame_factory, rollout_prob=0.5, keyframe_prob=0.5, reverse_prob=0.5,
+                        rollout_frames=2, train=True, seed=4)
+    _, long = extended(tmp_path / "d", frame_factory, rollout_prob=0.5, keyframe_prob=0.5, reverse_prob=0.5,
+                       rollout_frames=3, train=True, seed=4)
+    for i in range(len(short)):
+        a, b = short[i], long[i]
+        assert "prev3" not in a and "rollout_start" not in a
+        assert tree_equal({k: a[k] for k in a}, {k: b[k] for k in a}), i
+    with pytest.raises(UserError, match="rollout_frames"):
+        extended(tmp_path / "e", frame_factory, rollout_frames=1)
+
+
 def test_correspondence_none_computes_no_flow(tmp_path, frame_factory):
     _, ds = extended(tmp_path, frame_factory, rollout_prob=1.0, keyframe_prob=1.0, correspondence="none")
     sample = ds[3]

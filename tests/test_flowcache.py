@@ -111,6 +111,28 @@ def test_keyframe_flow_of_the_previous_frame_is_composed_correctly(tmp_path):
     assert checked >= 5
 
 
+def test_keyframe_flow_two_frames_back_is_composed_correctly(tmp_path):
+    """--rollout_frames 3: keyframe_flow3 (the frame 2 back -> keyframe) is the previous frame's
+    flow to the keyframe carried back once more: the motion over the frames between, as the
+    direct flow finds it (median within 0.5 px)."""
+    cached, fly = datasets(tmp_path, seed=6, rollout_frames=3)
+    checked = 0
+    for epoch in range(6):
+        cached.set_epoch(epoch), fly.set_epoch(epoch)
+        for i in range(len(cached)):
+            for ds in (cached, fly):
+                d = draws(ds, epoch, i)
+                back2 = i + 2 * d["step"]
+                sample = ds[i]
+                if not 0 <= back2 < len(ds) or sample["rollout_start"] < 3:
+                    continue
+                assert sample["prev3"]["present"] == 1
+                median = sample["keyframe_flow3"].float().flatten(1).median(dim=1).values.numpy()
+                assert np.abs(median - true_flow(d["key"] - back2, d["flip"])).max() < 0.5, (epoch, i, median)
+                checked += ds is cached and abs(d["key"] - back2) > 1
+    assert checked >= 5
+
+
 def test_cached_samples_are_deterministic_in_workers_and_the_cache_follows_the_frames(tmp_path, capsys):
     cached, _ = datasets(tmp_path)
     cached.set_epoch(2)

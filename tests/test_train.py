@@ -215,9 +215,9 @@ class ConstantGenerator(torch.nn.Module):
         return models.Colouring(colour, models.original_input(sources))
 
 
-def rollout_batch(shots, seed=0):
+def rollout_batch(shots, seed=0, **kw):
     ds = dataset.TripletDataset(utils.find_shot_dirs(shots), image_size=32, extended=True, prev_prob=1.0,
-                                rollout_prob=0.5, keyframe_prob=0.5, seed=seed, uint8=True)
+                                rollout_prob=0.5, keyframe_prob=0.5, seed=seed, uint8=True, **kw)
     ds.set_epoch(1)
     return next(iter(torch.utils.data.DataLoader(ds, batch_size=12, shuffle=False)))
 
@@ -248,6 +248,59 @@ def test_rollout_samples_are_fed_the_generators_own_output(shots):
     assert tree_equal(batch, again)
     assert torch.equal(train.batch_sources(run, SimpleNamespace(generator=G), on_cpu(again)).prev.colour,
                        sources.prev.colour)
+
+
+class StepGenerator(ConstantGenerator):
+    """Returns its call's number / 10 everywhere: which output went where can be read back."""
+
+    def forward(self, sources):
+        self.inputs.append(sources)
+        colour = torch.full_like(sources.prev.colour, len(self.inputs) / 10) * self.scale
+        return models.Colouring(colour, models.original_input(sources))
+
+
+def test_a_longer_rollout_feeds_each_frame_the_output_for_the_one_before(shots):
+    """--rollout_frames 3: the generator colours frame 2 back from frame 3 back (true), then
+    frame 1 back from that output, unless the sample's rollout starts at frame 2 back (the shot
+    begins there): then from frame 2 back's true colour. Frame t gets the last output."""
+    args = tiny_args(shots, "unused", rollout_frames=3)
+    run = SimpleNamespace(cfg=train.model_config(args), args=args, autocast=contextlib.nullcontext())
+    b = on_cpu(rollout_batch(shots, rollout_frames=3, reverse_prob=0.5))
+    G = StepGenerator()
+    sources = train.batch_sources(run, SimpleNamespace(generator=G), b)
+    assert len(G.inputs) == 2
+    first, second = G.inputs
+    assert torch.equal(first.line, b["prev2"]["line"]) and torch.equal(first.prev.colour, b["prev3"]["colour"])
+    assert torch.equal(first.keyframe.flow, b["keyframe_flow3"])
+    assert torch.equal(second.line, b["prev"]["line"]) and torch.equal(second.keyframe.flow, b["keyframe_flow2"])
+    from_own = b["rollout_start"] > 2
+    assert 0 < from_own.sum() < len(from_own)  # both kinds in one batch
+    assert torch.allclose(second.prev.colour[from_own], torch.full_like(second.prev.colour[from_own], 0.1))
+    assert torch.equal(second.prev.colour[~from_own], b["prev2"]["colour"][~from_own])
+    rollout = b["rollout"] > 0
+    assert torch.allclose(sources.prev.colour[rollout], torch.full_like(sources.prev.colour[rollout], 0.2))
+    assert torch.equal(sources.prev.colour[~rollout], b["prev"]["colour"][~rollout])
+    # under --rollout_grad the gradient reaches through both outputs: with G(x) = s (x / 2) + 0.3
+    # frame t gets s/2 (s/2 x3 + 0.3) + 0.3, whose derivative at s = 1 is x3 / 2 + 0.15
+    args.rollout_grad = True
+    G = HalvingGenerator()
+    prev = train.batch_sources(run, SimpleNamespace(generator=G), b).prev.colour
+    chosen = rollout & from_own
+    prev[chosen].sum().backward()
+    expected = (b["prev3"]["colour"][chosen] / 2 + 0.15).sum()
+    assert torch.allclose(G.scale.grad, expected, rtol=1e-4)
+
+
+class HalvingGenerator(ConstantGenerator):
+    def forward(self, sources):
+        return models.Colouring(sources.prev.colour / 2 * self.scale + 0.3, models.original_input(sources))
+
+
+def test_training_with_a_longer_rollout_runs(shots, tmp_path):
+    assert train.main(tiny_args(shots, tmp_path / "run", max_steps=2, rollout_prob=1.0, rollout_frames=3,
+                                val_fraction=0)) == 0
+    with pytest.raises(UserError, match="--rollout_frames"):
+        train.check_args(train.build_parser().parse_args(["--data", str(shots), "--rollout_frames", "1"]))
 
 
 def test_drifted_previous_frames_are_those_the_batch_marks_own_outputs_too(shots):
