@@ -92,44 +92,30 @@ def test_cached_flows_agree_with_flows_computed_on_the_fly(tmp_path):
     assert checked >= 20 and flips == {True, False}
 
 
-def test_keyframe_flow_of_the_previous_frame_is_composed_correctly(tmp_path):
+@pytest.mark.parametrize("back, seed, epochs", [(2, 5, 3), (3, 6, 6)])
+def test_keyframe_flow_of_an_earlier_frame_is_composed_correctly(tmp_path, back, seed, epochs):
     """keyframe_flow2 (previous frame -> keyframe) is frame t's flow to the keyframe carried
-    back through the cached neighbour flow: it must find the motion over the frames between
-    the previous frame and the keyframe (median within 0.5 px), as the direct flow does."""
-    cached, fly = datasets(tmp_path, seed=5)
+    back through the cached neighbour flow, and with --rollout_frames 3 keyframe_flow3 (the
+    frame 2 back -> keyframe) is carried back once more: each must find the motion over the
+    frames between that frame and the keyframe (median within 0.5 px), as the direct flow does."""
+    cached, fly = datasets(tmp_path, seed=seed, rollout_frames=back)
     checked = 0
-    for epoch in range(3):
+    for epoch in range(epochs):
         cached.set_epoch(epoch), fly.set_epoch(epoch)
         for i in range(len(cached)):
             for ds in (cached, fly):
                 d = draws(ds, epoch, i)
-                if not 0 <= d["prev"] < len(ds) or abs(d["key"] - d["prev"]) < 2:
+                source = i + (back - 1) * d["step"]
+                if not 0 <= source < len(ds):
                     continue
-                median = ds[i]["keyframe_flow2"].float().flatten(1).median(dim=1).values.numpy()
-                assert np.abs(median - true_flow(d["key"] - d["prev"], d["flip"])).max() < 0.5, (epoch, i, median)
-                checked += ds is cached
-    assert checked >= 5
-
-
-def test_keyframe_flow_two_frames_back_is_composed_correctly(tmp_path):
-    """--rollout_frames 3: keyframe_flow3 (the frame 2 back -> keyframe) is the previous frame's
-    flow to the keyframe carried back once more: the motion over the frames between, as the
-    direct flow finds it (median within 0.5 px)."""
-    cached, fly = datasets(tmp_path, seed=6, rollout_frames=3)
-    checked = 0
-    for epoch in range(6):
-        cached.set_epoch(epoch), fly.set_epoch(epoch)
-        for i in range(len(cached)):
-            for ds in (cached, fly):
-                d = draws(ds, epoch, i)
-                back2 = i + 2 * d["step"]
                 sample = ds[i]
-                if not 0 <= back2 < len(ds) or sample["rollout_start"] < 3:
-                    continue
-                assert sample["prev3"]["present"] == 1
-                median = sample["keyframe_flow3"].float().flatten(1).median(dim=1).values.numpy()
-                assert np.abs(median - true_flow(d["key"] - back2, d["flip"])).max() < 0.5, (epoch, i, median)
-                checked += ds is cached and abs(d["key"] - back2) > 1
+                if back > 2:
+                    if sample["rollout_start"] < back:
+                        continue
+                    assert sample[f"prev{back}"]["present"] == 1
+                median = sample[f"keyframe_flow{back}"].float().flatten(1).median(dim=1).values.numpy()
+                assert np.abs(median - true_flow(d["key"] - source, d["flip"])).max() < 0.5, (epoch, i, median)
+                checked += ds is cached and abs(d["key"] - source) > 1
     assert checked >= 5
 
 
