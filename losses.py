@@ -264,24 +264,26 @@ def match_loss(matches: list, target: torch.Tensor, level: float = 20.0 / 255.0)
 class GeneratorLoss:
     """L_G = adv * g_adv_loss(D(fake)) + l1 * |fake - real|_1 + content * L_content
     + style * L_style (+ match * ``match_loss`` with the ``match`` correspondence)
-    + line_l1 * ``line_l1_loss`` (the L1 of frame t's line pixels, when its line art is given).
+    + line_l1 * ``line_l1_loss`` (the L1 of frame t's line pixels, when its line art is given)
+    + own_l1 * |own - real|_1, the L1 of the copy path's own generated colour before the blend
+    (which starts at 1-2% of the output, so the plain L1 reaches it 50-100 times weakened).
     Defaults are the original's effective weights (it declared an
     adversarial weight of 0.1 but never applied it, so 1). With content = style = 0 no VGG
     is needed (``vgg=None``)."""
 
     def __init__(self, vgg: VGG19Features | None = None, gan_kind: str = "nsgan",
                  adv: float = 1.0, l1: float = 10.0, content: float = 1.0,
-                 style: float = 1000.0, match: float = 1.0, line_l1: float = 0.0):
+                 style: float = 1000.0, match: float = 1.0, line_l1: float = 0.0, own_l1: float = 0.0):
         _check_kind(gan_kind)
         if vgg is None and (content or style):
             raise ValueError("content / style losses need a VGG19 (see load_vgg19)")
         self.vgg, self.gan_kind = vgg, gan_kind
         self.weights = {"g_adv": adv, "l1": l1, "content": content, "style": style, "match": match,
-                        "l1_lines": line_l1}
+                        "l1_lines": line_l1, "l1_own": own_l1}
 
-    def __call__(self, fake_logits, fake, real, matches=None, line=None) -> tuple[torch.Tensor, dict]:
-        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'match', 'l1_lines', 'g_total': detached
-        0-d tensor}) where the parts are unweighted and ``g_total`` is the weighted sum. The
+    def __call__(self, fake_logits, fake, real, matches=None, line=None, own=None) -> tuple[torch.Tensor, dict]:
+        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'match', 'l1_lines', 'l1_own',
+        'g_total': detached 0-d tensor}) where the parts are unweighted and ``g_total`` is the weighted sum. The
         parts stay on the device: reading them is a host-device sync, left to the caller's
         log steps."""
         parts = {"g_adv": g_adv_loss(fake_logits, self.gan_kind), "l1": l1_loss(fake, real)}
@@ -297,6 +299,11 @@ class GeneratorLoss:
             parts["l1_lines"] = torch.zeros((), device=fake.device)
         else:
             parts["l1_lines"] = line_l1_loss(fake if self.weights["l1_lines"] else fake.detach(), real, line)
+        # the generator's own colour (``own``: the copy path's first candidate), logged like l1_lines
+        if own is None:
+            parts["l1_own"] = torch.zeros((), device=fake.device)
+        else:
+            parts["l1_own"] = l1_loss(own if self.weights["l1_own"] else own.detach(), real)
         total = sum(self.weights[name] * value for name, value in parts.items())
         parts["g_total"] = total
         return total, {name: value.detach().float() for name, value in parts.items()}

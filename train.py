@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--line_l1_weight", type=float, default=0.0,
                    help="weight of an L1 on frame t's line pixels alone (its line art thickened by one pixel), on "
                         "top of --l1_weight's over all pixels: where most of the error lies (benchmarks/error_split.py)")
+    g.add_argument("--own_l1_weight", type=float, default=0.0,
+                   help="weight of an L1 on the copy path's own generated colour before it is blended with the "
+                        "aligned sources (which start at 98%% of the output): the generator's part learnt at full "
+                        "strength (U-Net with a copy path)")
     g.add_argument("--match_weight", type=float, default=1.0,
                    help="--correspondence match: weight of the region matches' cross-entropy (losses.match_loss)")
     g.add_argument("--vgg_weights", default="imagenet",
@@ -295,7 +299,8 @@ def prepare(args) -> tuple[Run, runs.Nets]:
         torch.backends.cudnn.benchmark = True
     g_loss = losses.GeneratorLoss(vgg, args.gan_loss, adv=args.adv_weight, l1=args.l1_weight,
                                   content=args.content_weight, style=args.style_weight,
-                                  match=args.match_weight, line_l1=args.line_l1_weight)
+                                  match=args.match_weight, line_l1=args.line_l1_weight,
+                                  own_l1=args.own_l1_weight)
     folder = runs.RunFolder(args.run_dir, run_config(args) | {"model": cfg.to_dict()}, enabled=rank == 0)
     run = Run(args=args, rank=rank, world=world, device=device, cfg=cfg, folder=folder, ds=ds, sampler=sampler,
               loader=loader, val_shot=utils.list_frames(val_shots[0]) if val_shots else None,
@@ -393,7 +398,8 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
         # VGG's convolutions under autocast too (half the step's FLOPs); Gram matrices and L1 stay fp32
         # a greyscale frame as line art has no line pixels: no l1_lines then (check_args refuses its weight)
         line = None if run.args.line_art == "grey" else sources.line.float()
-        total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches, line)
+        own = None if out.candidates is None else out.candidates[:, 0].float()  # the generated colour
+        total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches, line, own)
     backward_step(total, nets.opt_g, nets.scaler)
     health.record("generator", total)
     logs.update(parts)
@@ -640,7 +646,8 @@ def check_args(args) -> None:
     for name in ("lr_g", "lr_d", "lr_match"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             raise UserError(f"--{name} must be a positive number, got {getattr(args, name)}")
-    for name in ("adv_weight", "l1_weight", "content_weight", "style_weight", "match_weight", "line_l1_weight"):
+    for name in ("adv_weight", "l1_weight", "content_weight", "style_weight", "match_weight", "line_l1_weight",
+                 "own_l1_weight"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
             raise UserError(f"--{name} must be 0 or more, got {getattr(args, name)}")
     if args.line_l1_weight and args.line_art == "grey":
@@ -654,6 +661,9 @@ def check_args(args) -> None:
         raise UserError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
     runs.check_logfile(args.logfile)
     model_config(args).check_size(args.image_size, args.image_size, f"--image_size {args.image_size}")
+    if args.own_l1_weight and not model_config(args).copy_path:
+        raise UserError("--own_l1_weight is for a generator with a copy path (the U-Net without --no_copy_path): "
+                        "without one the generated colour is the output, which --l1_weight already weighs")
 
 
 def run_training(args) -> tuple[int, Run, runs.Nets]:

@@ -150,3 +150,25 @@ def test_line_l1_is_the_mean_error_on_the_thickened_line_pixels():
     total, parts = losses.GeneratorLoss(None, adv=0, l1=1, content=0, style=0)(logits, fake, real, None, line)
     assert total.item() == pytest.approx(losses.l1_loss(fake, real).item())  # weight 0: logged only
     assert parts["l1_lines"].item() == pytest.approx(0.6)
+
+
+def test_own_l1_weighs_the_generated_colour_before_the_blend():
+    """own_l1: W x |own - real|_1 on top of the blended output's L1; the gradient reaches the
+    generated colour itself only when W > 0 (at 0 it is logged from a detached copy)."""
+    real = torch.zeros(1, 3, 4, 4)
+    fake = torch.full((1, 3, 4, 4), 0.1)
+    own = torch.full((1, 3, 4, 4), 0.5, requires_grad=True)
+    logits = torch.zeros(1, 1, 2, 2)
+    total, parts = losses.GeneratorLoss(None, adv=0, l1=1, content=0, style=0, own_l1=3)(
+        logits, fake, real, None, None, own)
+    assert parts["l1_own"].item() == pytest.approx(0.5) and total.item() == pytest.approx(0.1 + 3 * 0.5)
+    total.backward()
+    assert own.grad is not None and torch.allclose(own.grad, torch.full_like(own, 3 / own.numel()))
+    own.grad = None
+    fake.requires_grad_(True)
+    total, parts = losses.GeneratorLoss(None, adv=0, l1=1, content=0, style=0)(logits, fake, real, None, None, own)
+    assert total.item() == pytest.approx(0.1) and parts["l1_own"].item() == pytest.approx(0.5)
+    total.backward()
+    assert fake.grad is not None and own.grad is None  # weight 0: logged only
+    _, parts = losses.GeneratorLoss(None, adv=0, l1=1, content=0, style=0)(logits, fake, real)
+    assert parts["l1_own"].item() == 0.0  # no copy path: nothing to weigh

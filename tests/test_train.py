@@ -515,6 +515,21 @@ def test_impossible_ema_decay_is_refused(shots, tmp_path, value):
     assert not (tmp_path / "run").exists()
 
 
+def test_own_l1_weight_trains_logs_and_is_refused_without_a_copy_path(shots, tmp_path):
+    """The generated colour is scored apart from the blend: l1_own is logged, finite and not the
+    blend's l1 (a fresh copy path puts 1-2% of the output on it)."""
+    run_dir = tmp_path / "run"
+    assert train.main(tiny_args(shots, run_dir, max_steps=1, own_l1_weight=10)) == 0
+    logged = [r for r in read_log(run_dir) if "l1_own" in r]
+    assert len(logged) == 1 and math.isfinite(logged[0]["l1_own"]) and logged[0]["l1_own"] > 0
+    assert logged[0]["l1_own"] != pytest.approx(logged[0]["l1"], rel=1e-3)
+    with pytest.raises(UserError, match="--own_l1_weight is for a generator with a copy path"):
+        train.main(tiny_args(shots, tmp_path / "plain", max_steps=1, own_l1_weight=10, no_copy_path=True))
+    assert not (tmp_path / "plain").exists()
+    with pytest.raises(UserError, match="--own_l1_weight must be 0 or more"):
+        train.main(tiny_args(shots, tmp_path / "neg", max_steps=1, own_l1_weight=-1))
+
+
 def test_line_l1_weight_trains_logs_and_is_refused_without_line_art(shots, tmp_path):
     run_dir = tmp_path / "run"
     assert train.main(tiny_args(shots, run_dir, max_steps=1, line_l1_weight=5)) == 0
