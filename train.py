@@ -660,8 +660,9 @@ def check_args(args) -> None:
     if not 0 <= args.val_fraction < 1:
         raise UserError(f"--val_fraction must be in [0, 1), got {args.val_fraction}")
     runs.check_logfile(args.logfile)
-    model_config(args).check_size(args.image_size, args.image_size, f"--image_size {args.image_size}")
-    if args.own_l1_weight and not model_config(args).copy_path:
+    cfg = model_config(args)
+    cfg.check_size(args.image_size, args.image_size, f"--image_size {args.image_size}")
+    if args.own_l1_weight and not cfg.copy_path:
         raise UserError("--own_l1_weight is for a generator with a copy path (the U-Net without --no_copy_path): "
                         "without one the generated colour is the output, which --l1_weight already weighs")
 
