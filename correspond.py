@@ -15,7 +15,9 @@ Choices (``ModelConfig.correspondence``, ``--correspondence`` in train.py):
 - ``none``: the source as it is;
 - ``match``: the flow's warp, then each line-art region of frame t takes the colour of the
   source regions a small learned network matches it to (``matcher.RegionMatch``; its weights are
-  the generator's, under ``correspond.``).
+  the generator's, under ``correspond.``);
+- ``select``: the source unmoved, warped and matched, blended per pixel by a small learned network
+  (``selector.Select``, with the matcher inside it; weights under ``correspond.`` too).
 
 Example:
     >>> import correspond, numpy as np
@@ -34,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-CHOICES = ("flow", "none", "match")
+CHOICES = ("flow", "none", "match", "select")
 
 
 # ----------------------------------------------------------------------------- sources
@@ -142,12 +144,17 @@ def compose_flows(first: np.ndarray, then: np.ndarray) -> np.ndarray:
     clips, keyframes warped onto the previous frame through it came out as close to the truth
     as through the direct flow (PSNR 31.79 against 31.80 dB at 8 frames apart, 26.45 against
     26.43 at 30)."""
-    h, w = first.shape[:2]
+    return first.astype(np.float32, copy=False) + warp_array(then, first)
+
+
+def warp_array(image: np.ndarray, flow: np.ndarray) -> np.ndarray:
+    """``warp`` for one (H, W) or (H, W, C) array with OpenCV, where no tensor is at hand (a data
+    loader worker): out(x) = image(x + flow(x)), bilinear, borders repeated; float32 out."""
+    h, w = flow.shape[:2]
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    first = first.astype(np.float32, copy=False)
-    moved = cv2.remap(np.ascontiguousarray(then, np.float32), xs + first[..., 0], ys + first[..., 1],
-                      cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return first + moved
+    flow = flow.astype(np.float32, copy=False)
+    return cv2.remap(np.ascontiguousarray(image, np.float32), xs + flow[..., 0], ys + flow[..., 1],
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def flow_tensor(flow: np.ndarray, half: bool = False) -> torch.Tensor:
@@ -179,10 +186,32 @@ def warp_frame(image: np.ndarray, line_to: np.ndarray, line_from: np.ndarray, mo
     return (out * 255 + 0.5).astype(np.uint8)
 
 
+KEYFRAME_WARPS = ("warp_keyframe", "warp_chain", "warp_blend")
+
+
+def keyframe_warps(frames: list[np.ndarray], lines: list[np.ndarray], mode: str = "canny") -> dict[str, list[np.ndarray]]:
+    """The answers that need no model, made with the very flow and warp the model is given, for a
+    shot whose frame 0 is the coloured keyframe: ``frames`` uint8 RGB (only frame 0 is read),
+    ``lines`` the uint8 line art of every frame. -> {name: [frame 0 .. N-1]}, frame 0 the keyframe:
+    - ``warp_keyframe``: the keyframe warped onto every frame (``warp_frame``);
+    - ``warp_chain``: warped frame to frame, each from the one before;
+    - ``warp_blend``: the mean of those two, rounded: the two sources the copy path blends (the
+      aligned keyframe and the aligned chain), averaged with no model. Where either may be wrong
+      the mean is a hedge, which PSNR rewards over a confident pick."""
+    key = frames[0]
+    direct, chain = [key], [key]
+    for t in range(1, len(lines)):
+        direct.append(warp_frame(key, lines[t], lines[0], mode))
+        chain.append(warp_frame(chain[-1], lines[t], lines[t - 1], mode))
+    blend = [key] + [np.rint((a.astype(np.float32) + b) / 2).astype(np.uint8) for a, b in zip(direct[1:], chain[1:])]
+    return {"warp_keyframe": direct, "warp_chain": chain, "warp_blend": blend}
+
+
 # ----------------------------------------------------------------------------- the choices
 class Correspondence(nn.Module):
     """Brings a source onto frame t. Subclasses set ``name`` and override what they change."""
     name = ""
+    trains_alignment = False  # True: train.py's warm-up also scores the aligned colour against frame t
 
     def pair_data(self, line_t: np.ndarray, line_s: np.ndarray, mode: str) -> np.ndarray | None:
         """What the CPU computes for frame t and a source frame s from their uint8 line art:
@@ -217,6 +246,9 @@ def build(name: str) -> Correspondence:
     if name == "match":
         import matcher  # it builds on this module
         return matcher.RegionMatch()
+    if name == "select":
+        import selector  # it builds on this module and on matcher
+        return selector.Select()
     return {"flow": FlowWarp, "none": Correspondence}[name]()
 
 

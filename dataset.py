@@ -298,6 +298,9 @@ DRIFT_BLUR_SIGMA = 1.0
 DRIFT_TINT = 0.02
 DRIFT_GRID = 3          # the displacement is bicubic between DRIFT_GRID x DRIFT_GRID random vectors
 DRIFT_PARAMS = 2 + 2 * DRIFT_GRID * DRIFT_GRID + 3
+# ``prev_chain_prob``: a chained previous frame comes from at most this many frames further back
+# (uniformly 1 .. this, as far as the shot goes): the length of a shot a keyframe colours.
+PREV_CHAIN_MAX = 64
 
 
 def drift_params(rng: np.random.Generator, prob: float) -> np.ndarray:
@@ -377,7 +380,12 @@ class TripletDataset(Dataset):
     - with probability ``reverse_prob`` the chain runs backward in time: "previous" is frame
       t+1 (and t+2), as when colouring toward an earlier keyframe;
     - with probability ``prev_drift_prob`` a previous frame that training makes look drifted
-      (``apply_drift``; its parameters in 'prev_drift').
+      (``apply_drift``; its parameters in 'prev_drift');
+    - with probability ``prev_chain_prob`` the true frame a chain starts from (the previous frame,
+      or a rollout's first frame) is a chained one (``_chained``): the true frame d further back
+      (d uniform in 1 .. ``PREV_CHAIN_MAX``, as far as the shot goes) carried to its place frame by
+      frame along the one-step flows, as a colouring chain carries colours. Its line art and its
+      flow to the next frame stay those of its own frame.
     Absent images are zeros and their 'present' 0.
 
     ``frame_cache=True`` reads frames from a decoded-frame cache (``framecache.py``), built
@@ -398,11 +406,12 @@ class TripletDataset(Dataset):
                  extended: bool = False, correspondence: str = "flow", keyframe_prob: float = 0.0,
                  keyframe_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
                  frame_cache=False, cache_dir=None, cached_flows: bool = False, self_reference_prob: float = 0.0,
-                 prev_drift_prob: float = 0.0, rollout_frames: int = 2):
+                 prev_drift_prob: float = 0.0, rollout_frames: int = 2, prev_chain_prob: float = 0.0):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
         for name, value in (("prev_prob", prev_prob), ("keyframe_prob", keyframe_prob),
                             ("self_reference_prob", self_reference_prob), ("prev_drift_prob", prev_drift_prob),
+                            ("prev_chain_prob", prev_chain_prob),
                             ("rollout_prob", rollout_prob), ("reverse_prob", reverse_prob)):
             if not 0.0 <= value <= 1.0:
                 raise UserError(f"{name} must be in [0, 1], got {value}")
@@ -426,6 +435,10 @@ class TripletDataset(Dataset):
         self.rollout_frames = rollout_frames
         self.reverse_prob, self.uint8 = reverse_prob, uint8
         self.self_reference_prob, self.prev_drift_prob = self_reference_prob, prev_drift_prob
+        self.prev_chain_prob = prev_chain_prob
+        if prev_chain_prob > 0 and not (extended and isinstance(self.correspondence, correspond.FlowWarp)):
+            raise UserError("prev_chain_prob carries frames along the line-art flow: it needs an extended "
+                            "generator with a correspondence that has one (flow, match or select)")
         self.convert = to_uint8_tensor if uint8 else to_tensor
         self.shot_frames = [_frames_of(s) for s in self.shot_dirs]
         self._starts = np.cumsum([0] + [len(f) for f in self.shot_frames]).tolist()
@@ -589,6 +602,10 @@ class TripletDataset(Dataset):
         drift = None  # the previous frame made to look like a chain's (``drift_params``); drawn only when on
         if self.prev_drift_prob > 0:
             drift = drift_params(rng, self.prev_drift_prob)
+        chained = None  # how much further back a chained first frame starts (``_chained``); drawn only when on
+        if self.prev_chain_prob > 0:
+            on, u = rng.random() < self.prev_chain_prob, rng.random()  # both drawn either way
+            chained = u if on else None
 
         views = {}
 
@@ -621,6 +638,12 @@ class TripletDataset(Dataset):
         sample["keyframe"] = source(key, pos, key is not None)
         if drift is not None:
             sample["prev_drift"] = torch.from_numpy(drift)
+        first = start if rollout else 1  # the true frame the chain of this sample starts from
+        name = "prev" if first == 1 else f"prev{first}"
+        if chained is not None and sample[name]["present"] > 0:
+            colour = self._chained(shot, chain[first], step, chained, crop, view)
+            if colour is not None:
+                sample[name]["colour"] = self.convert(colour)
         to_key = sample["keyframe"]["flow"]  # from frame j - 2 back (t, then the previous frame, ...)
         for j in range(2, self.rollout_frames + 1):
             after = chain[j - 1]  # the frame the generator colours from frame j back
@@ -638,6 +661,32 @@ class TripletDataset(Dataset):
         if self.rollout_frames > 2:
             sample["rollout_start"] = torch.tensor(float(start))
         return sample
+
+    def _chained(self, shot: int, at: int, step: int, u: float, crop, view) -> np.ndarray | None:
+        """Frame ``at`` as a colouring chain would bring it: the true frame d frames further along
+        ``step`` (d = 1 .. PREV_CHAIN_MAX from ``u`` in [0, 1), as far as the shot goes), warped frame
+        by frame back to ``at`` along the one-step line-art flows (cached, or DIS), uint8 (S, S, 3)
+        under the sample's crop; None when the shot has no frame beyond ``at``.
+
+        Why: in training the previous frame is true, or the generator's output from the true frame
+        before it, so the blend learns to trust it (86% against 14% for the keyframe after 246 steps
+        of the README's fold-2 study); at inference it has been carried for tens of frames, smeared
+        wherever a flow failed. ``apply_drift``'s small smooth moves and blurs do not make that; the
+        chain's own flows do."""
+        room = len(self.shot_frames[shot]) - 1 - at if step > 0 else at
+        reach = min(room, PREV_CHAIN_MAX)
+        if reach < 1:
+            return None
+        d = 1 + min(int(u * reach), reach - 1)
+        colour = view(at + d * step)[0].astype(np.float32)
+        for j in range(d - 1, -1, -1):  # onto frame at + j * step from the one after it
+            here = at + j * step
+            if self.flows is not None:
+                flow = _hwc(self._cached_flow(shot, here, step, crop))
+            else:
+                flow = self.correspondence.pair_data(view(here)[1], view(here + step)[1], self.line_art)
+            colour = correspond.warp_array(colour, flow)
+        return np.clip(np.rint(colour), 0, 255).astype(np.uint8)
 
     def _moved(self, colour: np.ndarray, line: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frame t as its own keyframe under the affine map ``affine`` (2, 3): the colour moved

@@ -75,6 +75,23 @@ def l1_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.float() - b.float()).abs().mean()
 
 
+def l2_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """mean (a - b)^2 over every element: the mean squared error that PSNR is a log of."""
+    return (a.float() - b.float()).square().mean()
+
+
+def aligned_l2(aligned: list, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of aligned sources (``correspond.Source``, each (B, 3, H, W)) against
+    frame t's truth ``target``, over the samples where the source is present: how well a learned
+    correspondence brought each source onto frame t. 0 when no source is present."""
+    total = count = target.new_zeros((), dtype=torch.float32)
+    for source in aligned:
+        present = source.present.float().view(-1, 1, 1, 1)
+        total = total + ((source.colour.float() - target.float()).square() * present).sum()
+        count = count + present.sum() * target[0].numel()
+    return total / count.clamp(min=1)
+
+
 def line_pixels(line: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) line art in [0, 1], black lines on white -> (B, 1, H, W) float mask of its line
     pixels thickened by one pixel each side (a 3x3 max): ``regions.segment``'s line pixels."""
@@ -264,25 +281,29 @@ def match_loss(matches: list, target: torch.Tensor, level: float = 20.0 / 255.0)
 class GeneratorLoss:
     """L_G = adv * g_adv_loss(D(fake)) + l1 * |fake - real|_1 + content * L_content
     + style * L_style (+ match * ``match_loss`` with the ``match`` correspondence)
+    + l2 * mean (fake - real)^2, the squared error (off by default): an L1 is least where the output
+    is the median of what frame t may be, a squared error where it is the mean, and where the sources
+    disagree the mean (a hedge between them) is what PSNR rewards
     + line_l1 * ``line_l1_loss`` (the L1 of frame t's line pixels, when its line art is given)
     + own_l1 * |own - real|_1, the L1 of the copy path's own generated colour before the blend
-    (which starts at 1-2% of the output, so the plain L1 reaches it 50-100 times weakened).
+    (which starts at 0.02% of the output, so the plain L1 reaches it some 6000 times weakened).
     Defaults are the original's effective weights (it declared an
     adversarial weight of 0.1 but never applied it, so 1). With content = style = 0 no VGG
     is needed (``vgg=None``)."""
 
     def __init__(self, vgg: VGG19Features | None = None, gan_kind: str = "nsgan",
                  adv: float = 1.0, l1: float = 10.0, content: float = 1.0,
-                 style: float = 1000.0, match: float = 1.0, line_l1: float = 0.0, own_l1: float = 0.0):
+                 style: float = 1000.0, match: float = 1.0, line_l1: float = 0.0, own_l1: float = 0.0,
+                 l2: float = 0.0):
         _check_kind(gan_kind)
         if vgg is None and (content or style):
             raise ValueError("content / style losses need a VGG19 (see load_vgg19)")
         self.vgg, self.gan_kind = vgg, gan_kind
         self.weights = {"g_adv": adv, "l1": l1, "content": content, "style": style, "match": match,
-                        "l1_lines": line_l1, "l1_own": own_l1}
+                        "l1_lines": line_l1, "l1_own": own_l1, "l2": l2}
 
     def __call__(self, fake_logits, fake, real, matches=None, line=None, own=None) -> tuple[torch.Tensor, dict]:
-        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'match', 'l1_lines', 'l1_own',
+        """-> (total loss with graph, {'g_adv', 'l1', 'content', 'style', 'match', 'l1_lines', 'l1_own', 'l2',
         'g_total': detached 0-d tensor}) where the parts are unweighted and ``g_total`` is the weighted sum. The
         parts stay on the device: reading them is a host-device sync, left to the caller's
         log steps."""
@@ -304,6 +325,8 @@ class GeneratorLoss:
             parts["l1_own"] = torch.zeros((), device=fake.device)
         else:
             parts["l1_own"] = l1_loss(own if self.weights["l1_own"] else own.detach(), real)
+        # the squared error, logged at any weight (at 0 from a detached output, out of the backward)
+        parts["l2"] = l2_loss(fake if self.weights["l2"] else fake.detach(), real)
         total = sum(self.weights[name] * value for name, value in parts.items())
         parts["g_total"] = total
         return total, {name: value.detach().float() for name, value in parts.items()}

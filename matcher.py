@@ -146,6 +146,12 @@ class RegionMatch(correspond.FlowWarp):
         warped = super().forward(source, line_t)                      # masked, then warped
         if source.flow is None or source.line is None:
             return warped
+        return self.match_warped(source, warped, line_t)
+
+    def match_warped(self, source: correspond.Source, warped: correspond.Source,
+                     line_t: torch.Tensor) -> correspond.Source:
+        """``forward`` given the source's warp (``FlowWarp.forward``), made once by a caller that
+        needs it too (``selector.Select``): the warp with the matched colour and the matches."""
         source = source.masked()
         h, w = line_t.shape[-2:]
         colour_w, line_w = warped.colour.float(), warped.line.float()

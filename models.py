@@ -295,15 +295,18 @@ class UpBlock(nn.Module):
         return self.fuse(torch.cat([x, skip], dim=1))              # (B, Cout, 2h, 2w)
 
 
-# The copy path's initial logit of each aligned source over the generated colour: a fresh model's
-# output starts as e^4 / (1 + 2 e^4) = 49.5% aligned previous frame + 49.5% aligned keyframe +
-# 0.9% generated colour (with one source present: 98% the source), i.e. as the answers that need
-# no model, and learns from there what to change. With a zero bias an untrained model is a third
-# grey noise; with +2 (6% generated colour) a still keyframe came through at 37-43 dB where the
-# warp gives 41-53, and the chain fed that back (the README's study: +0.5 dB from +2 to +4, none
-# more from +6). Adam scales the logits' steps to their gradients, so the generated colour still
-# learns where it is needed.
-COPY_BIAS = 4.0
+# The copy path's initial logit of each aligned source over the generated colour. The weights of the
+# blend logits start at zero, so a fresh model blends the same way at every pixel: e^8 / (1 + 2 e^8)
+# = 49.99% aligned previous frame + 49.99% aligned keyframe + 0.02% generated colour (with one
+# source present: 99.97% the source), i.e. the answer its pipeline gives with the network taken out
+# (the study's sources_mean_<correspondence>), and it learns from there what to change. With +4 and
+# random logit weights (the release before), the untrained generated colour kept 0.9% of every pixel,
+# which a study's training never taught it to drop, and the chain fed it back: with the same trained
+# select correspondence, 34.87 dB on the README's second fold against 35.52 at +8 with zero weights
+# (21.77 against 21.90 on the first). With a zero bias an untrained model is a third grey noise.
+# Adam moves the logits through their weights, whose inputs are the head's features, so the
+# generated colour still gains weight where it is needed.
+COPY_BIAS = 8.0
 
 
 class UNetGenerator(nn.Module):
@@ -357,7 +360,8 @@ class UNetGenerator(nn.Module):
         head_out = out_channels + (1 + n_sources if copy_path else 0)
         self.head = nn.Conv2d(head_in, head_out, 3, padding=1, padding_mode="reflect")
         init_normal_(self)
-        if copy_path:  # start by trusting the aligned sources (see COPY_BIAS)
+        if copy_path:  # start as the mean of the aligned sources, everywhere (see COPY_BIAS)
+            nn.init.zeros_(self.head.weight.data[out_channels:])
             nn.init.constant_(self.head.bias.data[out_channels + 1:], COPY_BIAS)
 
     def aligned_sources(self, sources: Sources) -> list[Source]:

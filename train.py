@@ -51,6 +51,12 @@ from correspond import Source, Sources
 from runs import unwrap
 from utils import UserError
 
+# correspondences with weights of their own, which --match_warmup trains alone first, and how many
+# steps it takes by default: the selector needs more than the matcher (at 600 its keyframe alignment
+# on the README's study was 21.69 dB, at 1000-2000 22.14)
+LEARNED_CORRESPONDENCES = {"match": 200, "select": 2000}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("data")
@@ -81,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prev_drift_prob", type=float, default=0.5,
                    help="chance a sample's previous frame (true or the generator's own) is moved, blurred and "
                         "tinted a random amount, as a chain's outputs drift (dataset.apply_drift; extended generators)")
+    g.add_argument("--prev_chain_prob", type=float, default=0.0,
+                   help="chance the true frame a sample's chain starts from is the frame 1-64 frames further back "
+                        "carried to its place along the one-step flows, as a colouring chain carries colours "
+                        "(dataset._chained; extended generators with a correspondence that has a flow: flow, match, select)")
     g.add_argument("--reverse_prob", type=float, default=0.5,
                    help="chance a sample's chain runs backward in time (previous frame = frame t+1)")
     g.add_argument("--num_workers", type=int, default=2, help="DataLoader workers per process")
@@ -105,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="unet: no coloured keyframe input at every frame (a keyframe then only starts a chain)")
     g.add_argument("--correspondence", choices=correspond.CHOICES, default=None,
                    help="unet: how the previous frame and the keyframe are brought onto frame t: flow (line-art "
-                        "optical flow, the default), none, or match (the flow, then a learned matcher of line-art "
-                        "regions: matcher.py)")
+                        "optical flow, the default), none, match (the flow, then a learned matcher of line-art "
+                        "regions: matcher.py) or select (unmoved, warped and matched, blended per pixel by a small "
+                        "learned network: selector.py)")
     g.add_argument("--checkpoint_path_G", "--init_generator", dest="init_generator",
                    help="start G from these weights (ours or the original's {'generator': ...})")
     g.add_argument("--checkpoint_path_D", "--init_discriminator", dest="init_discriminator",
@@ -120,10 +131,23 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr_g", type=float, default=1e-4)
     g.add_argument("--lr_d", type=float, default=1e-5)
     g.add_argument("--lr_match", type=float, default=3e-3,
-                   help="--correspondence match: the region matcher's learning rate")
-    g.add_argument("--match_warmup", type=int, default=200,
-                   help="--correspondence match: the first N steps train the region matcher alone on its "
-                        "cross-entropy (a tenth of a GAN step's cost each); they count in --max_steps")
+                   help="--correspondence match or select: the learned correspondence's learning rate")
+    g.add_argument("--lr_select_schedule", choices=("linear", "constant"), default="linear",
+                   help="--correspondence select: its choice's learning rate over the warm-up: linear falls from "
+                        "--lr_select to 0 at the warm-up's last step, so that the choice it ends with is not one "
+                        "batch's swing; constant keeps --lr_select")
+    g.add_argument("--lr_select", type=float, default=1e-3,
+                   help="--correspondence select: the learning rate of its choice among the ways (at the region "
+                        "matcher's 3e-3 it fixed on one way within the warm-up and learned no more)")
+    g.add_argument("--joint_correspondence", action="store_true",
+                   help="--correspondence match or select: go on training it after its warm-up, in the GAN steps, "
+                        "through the generator's losses (by default it is fixed then: those losses reach it only "
+                        "through the blend, and 24 GAN steps took a select model's alignment back to the plain warp)")
+    g.add_argument("--match_warmup", type=int, default=None,
+                   help="--correspondence match or select: the first N steps train the learned correspondence "
+                        "alone, on the region matcher's cross-entropy (and, for select, the aligned colour's squared "
+                        "error), at a tenth of a GAN step's cost each or less; they count in --max_steps "
+                        "(default: 200 for match, 2000 for select)")
     g.add_argument("--ema_decay", type=float, default=0.0,
                    help="keep an exponential moving average of the generator's weights at this decay (0.999: about "
                         "the last thousand steps; 0: off); validation, best.pt, generator.pt and test.py then use "
@@ -141,8 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "top of --l1_weight's over all pixels: where most of the error lies (benchmarks/error_split.py)")
     g.add_argument("--own_l1_weight", type=float, default=0.0,
                    help="weight of an L1 on the copy path's own generated colour before it is blended with the "
-                        "aligned sources (which start at 98%% of the output): the generator's part learnt at full "
+                        "aligned sources (which start at 99.97%% of the output): the generator's part learnt at full "
                         "strength (U-Net with a copy path)")
+    g.add_argument("--l2_weight", type=float, default=0.0,
+                   help="weight of a squared error of the output (on top of --l1_weight): the L1 is least at the "
+                        "median of what frame t may be, the squared error at the mean, which PSNR scores")
     g.add_argument("--match_weight", type=float, default=1.0,
                    help="--correspondence match: weight of the region matches' cross-entropy (losses.match_loss)")
     g.add_argument("--vgg_weights", default="imagenet",
@@ -242,7 +269,7 @@ def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
                                  rollout_prob=args.rollout_prob, reverse_prob=args.reverse_prob,
                                  rollout_frames=args.rollout_frames,
                                  prev_drift_prob=args.prev_drift_prob if cfg.extended_inputs else 0.0,
-                                 cached_flows=not args.no_flow_cache)
+                                 prev_chain_prob=args.prev_chain_prob, cached_flows=not args.no_flow_cache)
     if not args.no_frame_cache and world > 1 and rank == 0:
         torch.distributed.barrier()  # the cache is complete: the others may open it
     sampler = runs.ResumableSampler(ds, world, rank, args.seed)
@@ -259,11 +286,18 @@ def build_nets(args, cfg, device) -> runs.Nets:
     if args.init_discriminator:
         models.load_state_strict(D, models.network_weights(args.init_discriminator, "discriminator"), "discriminator")
     fused = device.type == "cuda"
-    matcher_params = list(G.correspond.parameters()) if hasattr(G, "correspond") else []
-    held = {id(p) for p in matcher_params}
+    corr = getattr(G, "correspond", None)
+    # ``select``'s choice of way learns at --lr_select, the rest of a learned correspondence (the
+    # region matcher) at --lr_match, the generator at --lr_g
+    choice = list(corr.net.parameters()) if corr is not None and corr.trains_alignment else []
+    chosen = {id(p) for p in choice}
+    matcher_params = [p for p in (corr.parameters() if corr is not None else []) if id(p) not in chosen]
+    held = {id(p) for p in matcher_params} | chosen
     groups = [{"params": [p for p in G.parameters() if id(p) not in held]}]
-    if matcher_params:  # the ``match`` correspondence learns at its own rate (--lr_match)
+    if matcher_params:
         groups.append({"params": matcher_params, "lr": args.lr_match})
+    if choice:
+        groups.append({"params": choice, "lr": args.lr_select})
     opt_g = torch.optim.Adam(groups, lr=args.lr_g, betas=(args.beta1, args.beta2), fused=fused)
     opt_d = torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2), fused=fused)
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
@@ -277,6 +311,7 @@ def prepare(args) -> tuple[Run, runs.Nets]:
     train_dir, train_shots, val_dir, val_shots = resolve_data(args)
     runs.check_run_dir_apart(args.run_dir, [train_dir, val_dir, args.line_root], train_shots + val_shots)
     cfg = model_config(args)
+    args.match_warmup = warmup_steps(args, cfg)  # the run's config records the steps it takes
     runs.check_training_memory(args.batch_size, args.image_size, cfg.ngf, device)
     threads = utils.set_threads(args.batch_size * args.image_size ** 2)
     if rank == 0:
@@ -300,7 +335,7 @@ def prepare(args) -> tuple[Run, runs.Nets]:
     g_loss = losses.GeneratorLoss(vgg, args.gan_loss, adv=args.adv_weight, l1=args.l1_weight,
                                   content=args.content_weight, style=args.style_weight,
                                   match=args.match_weight, line_l1=args.line_l1_weight,
-                                  own_l1=args.own_l1_weight)
+                                  own_l1=args.own_l1_weight, l2=args.l2_weight)
     folder = runs.RunFolder(args.run_dir, run_config(args) | {"model": cfg.to_dict()}, enabled=rank == 0)
     run = Run(args=args, rank=rank, world=world, device=device, cfg=cfg, folder=folder, ds=ds, sampler=sampler,
               loader=loader, val_shot=utils.list_frames(val_shots[0]) if val_shots else None,
@@ -400,43 +435,81 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
         line = None if run.args.line_art == "grey" else sources.line.float()
         own = None if out.candidates is None else out.candidates[:, 0].float()  # the generated colour
         total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches, line, own)
-    backward_step(total, nets.opt_g, nets.scaler)
+    # a learned correspondence is fixed after its warm-up unless --joint_correspondence
+    corr = getattr(unwrap(G), "correspond", None)
+    fixed = list(corr.parameters()) if corr is not None and not run.args.joint_correspondence else []
+    backward_step(total, nets.opt_g, nets.scaler, fixed)
     health.record("generator", total)
     logs.update(parts)
     return logs
 
 
 def match_step(batch, run: Run, nets: runs.Nets, health: runs.Health) -> dict:
-    """A warm-up step of the ``match`` correspondence alone (``--match_warmup``): the true
-    previous frame and the keyframe matched onto frame t, ``losses.match_loss``, one Adam step of
-    the matcher's weights (averaged over processes by hand: the matcher runs outside DDP here)."""
+    """A warm-up step of a learned correspondence alone (``--match_warmup``): the true previous
+    frame and the keyframe aligned onto frame t, ``losses.match_loss`` of the region matches, plus,
+    for a correspondence that learns the alignment itself (``select``), the squared error of the
+    aligned colours against frame t (``losses.aligned_l2``); one Adam step of its weights
+    (averaged over processes by hand: the correspondence runs outside DDP here)."""
     b = data_lib.to_device({k: v for k, v in batch.items() if k != "index"}, run.device)
-    matcher = unwrap(nets.generator).correspond
+    module = unwrap(nets.generator).correspond
     sources = [Source(**b["prev"])] + ([Source(**b["keyframe"])] if run.cfg.keyframe_input else [])
-    matches = [m for s in sources for m in (matcher(s, b["line"]).match or [])]
+    aligned = [module(s, b["line"]) for s in sources]
+    logs = {"match": losses.match_loss([m for s in aligned for m in (s.match or [])], b["target"].float())}
+    if module.trains_alignment:
+        logs["aligned_l2"] = losses.aligned_l2(aligned, b["target"])
     # + 0 x the weights: a backward (and the processes' averaging) even when no sample had a source
-    loss = losses.match_loss(matches, b["target"].float()) + 0.0 * sum(p.sum() for p in matcher.parameters())
+    loss = sum(logs.values()) + 0.0 * sum(p.sum() for p in module.parameters())
     nets.opt_g.zero_grad(set_to_none=True)
     loss.backward()
     if run.world > 1:
-        for p in matcher.parameters():
+        for p in module.parameters():
             if p.grad is None:
                 p.grad = torch.zeros_like(p)
             torch.distributed.all_reduce(p.grad)
             p.grad /= run.world
     nets.opt_g.step()
     health.record("matcher", loss)
-    return {"match": loss.detach()}
+    return {name: value.detach() for name, value in logs.items()}
 
 
-def backward_step(loss, optimizer, scaler) -> None:
+def select_lr(args, step: int, warmup: int) -> float:
+    """The learning rate of ``select``'s choice of way at ``step`` (0-based): in the warm-up,
+    --lr_select falling linearly to 0 at its last step (--lr_select_schedule linear) or kept; after
+    it --lr_select (which only --joint_correspondence uses)."""
+    if args.lr_select_schedule == "linear" and step < warmup:
+        return args.lr_select * (1.0 - step / warmup)
+    return args.lr_select
+
+
+def set_select_lr(optimizer, generator, lr: float) -> None:
+    """Set the learning rate of the optimiser's group that holds ``select``'s choice of way (found
+    by its parameters, so that a resumed optimiser is found too); nothing without one."""
+    corr = getattr(unwrap(generator), "correspond", None)
+    if corr is None or not corr.trains_alignment:
+        return
+    mine = {id(p) for p in corr.net.parameters()}
+    for group in optimizer.param_groups:
+        if any(id(p) in mine for p in group["params"]):
+            group["lr"] = lr
+
+
+def warmup_steps(args, cfg: models.ModelConfig) -> int:
+    """The steps that train a learned correspondence alone: --match_warmup, or its own default."""
+    default = LEARNED_CORRESPONDENCES.get(cfg.correspondence, 0)
+    return default if args.match_warmup is None else args.match_warmup if default else 0
+
+
+def backward_step(loss, optimizer, scaler, fixed=()) -> None:
+    """One optimiser step on ``loss``; the parameters in ``fixed`` keep their values (their
+    gradients, already averaged over processes by DDP, are dropped, so that Adam skips them)."""
     optimizer.zero_grad(set_to_none=True)
+    (loss if scaler is None else scaler.scale(loss)).backward()
+    for p in fixed:
+        p.grad = None
     if scaler is not None:
-        scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
     else:
-        loss.backward()
         optimizer.step()
 
 
@@ -534,7 +607,7 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
     args = run.args
     vgg_note = "random" if run.vgg_random else args.vgg_weights
     seen, t0, end_of_run = 0, time.time(), False
-    warmup = args.match_warmup if run.cfg.correspondence == "match" else 0
+    warmup = args.match_warmup  # resolved by prepare (warmup_steps)
     while progress.step < total and not end_of_run:
         run.sampler.set_epoch(progress.epoch)
         run.sampler.consumed = progress.consumed
@@ -542,6 +615,7 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
         for batch in runs.batches(run.loader, stop):
             health.step = progress.step + 1
             with runs.sync_debug(args.sync_debug, run.device):
+                set_select_lr(nets.opt_g, nets.generator, select_lr(args, progress.step, warmup))
                 if progress.step < warmup:
                     logs = match_step(batch, run, nets, health)
                 else:
@@ -629,7 +703,7 @@ def check_args(args) -> None:
     if args.line_root and args.line_art != "given":
         raise UserError("--line_root is only read with --line_art given")
     for name in ("prev_prob", "keyframe_prob", "rollout_prob", "reverse_prob", "self_reference_prob",
-                 "prev_drift_prob"):
+                 "prev_drift_prob", "prev_chain_prob"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise UserError(f"--{name} must be between 0 and 1, got {getattr(args, name)}")
     at_least = {"d_every": 1, "batch_size": 1, "keep_last": 1, "save_every": 1, "log_every": 1,
@@ -637,17 +711,17 @@ def check_args(args) -> None:
                 "seed": 0, "val_every": 0, "ndf": 1, "match_warmup": 0,
                 "rollout_frames": 2}
     for name, low in at_least.items():
-        if getattr(args, name) < low:
+        if getattr(args, name) is not None and getattr(args, name) < low:
             raise UserError(f"--{name} must be at least {low}, got {getattr(args, name)}")
     if args.max_steps is not None and args.max_steps < 1:
         raise UserError(f"--max_steps must be at least 1, got {args.max_steps} (nothing would be trained)")
     if args.max_minutes is not None and not args.max_minutes >= 0:
         raise UserError(f"--max_minutes must be 0 or more, got {args.max_minutes}")
-    for name in ("lr_g", "lr_d", "lr_match"):
+    for name in ("lr_g", "lr_d", "lr_match", "lr_select"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
             raise UserError(f"--{name} must be a positive number, got {getattr(args, name)}")
     for name in ("adv_weight", "l1_weight", "content_weight", "style_weight", "match_weight", "line_l1_weight",
-                 "own_l1_weight"):
+                 "own_l1_weight", "l2_weight"):
         if not (math.isfinite(getattr(args, name)) and getattr(args, name) >= 0):
             raise UserError(f"--{name} must be 0 or more, got {getattr(args, name)}")
     if args.line_l1_weight and args.line_art == "grey":
@@ -662,6 +736,9 @@ def check_args(args) -> None:
     runs.check_logfile(args.logfile)
     cfg = model_config(args)
     cfg.check_size(args.image_size, args.image_size, f"--image_size {args.image_size}")
+    if args.prev_chain_prob and not (cfg.extended_inputs and cfg.correspondence != "none"):
+        raise UserError("--prev_chain_prob carries frames along the line-art flow: it needs the U-Net's sources "
+                        "aligned by a correspondence with a flow (--correspondence flow, match or select)")
     if args.own_l1_weight and not cfg.copy_path:
         raise UserError("--own_l1_weight is for a generator with a copy path (the U-Net without --no_copy_path): "
                         "without one the generated colour is the output, which --l1_weight already weighs")

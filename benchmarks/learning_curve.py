@@ -7,7 +7,7 @@ the study's model keeping checkpoints along the way (``benchmarks/reproduce.py .
 25 --keep_last 20``); this colours the study's evaluation shots (``OUT/data/eval``) from every
 ``OUT/runs/<run>/checkpoints/step_*.pt`` as the study's settings do, scores them on the same
 frames, and scores next to them the answers that need no model (``--no_model``: by default
-``warp_keyframe``, ``warp_chain`` and ``warp_match``). For the ``match`` correspondence the first
+``warp_keyframe``, ``warp_chain``, ``warp_blend`` and ``warp_match``). For the ``match`` correspondence the first
 ``--match_warmup`` steps train the matcher alone, so the checkpoint at the end of the warm-up is the
 trained matcher with a generator that has not learned yet.
 
@@ -28,7 +28,7 @@ from reproduce import UserError, utils
 import runs  # noqa: E402  (the repository root is on sys.path once reproduce is imported)
 
 CHECKPOINT_SETTINGS = [s for s, (model, _) in reproduce.MODEL_SETTINGS.items() if model == "tcvc"]
-NO_MODEL = ["warp_keyframe", "warp_chain", "warp_match"]
+NO_MODEL = ["warp_keyframe", "warp_chain", "warp_blend", "warp_match"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,10 @@ It then colours every shot of the evaluation clips (whole shots, never seen in t
 - ``tcvc_keyframe``: model (a) with the true first frame of each shot as its keyframe;
 - ``tcvc_2keys``: model (a) with the true first and last frames as keyframes (test.py
   --keyframes: chains from both ends, blended by distance);
-- ``copy_nearest_keyframe``: each frame replaced by the nearer of those two keyframes.
+- ``copy_nearest_keyframe``: each frame replaced by the nearer of those two keyframes;
+- the answers made with the project's own flow and warp and no model (``warp_outputs``), among
+  them ``warp_blend`` (the keyframe warp and the chained warp averaged), and the tcvc pipeline with
+  its network taken out, ``sources_mean_<flow|match|select>`` (``sources_mean_outputs``).
 Every setting is scored on the same frames, 1 to N-1 of each shot (frame 0 is given in the
 keyframe settings), except the two-keyframe settings, scored on 1 to N-2 (the frames that are
 not keyframes). Frame 0 of each setting is reported on its own (``psnr_frame0``);
@@ -59,15 +62,18 @@ import train  # noqa: E402
 import utils  # noqa: E402
 from utils import UserError  # noqa: E402
 
-SETTINGS = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_regions", "warp_match", "baseline", "tcvc",
+SETTINGS = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_blend", "warp_regions", "warp_match",
+            "sources_mean_flow", "sources_mean_match", "sources_mean_select", "baseline", "tcvc",
             "tcvc_keyframe", "tcvc_keyframe_regions", "copy_nearest_keyframe", "warp_2keys", "tcvc_2keys",
             "tcvc_2keys_regions")
-PLOTTED = ("copy_keyframe", "warp_keyframe", "warp_chain", "tcvc_keyframe", "tcvc_keyframe_regions",
+PLOTTED = ("copy_keyframe", "warp_keyframe", "warp_chain", "warp_blend", "tcvc_keyframe", "tcvc_keyframe_regions",
            "copy_nearest_keyframe", "warp_2keys", "tcvc_2keys")
 TWO_KEYS = ("copy_nearest_keyframe", "warp_2keys", "tcvc_2keys", "tcvc_2keys_regions")  # scored without their keyframes
-NO_MODEL = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_regions", "warp_match", "copy_nearest_keyframe",
-            "warp_2keys")
+NO_MODEL = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_blend", "warp_regions", "warp_match",
+            "sources_mean_flow", "sources_mean_match", "sources_mean_select", "copy_nearest_keyframe", "warp_2keys")
 COLOURS = {"copy_keyframe": "#787878", "flat_grey": "#bebebe", "warp_keyframe": "#1f9bd6", "warp_chain": "#8fc6e8",
+           "warp_blend": "#17becf", "sources_mean_flow": "#7f7f7f", "sources_mean_match": "#bcbd22",
+           "sources_mean_select": "#8c564b",
            "warp_regions": "#5d8aa8", "warp_match": "#2b6f99", "baseline": "#c83c3c", "tcvc": "#286edc", "tcvc_keyframe": "#1ea046",
            "tcvc_keyframe_regions": "#0b5d25", "copy_nearest_keyframe": "#c89628", "warp_2keys": "#e07b39",
            "tcvc_2keys": "#9632aa", "tcvc_2keys_regions": "#5a1a68"}
@@ -278,7 +284,9 @@ def nearest_of_two(n: int) -> list[int]:
 
 def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
     """The flow answers that need no model: ``warp_keyframe`` (the true first frame warped onto
-    every frame), ``warp_chain`` (warped frame to frame, each from the one before),
+    every frame), ``warp_chain`` (warped frame to frame, each from the one before), ``warp_blend``
+    (the mean of those two: a hedge between the two sources the copy path blends, which PSNR
+    rewards where either may be wrong),
     ``warp_regions`` (``warp_keyframe`` with each line-art region filled by its median:
     the region step with the network replaced by no model), ``warp_match`` (the true first frame
     brought onto every frame by the untrained region matcher of ``--correspondence match``, i.e.
@@ -288,18 +296,14 @@ def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
     out = {}
     for shot, frames in truths.items():
         key, ln, n = frames[0], lines[shot], len(frames)
-        if setting in ("warp_keyframe", "warp_regions"):
-            shot_out = [key] + [correspond.warp_frame(key, ln[t], ln[0]) for t in range(1, n)]
-            if setting == "warp_regions":
-                shot_out = [key] + [regions.vote(regions.segment(ln[t]), f[None].astype(np.float32),
-                                                 np.ones((1, *ln[t].shape), np.float32), f)[0]
-                                    for t, f in enumerate(shot_out[1:], start=1)]
+        if setting in correspond.KEYFRAME_WARPS:
+            shot_out = correspond.keyframe_warps(frames, ln)[setting]
+        elif setting == "warp_regions":
+            shot_out = [key] + [regions.vote(regions.segment(ln[t]), f[None].astype(np.float32),
+                                             np.ones((1, *ln[t].shape), np.float32), f)[0]
+                                for t, f in enumerate(correspond.keyframe_warps(frames, ln)["warp_keyframe"][1:], start=1)]
         elif setting == "warp_match":
             shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln})[shot]
-        elif setting == "warp_chain":
-            shot_out = [key]
-            for t in range(1, n):
-                shot_out.append(correspond.warp_frame(shot_out[-1], ln[t], ln[t - 1]))
         elif setting == "warp_2keys":
             last = frames[-1]
             from_first = [correspond.warp_frame(key, ln[t], ln[0]).astype(np.float32) for t in range(1, n - 1)]
@@ -312,21 +316,46 @@ def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
     return out
 
 
+def _aligned(module, colour: torch.Tensor, line_s: np.ndarray, line_t: np.ndarray) -> torch.Tensor:
+    """(1, 3, S, S) ``colour`` (the frame of line art ``line_s``) brought onto the frame of line art
+    ``line_t`` by the correspondence ``module``, along the project's line-art flow."""
+    flow = correspond.flow_tensor(correspond.line_flow(line_t, line_s))[None]
+    source = correspond.Source(colour, torch.ones(1), torch.from_numpy(line_s)[None, None].float() / 255, flow)
+    return module(source, torch.from_numpy(line_t)[None, None].float() / 255).colour.clamp(0, 1)
+
+
+def _uint8(colour: torch.Tensor) -> np.ndarray:
+    return (colour[0].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
 @torch.no_grad()
 def matched_outputs(module, truths: dict, lines: dict) -> dict:
     """{shot: [frame 0, then the true frame 0 brought onto every frame by ``module``]}."""
     out = {}
     for shot, frames in truths.items():
-        key, ln = frames[0], lines[shot]
-        key_t = torch.from_numpy(key).permute(2, 0, 1).float()[None] / 255
-        key_line = torch.from_numpy(ln[0])[None, None].float() / 255
-        shot_out = [key]
+        ln = lines[shot]
+        key = torch.from_numpy(frames[0]).permute(2, 0, 1).float()[None] / 255
+        out[shot] = [frames[0]] + [_uint8(_aligned(module, key, ln[0], ln[t])) for t in range(1, len(frames))]
+    return out
+
+
+@torch.no_grad()
+def sources_mean_outputs(correspondence: str, truths: dict, lines: dict) -> dict:
+    """{shot: frames}: the tcvc pipeline with its network taken out. A tcvc model's copy path
+    blends two sources, the keyframe and the chain's own previous output, each aligned onto frame t
+    by its correspondence, and a fresh one starts from their mean (``models.COPY_BIAS``). Here every
+    frame is that mean, the correspondence untrained (``correspond.build``: for ``match`` the
+    flow's own region vote), and it is fed back as the next frame's previous one, as test.py
+    feeds a model's output."""
+    module = correspond.build(correspondence).eval()
+    out = {}
+    for shot, frames in truths.items():
+        ln = lines[shot]
+        key = torch.from_numpy(frames[0]).permute(2, 0, 1).float()[None] / 255
+        prev, shot_out = key, [frames[0]]
         for t in range(1, len(frames)):
-            flow = correspond.flow_tensor(correspond.line_flow(ln[t], ln[0]))[None]
-            source = correspond.Source(key_t, torch.ones(1), key_line, flow)
-            line_t = torch.from_numpy(ln[t])[None, None].float() / 255
-            colour = module(source, line_t).colour[0].clamp(0, 1).permute(1, 2, 0).numpy()
-            shot_out.append((colour * 255 + 0.5).astype(np.uint8))
+            prev = (_aligned(module, key, ln[0], ln[t]) + _aligned(module, prev, ln[t - 1], ln[t])) / 2
+            shot_out.append(_uint8(prev))
         out[shot] = shot_out
     return out
 
@@ -335,6 +364,8 @@ def trivial_outputs(setting: str, truths: dict, lines: dict | None = None) -> di
     """The answers that need no model, for every frame of every shot."""
     if setting.startswith("warp_"):
         return warp_outputs(setting, truths, lines)
+    if setting.startswith("sources_mean_"):
+        return sources_mean_outputs(setting[len("sources_mean_"):], truths, lines)
     if setting == "copy_keyframe":
         return {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     if setting == "flat_grey":

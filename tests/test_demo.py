@@ -27,6 +27,8 @@ def test_demo_runs_end_to_end_and_is_honest_about_vgg(tmp_path, frame_factory, m
     assert f"| copy_keyframe (no model) | {scored} |" in summary
     assert f"| flat_grey (no model) | {scored} |" in summary
     assert f"| warp_keyframe (no model: the keyframe along the model's own flow) | {scored} |" in summary
+    assert f"| warp_chain (no model: warped frame to frame) | {scored} |" in summary
+    assert f"| warp_blend (no model: the mean of the two warps) | {scored} |" in summary
     assert "the best answer that needs no model" in summary
     assert Image.open(out / "side_by_side.gif").n_frames == 6
     assert cv2.VideoCapture(str(out / "side_by_side.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 6

@@ -1,6 +1,7 @@
 """Line art and neighbour flows made once into the frame cache: they agree with what a sample
 computes on the fly, carry the crop and the flip, and keep samples deterministic."""
 import pickle
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -199,3 +200,55 @@ def test_one_flow_cache_serves_runs_with_and_without_keyframes(tmp_path, capsys)
     with_keys, _ = datasets(tmp_path, write=False)
     assert "optical flows between neighbouring frames" not in capsys.readouterr().err
     assert all(with_keys[i]["keyframe"]["present"] == 1 for i in range(len(with_keys)))
+
+
+def test_a_chained_first_frame_is_the_far_frame_carried_along_the_one_step_flows(tmp_path):
+    """--prev_chain_prob 1: the true frame a sample's chain starts from (the previous frame, or
+    a rollout's first frame) is a frame 1 or more further back carried to its place along the
+    one-step flows. The picture moves by a known amount a frame, so carried along right flows it
+    comes close to the true frame it stands for, far closer than the far frame as it is; its line
+    art, its flow and every other field stay as they were; cached and on-the-fly flows agree."""
+    plain, _ = datasets(tmp_path, rollout_prob=0.5)
+    chained, fly = datasets(tmp_path, write=False, rollout_prob=0.5, prev_chain_prob=1.0)
+    from dataset import PREV_CHAIN_MAX
+    from metrics import psnr
+    checked = 0
+    for index in range(6):
+        a, b, c = plain[index], chained[index], fly[index]
+        name = "prev2" if float(a["rollout"]) else "prev"
+        for key in ("target", "line", "rollout"):
+            assert torch.equal(a[key], b[key])
+        for src in ("prev", "prev2", "keyframe"):
+            for field in ("line", "flow", "present"):
+                assert torch.equal(a[src][field], b[src][field]), (index, src, field)
+            if src != name:
+                assert torch.equal(a[src]["colour"], b[src]["colour"]), (index, src)
+        if float(a[name]["present"]) == 0:
+            continue
+        # which frame it stands for, how far it came from (the last two draws of the sample)
+        d = draws(plain, 0, index)
+        at = index + (2 if name == "prev2" else 1) * d["step"]
+        rng = np.random.default_rng([plain.seed, 0, index])
+        rng.random()
+        top, left = rng.integers(0, plain.load_size - plain.image_size + 1, size=2).tolist()
+        flip = bool(rng.random() < 0.5)
+        rng.random(), rng.random(), rng.random(), rng.random(), rng.random()  # direction, rollout, keyframe x 2, on
+        u = rng.random()
+        room = 5 - at if d["step"] > 0 else at
+        if room < 1:  # nothing further back: the true frame stays
+            assert torch.equal(a[name]["colour"], b[name]["colour"])
+            continue
+        far = at + d["step"] * (1 + min(int(u * min(room, PREV_CHAIN_MAX)), min(room, PREV_CHAIN_MAX) - 1))
+        true, carried = dataset.to_uint8(a[name]["colour"]), dataset.to_uint8(b[name]["colour"])
+        inner = (slice(8, -8), slice(8, -8))  # away from the crop's edges, where a chain repeats the border
+        as_it_is = plain._view(0, far, (top, left, flip))[0]
+        assert not np.array_equal(carried, true)
+        assert psnr(carried[inner], true[inner]) > psnr(as_it_is[inner], true[inner]) + 8
+        assert np.abs(carried.astype(int) - dataset.to_uint8(c[name]["colour"])).mean() < 2
+        checked += 1
+    assert checked >= 2
+
+
+def test_chained_first_frames_need_a_flow():
+    with pytest.raises(dataset.UserError, match="prev_chain_prob"):
+        dataset.TripletDataset([Path("/nonexistent")], extended=True, correspondence="none", prev_chain_prob=0.5)

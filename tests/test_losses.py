@@ -172,3 +172,26 @@ def test_own_l1_weighs_the_generated_colour_before_the_blend():
     assert fake.grad is not None and own.grad is None  # weight 0: logged only
     _, parts = losses.GeneratorLoss(None, adv=0, l1=1, content=0, style=0)(logits, fake, real)
     assert parts["l1_own"].item() == 0.0  # no copy path: nothing to weigh
+
+
+def test_l2_weighs_the_squared_error_and_its_minimum_is_the_mean():
+    """l2: W x mean (fake - real)^2 on top of the L1, logged at any weight. Between two equally
+    likely truths 0.2 and 0.6 the squared error is least at their mean 0.4, where the L1 is flat
+    (any value between them scores the same)."""
+    real = torch.zeros(1, 3, 4, 4)
+    fake = torch.full((1, 3, 4, 4), 0.3, requires_grad=True)
+    logits = torch.zeros(1, 1, 2, 2)
+    total, parts = losses.GeneratorLoss(None, adv=0, l1=1, content=0, style=0, l2=2)(logits, fake, real)
+    assert parts["l2"].item() == pytest.approx(0.09) and total.item() == pytest.approx(0.3 + 2 * 0.09)
+    total.backward()
+    assert torch.allclose(fake.grad, torch.full_like(fake, (1 + 2 * 2 * 0.3) / fake.numel()))
+    _, parts = losses.GeneratorLoss(None, adv=0, l1=1, content=0, style=0)(logits, fake.detach(), real)
+    assert parts["l2"].item() == pytest.approx(0.09)  # weight 0: logged only
+
+    def expected(loss, x):
+        out = torch.full((1, 3, 2, 2), x)
+        return (loss(out, torch.full_like(out, 0.2)) + loss(out, torch.full_like(out, 0.6))).item() / 2
+    grid = [0.2 + 0.05 * k for k in range(9)]
+    squared = [expected(losses.l2_loss, x) for x in grid]
+    assert grid[squared.index(min(squared))] == pytest.approx(0.4)
+    assert max(expected(losses.l1_loss, x) for x in grid) == pytest.approx(min(expected(losses.l1_loss, x) for x in grid))

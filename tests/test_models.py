@@ -330,8 +330,9 @@ def test_copy_path_reproduces_an_unchanged_previous_frame():
 
 def test_a_fresh_copy_path_starts_from_its_aligned_sources():
     """models.COPY_BIAS = b: untrained, the default U-Net gives the aligned previous frame and
-    keyframe together 2 e^b / (1 + 2 e^b) of every pixel's weight (the generated colour the rest,
-    give or take its small random logits), and one source alone e^b / (1 + e^b)."""
+    keyframe together 2 e^b / (1 + 2 e^b) of every pixel's weight, the same at every pixel (the
+    blend logits' weights start at zero), the generated colour the rest, and one source alone
+    e^b / (1 + e^b): its output is the mean of the two aligned sources, to a thousandth."""
     torch.manual_seed(0)
     G = models.build_generator(models.ModelConfig())
     sources = models.example_sources(2, 32)
@@ -340,9 +341,13 @@ def test_a_fresh_copy_path_starts_from_its_aligned_sources():
     share = out.weights[:, 1:].sum(1)
     b = models.COPY_BIAS
     expected = 2 * math.exp(b) / (1 + 2 * math.exp(b))
-    assert 0.9 < expected < 1
-    assert torch.allclose(share, torch.full_like(share, expected), atol=0.02)
+    assert 0.999 < expected < 1
+    assert torch.allclose(share, torch.full_like(share, expected), atol=1e-6)
+    apart = dataclasses.replace(sources, prev=dataclasses.replace(sources.prev, colour=sources.prev.colour * 0 + 0.2),
+                                keyframe=dataclasses.replace(sources.keyframe, colour=sources.keyframe.colour * 0 + 0.9))
+    with torch.no_grad():
+        assert torch.allclose(G(apart).colour, torch.full_like(out.colour, 0.55), atol=1e-3)
     no_key = dataclasses.replace(sources, keyframe=correspond.Source.absent(sources.line))
     with torch.no_grad():
         share = G(no_key).weights[:, 1].mean().item()
-    assert abs(share - math.exp(b) / (1 + math.exp(b))) < 0.02
+    assert abs(share - math.exp(b) / (1 + math.exp(b))) < 1e-6

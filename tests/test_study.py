@@ -173,7 +173,7 @@ def test_the_flow_rows_without_a_model_by_hand(truths):
     """Flat frames have no lines, so every line-art flow is exactly zero: each warp is the frame
     itself, and the two-keyframe row is the linear blend, worked out by hand."""
     lines = {"shot": [np.full((16, 16), 255, np.uint8)] * 3}
-    for setting in ("warp_keyframe", "warp_chain", "warp_regions", "warp_match"):
+    for setting in ("warp_keyframe", "warp_chain", "warp_blend", "warp_regions", "warp_match"):
         out = reproduce.trivial_outputs(setting, truths, lines)["shot"]
         assert all(np.array_equal(f, flat(100)) for f in out), setting
     five = {"shot": [flat(0), flat(10), flat(20), flat(30), flat(200)]}
@@ -209,6 +209,65 @@ def test_a_moved_square_is_followed_by_the_keyframe_warp():
     inside = (slice(17, 31), slice(16, 31))
     assert np.abs(match[inside].astype(int) - (200, 40, 40)).max() <= 1
     assert reproduce.metrics_lib.psnr(match, truths["s"][1]) >= reproduce.metrics_lib.psnr(warp, truths["s"][1])
+
+
+def moving_square_shot(xs):
+    """One shot "s" of 48x48 frames, a red 20x16 square whose left edge is at each x of ``xs``:
+    ({"s": frames}, {"s": their Canny line art})."""
+    import dataset
+
+    def frame(x):
+        f = np.full((48, 48, 3), 230, np.uint8)
+        f[14:34, x:x + 16] = (200, 40, 40)
+        return f
+    truths = {"s": [frame(x) for x in xs]}
+    return truths, {"s": [dataset.make_line_art(f, "canny") for f in truths["s"]]}
+
+
+def test_warp_blend_is_the_mean_of_the_keyframe_warp_and_the_chain():
+    """A square moving 2 pixels right each frame: ``warp_blend`` is, pixel for pixel, the rounded
+    mean of ``warp_keyframe`` and ``warp_chain`` (each worked out by the project's warp), frame 0
+    the keyframe; on a frame where the two disagree it lies between them."""
+    truths, lines = moving_square_shot([10, 12, 14, 16])
+    key, chain, blend = (reproduce.trivial_outputs(s, truths, lines)["s"]
+                         for s in ("warp_keyframe", "warp_chain", "warp_blend"))
+    assert np.array_equal(blend[0], truths["s"][0])
+    for t in range(1, 4):
+        mean = (key[t].astype(np.float32) + chain[t].astype(np.float32)) / 2
+        assert np.abs(blend[t].astype(np.float32) - mean).max() <= 0.5
+    differ = key[3] != chain[3]
+    assert differ.any()  # the chain has resampled three times, the keyframe warp once
+    low, high = np.minimum(key[3], chain[3]), np.maximum(key[3], chain[3])
+    assert ((blend[3] >= low) & (blend[3] <= high)).all()
+
+
+def test_sources_mean_is_the_copy_path_start_fed_back_with_no_network():
+    """``sources_mean_<correspondence>``: frame t is the mean of the keyframe and the previous
+    output, each aligned onto t, and that mean is the next frame's previous output. Against a
+    reference made with the project's flow and warp, in float as a chain carries it; at frame 1
+    the previous output is the keyframe itself, so the match row equals ``warp_match`` there."""
+    import torch
+
+    import correspond
+
+    truths, lines = moving_square_shot([10, 12, 15, 19])
+    ln = lines["s"]
+
+    def warp(colour, t, s):
+        return correspond.warp(colour, correspond.flow_tensor(correspond.line_flow(ln[t], ln[s]))[None]).clamp(0, 1)
+    key = torch.from_numpy(truths["s"][0]).permute(2, 0, 1).float()[None] / 255
+    out1 = (warp(key, 1, 0) + warp(key, 1, 0)) / 2
+    out2 = (warp(key, 2, 0) + warp(out1, 2, 1)) / 2
+    out3 = (warp(key, 3, 0) + warp(out2, 3, 2)) / 2
+    got = reproduce.trivial_outputs("sources_mean_flow", truths, lines)["s"]
+    assert np.array_equal(got[0], truths["s"][0])
+    for mine, ref in ((got[1], out1), (got[2], out2), (got[3], out3)):
+        assert np.abs(mine.astype(int) - (ref[0].permute(1, 2, 0).numpy() * 255).round()).max() <= 1
+    # from frame 3 on the previous output is itself a mean, not the plain chained warp of warp_blend
+    not_recursive = reproduce.trivial_outputs("warp_blend", truths, lines)["s"][3]
+    assert np.abs(got[3].astype(int) - not_recursive.astype(int)).max() > 1
+    match = reproduce.trivial_outputs("sources_mean_match", truths, lines)["s"]
+    assert np.abs(match[1].astype(int) - reproduce.trivial_outputs("warp_match", truths, lines)["s"][1]).max() <= 1
 
 
 def test_the_correspondence_choice_goes_to_tcvc_alone():

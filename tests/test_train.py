@@ -541,3 +541,84 @@ def test_line_l1_weight_trains_logs_and_is_refused_without_line_art(shots, tmp_p
     assert [r["l1_lines"] for r in read_log(grey) if "l1_lines" in r] == [0.0]
     with pytest.raises(UserError, match="--line_l1_weight must be 0 or more"):
         train.main(tiny_args(shots, tmp_path / "neg", max_steps=1, line_l1_weight=-1))
+
+
+def test_l2_weight_trains_logs_and_a_negative_weight_is_refused(shots, tmp_path):
+    """The squared error is logged at any weight; it is below the L1 (every error is under 1) and
+    above the L1's square (Jensen: the mean of squares is at least the square of the mean)."""
+    run_dir = tmp_path / "run"
+    assert train.main(tiny_args(shots, run_dir, max_steps=1, l2_weight=50)) == 0
+    logged = [r for r in read_log(run_dir) if "l2" in r]
+    assert len(logged) == 1 and logged[0]["l1"] ** 2 <= logged[0]["l2"] < logged[0]["l1"]
+    with pytest.raises(UserError, match="--l2_weight must be 0 or more"):
+        train.main(tiny_args(shots, tmp_path / "neg", max_steps=1, l2_weight=-1))
+    assert not (tmp_path / "neg").exists()
+
+
+def test_select_correspondence_warms_up_on_the_aligned_colour_then_trains_with_the_gan(shots, tmp_path):
+    """--correspondence select: the warm-up steps log the aligned colour's squared error beside the
+    matcher's cross-entropy and move only the correspondence's weights (the selector's and the
+    matcher's); the GAN steps after them train the rest."""
+    run_dir = tmp_path / "run"
+    over = dict(correspondence="select", match_warmup=2, batch_size=1, val_fraction=0, save_every=1)
+    assert train.main(tiny_args(shots, run_dir, max_steps=3, **over)) == 0
+    log = read_log(run_dir)
+    warm = [r for r in log if r["step"] <= 2]
+    assert len(warm) == 2 and all(math.isfinite(r["aligned_l2"]) and r["aligned_l2"] > 0 for r in warm)
+    assert [r["step"] for r in log if "loss_d" in r] == [3]
+    fresh = models.build_generator(models.ModelConfig(ngf=8, correspondence="select"))
+    ckpt = torch.load(run_dir / "checkpoints" / "step_00000002.pt", weights_only=True)
+    assert ckpt["model_config"]["correspondence"] == "select"
+    # the selector's last layer starts at zero: after the warm-up it has moved, the generator's head has not
+    assert ckpt["generator"]["correspond.net.8.weight"].abs().sum() > 0
+    assert torch.equal(ckpt["generator"]["head.bias"], fresh.state_dict()["head.bias"])
+    # the GAN step after it trains the generator and leaves the correspondence as its warm-up left it,
+    # unless --joint_correspondence
+    after = torch.load(run_dir / "checkpoints" / "step_00000003.pt", weights_only=True)["generator"]
+    assert not torch.equal(after["head.weight"], ckpt["generator"]["head.weight"])
+    assert all(torch.equal(after[k], v) for k, v in ckpt["generator"].items() if k.startswith("correspond."))
+    joint = tmp_path / "joint"
+    assert train.main(tiny_args(shots, joint, max_steps=3, joint_correspondence=True, **over)) == 0
+    warm, gan = (torch.load(joint / "checkpoints" / f"step_0000000{n}.pt", weights_only=True)["generator"]
+                 for n in (2, 3))
+    assert torch.equal(warm["correspond.net.8.weight"], ckpt["generator"]["correspond.net.8.weight"])
+    assert any(not torch.equal(gan[k], warm[k]) for k in warm if k.startswith("correspond."))
+
+
+def test_prev_chain_prob_trains_and_is_refused_without_a_flow(shots, tmp_path):
+    assert train.main(tiny_args(shots, tmp_path / "run", max_steps=1, prev_chain_prob=1.0)) == 0
+    with pytest.raises(UserError, match="--prev_chain_prob carries frames along the line-art flow"):
+        train.main(tiny_args(shots, tmp_path / "none", max_steps=1, prev_chain_prob=0.5, correspondence="none"))
+    assert not (tmp_path / "none").exists()
+    with pytest.raises(UserError, match="--prev_chain_prob must be between 0 and 1"):
+        train.main(tiny_args(shots, tmp_path / "big", max_steps=1, prev_chain_prob=1.5))
+
+
+def test_the_warm_up_defaults_to_what_each_learned_correspondence_needs():
+    def steps(correspondence, given=None):
+        return train.warmup_steps(SimpleNamespace(match_warmup=given), models.ModelConfig(correspondence=correspondence))
+    assert (steps("match"), steps("select"), steps("flow"), steps("none")) == (200, 2000, 0, 0)
+    assert (steps("match", 7), steps("select", 0), steps("flow", 50)) == (7, 0, 0)  # nothing to warm up without weights
+
+
+def test_the_select_choice_learning_rate_falls_to_zero_over_the_warm_up(shots, tmp_path):
+    """--lr_select_schedule linear: --lr_select at the first of W warm-up steps, falling in equal
+    steps to lr / W at the last; after the warm-up the base rate again (which only
+    --joint_correspondence uses); constant keeps it. set_select_lr changes the group of the
+    selector's weights alone, found by its parameters."""
+    args = tiny_args(shots, tmp_path / "run", correspondence="select", lr_select=1e-3)
+    assert [train.select_lr(args, s, 4) for s in range(6)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4, 1e-3, 1e-3])
+    args.lr_select_schedule = "constant"
+    assert [train.select_lr(args, s, 4) for s in range(3)] == [1e-3] * 3
+    cfg = models.ModelConfig(ngf=8, correspondence="select")
+    nets = train.build_nets(args, cfg, torch.device("cpu"))
+    before = [g["lr"] for g in nets.opt_g.param_groups]
+    train.set_select_lr(nets.opt_g, nets.generator, 1.25e-4)
+    after = [g["lr"] for g in nets.opt_g.param_groups]
+    selector = {id(p) for p in nets.generator.correspond.net.parameters()}
+    changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    assert len(changed) == 1 and after[changed[0]] == 1.25e-4
+    assert {id(p) for p in nets.opt_g.param_groups[changed[0]]["params"]} == selector
+    flow = train.build_nets(args, models.ModelConfig(ngf=8), torch.device("cpu"))
+    train.set_select_lr(flow.opt_g, flow.generator, 0.5)  # no selector: nothing changes
+    assert [g["lr"] for g in flow.opt_g.param_groups] == [args.lr_g]
