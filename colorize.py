@@ -40,6 +40,9 @@ from utils import UserError
 
 INPUT_TYPES = ("colour", "lineart", "grey")
 BLENDS = ("linear", "nearest")
+# test-time views (``Options.views``): the mirror images a frame is also coloured from, as the
+# tensor dimensions flipped: 1, the frame itself; 2, and left-right; 4, and upside down, and both
+VIEWS = {1: ((),), 2: ((), (-1,)), 4: ((), (-1,), (-2,), (-2, -1))}
 
 
 @dataclass
@@ -53,6 +56,7 @@ class Options:
     frame_by_frame: bool = False     # no recurrence: every frame gets a black previous frame
     regions: bool = False            # flat regions: each line-art region takes one colour by a vote (regions.py)
     amp: str = "off"                 # mixed precision on CUDA: off | bf16 | fp16 (utils.autocast_context)
+    views: int = 1                   # test-time views, 1 | 2 | 4: outputs of the mirrored frame averaged (VIEWS)
 
 
 @dataclass
@@ -84,6 +88,25 @@ class ChainSource:
         """From a uint8 RGB (S, S, 3) frame already at network resolution and its line art."""
         return cls(data_lib.to_tensor(rgb)[None].to(device), line)
 
+    def mirrored(self, dims: tuple) -> "ChainSource":
+        """This source flipped along ``dims`` (tensor dimensions -1: left-right, -2: upside down)."""
+        return ChainSource(mirror(self.colour, dims), mirror_line(self.line, dims)) if dims else self
+
+
+def check_views(views: int) -> None:
+    if views not in VIEWS:
+        raise UserError(f"views must be one of {', '.join(map(str, VIEWS))}, got {views}")
+
+
+def mirror(x: torch.Tensor, dims: tuple) -> torch.Tensor:
+    """``x`` (..., H, W) flipped along ``dims`` (-1, -2); its own inverse."""
+    return torch.flip(x, dims=dims) if dims else x
+
+
+def mirror_line(line: np.ndarray, dims: tuple) -> np.ndarray:
+    """(H, W) line art flipped as ``mirror`` flips a tensor of it."""
+    return np.ascontiguousarray(np.flip(line, axis=tuple(d + 2 for d in dims))) if dims else line
+
 
 class Chain:
     """One recurrent chain through a shot. ``start`` begins it (from a keyframe or from black);
@@ -91,11 +114,14 @@ class Chain:
     ``regions`` each output is flattened region by region (``flat_regions``) before it is
     returned and fed back, so colours cannot fade or blur along the chain."""
 
-    def __init__(self, G, cfg: models.ModelConfig, device, line_mode: str, autocast=None, regions=False):
+    def __init__(self, G, cfg: models.ModelConfig, device, line_mode: str, autocast=None, regions=False,
+                 views: int = 1):
+        check_views(views)
         self.G, self.cfg, self.device, self.line_mode = G, cfg, torch.device(device), line_mode
         self.correspondence = correspond.cpu_half(cfg.correspondence)
         self.autocast = autocast or contextlib.nullcontext()
         self.regions = regions
+        self.views = VIEWS[views]
         self.prev: ChainSource | None = None
         self.keyframe: ChainSource | None = None
 
@@ -112,11 +138,15 @@ class Chain:
         return Source(source.colour, torch.ones(1, device=self.device),
                       data_lib.to_tensor(source.line)[None].to(self.device), flow)
 
-    def sources(self, line: np.ndarray) -> Sources:
-        """What the generator is given for the next frame, from its uint8 line art (S, S)."""
+    def sources(self, line: np.ndarray, dims: tuple = ()) -> Sources:
+        """What the generator is given for the next frame, from its uint8 line art (S, S); with
+        ``dims``, for the frame and its sources mirrored along them (``mirror``): the line-art
+        flow is then computed on the mirrored line art too."""
+        line = mirror_line(line, dims)
         line_t = data_lib.to_tensor(line)[None].to(self.device)               # (1, 1, S, S)
-        keyframe = self._source(self.keyframe, line, line_t) if self.cfg.keyframe_input else None
-        return Sources(line_t, self._source(self.prev, line, line_t), keyframe)
+        prev, key = (None if s is None else s.mirrored(dims) for s in (self.prev, self.keyframe))
+        keyframe = self._source(key, line, line_t) if self.cfg.keyframe_input else None
+        return Sources(line_t, self._source(prev, line, line_t), keyframe)
 
     def step(self, line: np.ndarray) -> torch.Tensor:
         """Colour the next frame from its uint8 line art (S, S) -> (1, 3, S, S) in [0, 1]."""
@@ -132,7 +162,9 @@ def step_together(chains: list[Chain], lines: list[np.ndarray]) -> list[torch.Te
     buys little there, and oneDNN's batch-size-dependent kernels would change the last bits,
     which a recurrent chain carries on (4-5/255 after a few frames)."""
     lead = chains[0]
-    sources = [chain.sources(line) for chain, line in zip(chains, lines)]
+    # every chain's views (``Chain.views``), one generator input each
+    views = [(i, dims) for i, chain in enumerate(chains) for dims in chain.views]
+    sources = [chains[i].sources(lines[i], dims) for i, dims in views]
     groups = [Sources.cat(sources)] if lead.device.type == "cuda" else sources
     outs = []
     with lead.autocast:
@@ -141,12 +173,28 @@ def step_together(chains: list[Chain], lines: list[np.ndarray]) -> list[torch.Te
             for i in range(len(out.colour)):
                 outs.append(models.Colouring(*(None if v is None else v[i:i + 1].float() for v in
                                                (out.colour, out.condition, out.weights, out.candidates))))
+    outs = [average_views([(dims, out) for (j, dims), out in zip(views, outs) if j == i]) for i in range(len(chains))]
     results = []
     for chain, line, out in zip(chains, lines, outs):
         result = flat_regions(out, line) if chain.regions else out.colour.clamp(0, 1)  # (1, 3, S, S)
         chain.prev = ChainSource(result, line)
         results.append(result)
     return results
+
+
+def average_views(outs: list[tuple[tuple, models.Colouring]]) -> models.Colouring:
+    """One frame's outputs from its views ((mirrored dims, output) each), each mirrored back and
+    averaged field by field: a hedge between colourings made along different flows (the DIS flow
+    of a mirrored frame is not the mirrored flow), which PSNR rewards where any of them may be
+    wrong. One view is returned as it is."""
+    if len(outs) == 1:
+        return outs[0][1]
+    fields = []
+    for name in ("colour", "condition", "weights", "candidates"):
+        values = [getattr(out, name) for _, out in outs]
+        fields.append(None if values[0] is None else
+                      sum(mirror(v, dims) for (dims, _), v in zip(outs, values)) / len(values))
+    return models.Colouring(*fields)
 
 
 def flat_regions(out: models.Colouring, line: np.ndarray) -> torch.Tensor:
@@ -270,6 +318,7 @@ class Colorizer:
             raise UserError(f"unknown blend {options.blend!r} (choose from {', '.join(BLENDS)})")
         if options.batch_chains < 1:
             raise UserError(f"batch_chains must be at least 1, got {options.batch_chains}")
+        check_views(options.views)
         cfg.check_size(options.image_size, options.image_size, f"image size {options.image_size}")
         self.G, self.cfg, self.device, self.options = G, cfg, torch.device(device), options
         self.autocast = utils.autocast_context(self.device, options.amp)
@@ -303,7 +352,8 @@ class Colorizer:
         return ChainSource.of(utils.resize(rgb, self.options.image_size), line, self.device)
 
     def new_chain(self) -> Chain:
-        return Chain(self.G, self.cfg, self.device, self.options.line_art, self.autocast, self.options.regions)
+        return Chain(self.G, self.cfg, self.device, self.options.line_art, self.autocast, self.options.regions,
+                     self.options.views)
 
     # ------------------------------------------------------------------ colouring
     def colour_shot(self, frames: list[np.ndarray], keyframes: dict[int, np.ndarray] | None = None,

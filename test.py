@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="flat regions: every area enclosed by the line art takes one colour, chosen by a vote over the "
                         "generated colour, the aligned keyframe and the aligned previous frame, weighted by the model's "
                         "own blend weights (lines keep the blended colour)")
+    p.add_argument("--views", type=int, choices=sorted(colorize.VIEWS), default=1,
+                   help="test-time views: colour every frame also mirrored (2: left-right; 4: and upside down, and "
+                        "both), each with its own line-art flow, and average the outputs mirrored back (the average "
+                        "is what the chain carries on); N times the time per frame")
     p.add_argument("--batch_chains", type=int, default=1,
                    help="colour up to N independent chains (shots, keyframe segments) at once: faster on a GPU, "
                         "the same result; holds their shots in memory")
@@ -552,7 +556,8 @@ def main(args) -> int:
     amp = "bf16" if args.amp == "bf16" or (args.amp == "auto" and device.type == "cuda") else "off"
     colorizer = colorize.Colorizer.from_checkpoint(
         args.checkpoint, device, args.image_size, args.line_art, input_type=args.input_type, blend=args.blend,
-        batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp, regions=args.regions)
+        batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp, regions=args.regions,
+        views=args.views)
     options = colorizer.options
     plan = plan_input(Path(args.input), args.side_by_side)
     check_network_memory(colorizer, device)
@@ -580,7 +585,8 @@ def write_output(args, colorizer: colorize.Colorizer, keyframes, plan) -> None:
         keyframes_given = args.first_keyframe or args.first_keyframe_dir or args.keyframes
         finish(out_tmp, args, per_shot, {"checkpoint": str(args.checkpoint), "generator": colorizer.cfg.generator,
                                          "image_size": options.image_size, "line_art": options.line_art,
-                                         "keyframes": keyframes_given, "regions": args.regions}, video_final)
+                                         "keyframes": keyframes_given, "regions": args.regions,
+                                         "views": args.views}, video_final)
     except BaseException:
         shutil.rmtree(out_tmp, ignore_errors=True)
         if video_final is not None:
@@ -597,7 +603,8 @@ def check_network_memory(colorizer: colorize.Colorizer, device) -> None:
     """A huge --image_size is refused in one line before any frame is read, not by an
     out-of-memory traceback part-way."""
     size, ngf = colorizer.options.image_size, colorizer.cfg.ngf or 64
-    chains = getattr(colorizer.options, "batch_chains", 1) or 1
+    # on a GPU every chain's views run as one batch
+    chains = (getattr(colorizer.options, "batch_chains", 1) or 1) * getattr(colorizer.options, "views", 1)
     needed = size * size * ngf * ACTIVATION_BYTES_PER_PIXEL_CHANNEL * chains
     utils.check_memory(needed, f"colouring at --image_size {size}", device)
 

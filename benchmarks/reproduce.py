@@ -52,6 +52,7 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import FrameExtraction  # noqa: E402
+import colorize as colorize_lib  # noqa: E402
 import correspond  # noqa: E402
 import dataset as data_lib  # noqa: E402
 import metrics as metrics_lib  # noqa: E402
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_size", type=int, default=320, help="frames are extracted at most this large")
     p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--views", type=int, choices=sorted(colorize_lib.VIEWS), default=1,
+                   help="test.py --views for every model setting, and the same views for the sources_mean rows "
+                        "(the pipeline with its network taken out)")
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", choices=("auto", "1"), default="auto",
                    help="auto: on the CPU, train the models at the same time when each one's thread count "
@@ -340,13 +344,14 @@ def matched_outputs(module, truths: dict, lines: dict) -> dict:
 
 
 @torch.no_grad()
-def sources_mean_outputs(correspondence: str, truths: dict, lines: dict) -> dict:
+def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: int = 1) -> dict:
     """{shot: frames}: the tcvc pipeline with its network taken out. A tcvc model's copy path
     blends two sources, the keyframe and the chain's own previous output, each aligned onto frame t
     by its correspondence, and a fresh one starts from their mean (``models.COPY_BIAS``). Here every
     frame is that mean, the correspondence untrained (``correspond.build``: for ``match`` the
     flow's own region vote), and it is fed back as the next frame's previous one, as test.py
-    feeds a model's output."""
+    feeds a model's output. With ``views`` (test.py's --views) each frame is made from the frame
+    and its mirror images, each along its own flow, mirrored back and averaged, as a model is."""
     module = correspond.build(correspondence).eval()
     out = {}
     for shot, frames in truths.items():
@@ -354,18 +359,25 @@ def sources_mean_outputs(correspondence: str, truths: dict, lines: dict) -> dict
         key = torch.from_numpy(frames[0]).permute(2, 0, 1).float()[None] / 255
         prev, shot_out = key, [frames[0]]
         for t in range(1, len(frames)):
-            prev = (_aligned(module, key, ln[0], ln[t]) + _aligned(module, prev, ln[t - 1], ln[t])) / 2
+            means = []
+            for dims in colorize_lib.VIEWS[views]:
+                m_key, m_prev = colorize_lib.mirror(key, dims), colorize_lib.mirror(prev, dims)
+                m_ln = [colorize_lib.mirror_line(ln[i], dims) for i in (0, t - 1, t)]
+                mean = (_aligned(module, m_key, m_ln[0], m_ln[2]) + _aligned(module, m_prev, m_ln[1], m_ln[2])) / 2
+                means.append(colorize_lib.mirror(mean, dims))
+            prev = sum(means) / len(means)
             shot_out.append(_uint8(prev))
         out[shot] = shot_out
     return out
 
 
-def trivial_outputs(setting: str, truths: dict, lines: dict | None = None) -> dict:
-    """The answers that need no model, for every frame of every shot."""
+def trivial_outputs(setting: str, truths: dict, lines: dict | None = None, views: int = 1) -> dict:
+    """The answers that need no model, for every frame of every shot (``views``: the test-time
+    views of the ``sources_mean_*`` rows, as a model is given them)."""
     if setting.startswith("warp_"):
         return warp_outputs(setting, truths, lines)
     if setting.startswith("sources_mean_"):
-        return sources_mean_outputs(setting[len("sources_mean_"):], truths, lines)
+        return sources_mean_outputs(setting[len("sources_mean_"):], truths, lines, views)
     if setting == "copy_keyframe":
         return {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     if setting == "flat_grey":
@@ -378,7 +390,7 @@ def trivial_outputs(setting: str, truths: dict, lines: dict | None = None) -> di
 def colorize(ckpt: Path, extra: list, eval_root: Path, dest: Path, args) -> dict:
     """Run test.py on the evaluation shots; -> {shot: [output frame 0, 1, ...]}."""
     argv = ["--checkpoint", str(ckpt), "--input", str(eval_root), "--output", str(dest),
-            "--device", args.device, "--overwrite", "--no_metrics"] + extra
+            "--device", args.device, "--overwrite", "--no_metrics", "--views", str(getattr(args, "views", 1))] + extra
     colorize_cli.main(colorize_cli.build_parser().parse_args(argv))
     return {shot.relative_to(eval_root).as_posix():
             [utils.read_rgb(p) for p in utils.list_frames(dest / shot.relative_to(eval_root))]
@@ -404,7 +416,7 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
             extra = [e.format(**folders) for e in extra]
             outputs = colorize(checkpoints[model], extra, eval_root, out / "outputs" / setting, args)
         else:
-            outputs = trivial_outputs(setting, truths, lines)
+            outputs = trivial_outputs(setting, truths, lines, getattr(args, "views", 1))
             save_outputs(outputs, eval_root, out / "outputs" / setting)
         two = setting in TWO_KEYS
         results[setting] = metrics_lib.score_frames(outputs, truths, inner if two else None,

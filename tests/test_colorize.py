@@ -287,3 +287,50 @@ def test_old_flag_names_still_work_with_a_note(tmp_path, capsys):
     assert (args.first_keyframe, args.first_keyframe_dir) == ("k.png", "d")
     err = capsys.readouterr().err
     assert "--reference is now --first_keyframe" in err and "--reference_dir is now --first_keyframe_dir" in err
+
+
+# ----------------------------------------------------------------------------- test-time views
+@pytest.mark.parametrize("views", [2, 4])
+def test_views_average_the_colourings_of_the_mirrored_shot(frame_factory, views):
+    """--views N: frame 0 is the mean of the model's colouring of the shot and of each mirrored
+    shot (its own line art and flow, mirrored back), as colouring each mirrored shot on its own
+    gives them; the frames after it carry that mean on, so they keep the frame's own size and
+    differ from the plain chain."""
+    import colorize
+
+    torch.manual_seed(0)
+    # no copy path: the output is the network's own colour, which a mirror changes
+    cfg = models.ModelConfig(ngf=8, correspondence="flow", copy_path=False)
+    G = models.build_generator(cfg).eval()
+    # line-art input: Canny of a mirrored frame is not quite the mirrored Canny (16 of 1024 pixels)
+    frames = [np.repeat(dataset.make_line_art(frame_factory(i, SIZE, SIZE), "canny")[..., None], 3, 2)
+              for i in range(3)]
+    key = frame_factory(2, SIZE, SIZE, seed=5)
+    axes = {(-1,): (1,), (-2,): (0,), (-2, -1): (0, 1)}
+
+    def shot(n_views, dims=()):
+        flip = (lambda a: np.ascontiguousarray(np.flip(a, axis=axes[dims]))) if dims else (lambda a: a)
+        c = colorize.Colorizer(G, cfg, "cpu", colorize.Options(SIZE, input_type="lineart", views=n_views))
+        return [flip(r) for r in c.colour_shot([flip(f) for f in frames], start=flip(key))]
+
+    plain, together = shot(1), shot(views)
+    singles = [plain[0]] + [shot(1, dims)[0] for dims in colorize.VIEWS[views][1:]]
+    expected = np.mean([s.astype(np.float32) for s in singles], axis=0)
+    assert np.abs(together[0] - expected).max() <= 1  # uint8 rounding of each view's frame
+    assert np.abs(plain[0].astype(int) - together[0]).max() > 2  # the views did differ
+    assert all(r.shape == (SIZE, SIZE, 3) for r in together) and not np.array_equal(together[2], plain[2])
+
+
+def test_views_are_checked_and_recorded(tmp_path, frame_factory):
+    import colorize
+
+    cfg = models.ModelConfig(ngf=8)
+    with pytest.raises(UserError, match="views must be one of 1, 2, 4, got 3"):
+        colorize.Colorizer(models.build_generator(cfg), cfg, "cpu", colorize.Options(SIZE, views=3))
+    torch.save(models.generator_export(models.build_generator(cfg), cfg, SIZE, "canny"), tmp_path / "g.pt")
+    write_shot(tmp_path / "in", frame_factory, 3)
+    assert colorize_cli.main(args_for(tmp_path / "in", tmp_path / "out", tmp_path / "g.pt", "--views", "2")) == 0
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["views"] == 2
+    res = run_cli("--checkpoint", tmp_path / "g.pt", "--input", tmp_path / "in", "--output", tmp_path / "o2",
+                  "--views", "3")
+    assert res.returncode == 2 and "--views: invalid choice" in res.stderr and not (tmp_path / "o2").exists()

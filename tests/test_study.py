@@ -270,6 +270,22 @@ def test_sources_mean_is_the_copy_path_start_fed_back_with_no_network():
     assert np.abs(match[1].astype(int) - reproduce.trivial_outputs("warp_match", truths, lines)["s"][1]).max() <= 1
 
 
+def test_sources_mean_with_views_averages_the_mirrored_pipelines():
+    """--views 2 (as a model is given it): frame 1 is the mean of the row made on the shot and the
+    row made on the left-right mirrored shot (its own flow), mirrored back; frame 2 and on carry
+    that mean, so it is not the mean of the two rows there."""
+    truths, lines = moving_square_shot([10, 12, 15, 19])
+    flip = {"s": [np.ascontiguousarray(f[:, ::-1]) for f in truths["s"]]}
+    flip_lines = {"s": [np.ascontiguousarray(f[:, ::-1]) for f in lines["s"]]}
+    plain = reproduce.trivial_outputs("sources_mean_flow", truths, lines)["s"]
+    mirrored = [f[:, ::-1] for f in reproduce.trivial_outputs("sources_mean_flow", flip, flip_lines)["s"]]
+    two = reproduce.trivial_outputs("sources_mean_flow", truths, lines, views=2)["s"]
+    assert np.array_equal(two[0], truths["s"][0])
+    mean1 = (plain[1].astype(np.float32) + mirrored[1]) / 2
+    assert np.abs(two[1] - mean1).max() <= 1
+    assert np.abs(plain[1].astype(int) - mirrored[1]).max() > 2  # the two flows did differ
+
+
 def test_the_correspondence_choice_goes_to_tcvc_alone():
     args = reproduce.build_parser().parse_args(["--train_clips", "a", "--eval_clips", "b", "--out", "o",
                                                 "--steps", "1", "--correspondence", "match"])
