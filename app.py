@@ -9,8 +9,8 @@
    folders), or, with ``--allow_dir DIR``, name a frame folder under DIR on the server.
 2. Keyframes: pick a frame and upload its coloured version, or (colour input) take the frame's
    own colours; remove one again.
-3. Colour: the shot goes through colorize.py with test.py's options (input type, blend, regions), one
-   job at a time (a queue, the position shown), with a progress bar in frames and frames/s.
+3. Colour: the shot goes through colorize.py with test.py's options (input type, blend, regions,
+   views), one job at a time (a queue, the position shown), with a progress bar in frames and frames/s.
 4. Export: the MP4 and a zip of the PNG frames, named as test.py names them; with colour input
    the metrics of metrics.json, next to the answers that need no model (copy keyframe, warped
    keyframe).
@@ -294,9 +294,10 @@ class Model:
         c = colorize.Colorizer.from_checkpoint(checkpoint, device)
         return cls(c.G, c.cfg, c.device, c.options, str(checkpoint))
 
-    def colorizer(self, input_type: str = "colour", blend: str = "linear", regions: bool = False
+    def colorizer(self, input_type: str = "colour", blend: str = "linear", regions: bool = False, views: int = 1
                   ) -> colorize.Colorizer:
-        options = dataclasses.replace(self.options, input_type=input_type, blend=blend, regions=regions)
+        options = dataclasses.replace(self.options, input_type=input_type, blend=blend, regions=regions,
+                                      views=int(views))
         return colorize.Colorizer(self.G, self.cfg, self.device, options)
 
 
@@ -315,11 +316,11 @@ class Result:
 
 
 def colour(session: Session, model: Model, input_type: str = "colour", blend: str = "linear",
-           progress=None, regions: bool = False) -> Result:
+           progress=None, regions: bool = False, views: int = 1) -> Result:
     """Colour the shot on show through the library as test.py does; ``progress(done, total,
     fps)`` after each frame."""
     shot, keys = session.shot, session.shot_keyframes()
-    colorizer = model.colorizer(input_type, blend, regions)
+    colorizer = model.colorizer(input_type, blend, regions, views)
     frames = [colorizer.frame(rgb, shot.key, name) for rgb, name in zip(shot.frames, shot.names)]
     keyframes = colorize.ShotKeyframes(None, {shot.names[i]: rgb for i, rgb in keys.items()})
     results, t0 = [], time.perf_counter()
@@ -396,7 +397,8 @@ def write_metrics(path: Path, shot: Shot, model_row: dict, checkpoint: str, colo
     """metrics.json as test.py writes it, for this one shot."""
     per_shot = {shot.key: model_row}
     note = {"checkpoint": checkpoint, "generator": colorizer.cfg.generator, "image_size": colorizer.options.image_size,
-            "line_art": colorizer.options.line_art, "keyframes": [shot.names[i] for i in sorted(keys)]}
+            "line_art": colorizer.options.line_art, "keyframes": [shot.names[i] for i in sorted(keys)],
+            "regions": colorizer.options.regions, "views": colorizer.options.views}
     metrics_lib.write_metrics_json(path, per_shot, metrics_lib.summarize(per_shot), extra=note)
 
 
@@ -509,6 +511,9 @@ def page_inputs(gr, allow_dir) -> dict:
         ui["input_type"] = gr.Radio(list(colorize.INPUT_TYPES), value="colour", label="Input (as test.py --input_type)")
         ui["blend"] = gr.Radio(list(colorize.BLENDS), value="linear", label="Between keyframes (test.py --blend)")
         ui["regions"] = gr.Checkbox(False, label="Flat regions: one colour per line-art region (test.py --regions)")
+        ui["views"] = gr.Radio(sorted(colorize.VIEWS), value=1, elem_id="views",
+                               label="Views: also colour the mirrored frames and average "
+                                     "(test.py --views; N times the time)")
         ui["colour"] = gr.Button("3. Colour", variant="primary", elem_id="colour")
     return ui
 
@@ -581,11 +586,11 @@ def wire(gr, ctx: Context, state, ui: dict, out: dict) -> None:
         return shown(session, frame)
 
     @page_errors
-    def on_colour(session, input_type, blend, regions, progress=gr.Progress()):
+    def on_colour(session, input_type, blend, regions, views, progress=gr.Progress()):
         if session is None:
             raise UserError("open a shot first (upload a video or a zip of frames)")
         tell = lambda done, total, fps: progress((done, total), desc=f"{fps:.1f} frames/s", unit="frames")  # noqa: E731
-        result = colour(session, ctx.model, input_type, blend, tell, regions)
+        result = colour(session, ctx.model, input_type, blend, tell, regions, views)
         table = gr.update(value=None)
         if result.metrics:
             headers, rows = metrics_rows(result.metrics)
@@ -605,7 +610,7 @@ def wire(gr, ctx: Context, state, ui: dict, out: dict) -> None:
     for action, button in (("add", ui["add_key"]), ("own", ui["own"]), ("remove", ui["remove"])):
         button.click(lambda s, f, p, t, a=action: on_key(s, f, p, t, a),
                      [state, ui["frame"], ui["key_file"], ui["input_type"]], view)
-    ui["colour"].click(on_colour, [state, ui["input_type"], ui["blend"], ui["regions"]],
+    ui["colour"].click(on_colour, [state, ui["input_type"], ui["blend"], ui["regions"], ui["views"]],
                        [out["video"], out["slider"], out["compare"], out["zip"], out["mp4"], out["metrics"],
                         out["speed"]], concurrency_limit=1, concurrency_id="colour")
     out["slider"].change(on_slide, [state, out["slider"]], out["compare"])

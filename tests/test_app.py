@@ -145,6 +145,14 @@ def test_colour_equals_test_py_with_the_same_keyframes(tmp_path, frame_factory, 
     theirs = run_test_py(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--output",
                           str(tmp_path / "out_regions"), "--keyframes", str(tmp_path / "keys"), "--regions"])
     assert_same_frames(zip_images(flat.zip), theirs)
+    # and the views option is test.py's --views
+    viewed = app.colour(session, model, views=2)
+    theirs = run_test_py(["--checkpoint", str(checkpoint), "--input", str(tmp_path / "in"), "--output",
+                          str(tmp_path / "out_views"), "--keyframes", str(tmp_path / "keys"), "--views", "2"])
+    assert_same_frames(zip_images(viewed.zip), theirs)
+    assert not all(np.array_equal(a, b) for a, b in zip(viewed.frames, result.frames))
+    with zipfile.ZipFile(viewed.zip) as archive:
+        assert json.loads(archive.read("metrics.json"))["views"] == 2
 
 
 def test_video_colour_equals_test_py_on_the_video(tmp_path, frame_factory, model, checkpoint):
