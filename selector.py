@@ -77,7 +77,7 @@ class Select(correspond.FlowWarp):
         warped = correspond.FlowWarp.forward(self, source, line_t)  # colour and line art, warped once
         matched = self.match.match_warped(source, warped, line_t)   # the warp with the matched colour
         colours = torch.stack([unmoved.colour.float(), warped.colour.float(), matched.colour.float()], 1)
-        lines = torch.stack([unmoved.line.float(), matched.line.float(), matched.line.float()], 1)
+        lines = torch.stack([unmoved.line.float(), warped.line.float(), matched.line.float()], 1)  # matched: the warp's
         return colours, lines, matched
 
     def weights(self, colours: torch.Tensor, lines: torch.Tensor, line_t: torch.Tensor) -> torch.Tensor:
