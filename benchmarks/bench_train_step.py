@@ -87,8 +87,8 @@ def make_step(args, device, fast: bool):
     fused = device.type == "cuda"
     nets = runs.Nets(G, D, torch.optim.Adam(G.parameters(), 1e-4, betas=(0.0, 0.999), fused=fused),
                       torch.optim.Adam(D.parameters(), 1e-5, betas=(0.0, 0.999), fused=fused))
-    run_args = SimpleNamespace(gan_loss="nsgan", rollout_prob=0.5, rollout_grad=False)
-    run = SimpleNamespace(device=device, cfg=cfg, args=run_args, g_loss=losses.GeneratorLoss(vgg),
+    run_args = train.build_parser().parse_args([])  # train.py's defaults (nsgan, rollouts of 2 frames, ...)
+    run = SimpleNamespace(device=device, cfg=cfg, args=run_args, world=1, g_loss=losses.GeneratorLoss(vgg),
                           autocast=utils.autocast_context(device, args.amp if fast else "off"), vgg=vgg)
     return run, nets
 

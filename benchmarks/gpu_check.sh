@@ -19,7 +19,9 @@
 # 5. test.py frames per second at 256x256 on 1920x1080 frames (benchmarks/bench_infer.py)
 # 6. the default training sample's loader rate with cached flows, 16 workers (benchmarks/bench_data.py)
 # SMOKE=1 DEVICE=cpu runs the same script with tiny sizes on a CPU, to check the script itself
-# (leaving out two train-step rows that differ from others by their flags alone).
+# (leaving out two train-step rows that differ from others by their flags alone); tests/
+# test_gpu_check.py runs it so, with LIMIT_SCALE (default 1) multiplying every step's limit, so
+# that a busy CPU does not decide its verdict.
 # Python is $PYTHON, else python3. Packages the machine lacks travel as wheels in .whl/ (an
 # ignored folder named in the device tool's carry), installed into /tmp/site first. Nothing here
 # needs imageio-ffmpeg, and PNG frames need no pyspng (utils.py reads them with OpenCV without
@@ -37,6 +39,7 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 DEADLINE_S=${DEADLINE_S:-420}
 KILL_AFTER=${KILL_AFTER:-3}
+LIMIT_SCALE=${LIMIT_SCALE:-1}
 if [ "${SMOKE:-0}" = 1 ]; then
   SIZE=32; BATCH=1; BIG_BATCH=2; REPS="1 --warmup 1"; FRAMES=2; FRAME_SIZE=160x90
   DATA="--frames 6 --shots 2 --batch_size 4 --workers 1 --repeat 1 --only full --synthetic"
@@ -57,7 +60,7 @@ START=$SECONDS
 status=0
 step() { echo; echo "=== $*" | tee -a "$OUT/summary.txt"; }
 run() {  # run NAME SECONDS CMD...: output appended to OUT/log.txt, its figures to the summary
-  local name=$1 limit=$2; shift 2
+  local name=$1 limit=$(($2 * LIMIT_SCALE)); shift 2
   local left=$((DEADLINE_S - (SECONDS - START) - KILL_AFTER))
   [ "$limit" -le "$left" ] || limit=$left
   if [ "$limit" -lt 5 ]; then

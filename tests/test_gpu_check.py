@@ -1,8 +1,10 @@
-"""benchmarks/gpu_check.sh gets one short GPU lease: its step limits must fit its deadline, and
-the deadline must hold even when a step ignores SIGTERM."""
+"""benchmarks/gpu_check.sh gets one short GPU lease: its step limits must fit its deadline, the
+deadline must hold even when a step ignores SIGTERM, and every step must run (a smoke run on the
+CPU, with the real scripts)."""
 import os
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -52,4 +54,23 @@ def test_a_step_that_ignores_sigterm_is_killed_and_the_deadline_holds(tmp_path):
     assert seconds < 10 + 5, seconds
     assert "FAILED (137): machine" in summary  # killed, not left running
     assert "SKIPPED (deadline of 10 s reached): cuda_tests" in summary and "SKIPPED" in summary.split("data")[-2]
+    assert len([p for p in out.rglob("*") if p.is_file()]) <= MAX_FILES
+
+
+def test_a_smoke_run_on_the_cpu_runs_every_step_and_prints_its_figures(tmp_path):
+    """SMOKE=1 DEVICE=cpu: the same steps with tiny sizes, through the real benchmark scripts, so
+    that a script the check calls cannot rot unseen before a GPU is lent (the train-step benchmark
+    once failed on a field train.gan_step had gained). Limits scaled by 20 and a long deadline:
+    the verdict is whether each step ran, not how fast this machine was."""
+    env = {**os.environ, "PYTHON": sys.executable, "SMOKE": "1", "DEVICE": "cpu", "LIMIT_SCALE": "20",
+           "DEADLINE_S": "3600", "TMPDIR": str(tmp_path)}
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(SCRIPT), str(out)], cwd=SCRIPT.parents[1], env=env,
+                          capture_output=True, text=True, timeout=1800)
+    summary = (out / "summary.txt").read_text()
+    assert done.returncode == 0, summary + (out / "log.txt").read_text()[-3000:]
+    assert "FAILED" not in summary and "SKIPPED" not in summary
+    for figure in ("train_step_img_per_s=", "l1_first_quarter=", "test_py_fps=", "full_samples_per_s="):
+        assert summary.count(figure) >= 1, figure
+    assert summary.count("train_step_img_per_s=") == 2  # the bf16 and fp32 rows (the other two: not in a smoke run)
     assert len([p for p in out.rglob("*") if p.is_file()]) <= MAX_FILES
