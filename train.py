@@ -328,6 +328,10 @@ def prepare(args) -> tuple[Run, runs.Nets]:
         G, D = torch.compile(G), torch.compile(D)
     if world > 1:
         ids = [device.index] if device.type == "cuda" else None
+        # a learned correspondence is averaged by hand where it learns (its warm-up, or every step
+        # under --joint_correspondence) and takes no gradient otherwise, which DDP does not allow
+        mine = {id(p) for p in correspondence_parameters(G)}
+        DDP._set_params_and_buffers_to_ignore_for_model(G, [n for n, p in G.named_parameters() if id(p) in mine])
         G, D = DDP(G, device_ids=ids), DDP(D, device_ids=ids)
     nets.generator, nets.discriminator = G, D
     if device.type == "cuda":
@@ -366,6 +370,25 @@ def restore(run: Run, nets: runs.Nets, path) -> runs.Progress:
 def requires_grad(model, flag: bool) -> None:
     for param in model.parameters():
         param.requires_grad_(flag)
+
+
+def correspondence_parameters(generator) -> list:
+    """The weights of the generator's learned correspondence (``match``, ``select``); none for the
+    others."""
+    corr = getattr(unwrap(generator), "correspond", None)
+    return [] if corr is None else list(corr.parameters())
+
+
+def average_gradients(params, world: int) -> None:
+    """Each parameter's gradient averaged over the ``world`` processes, by hand (for weights DDP
+    does not hold); an absent gradient counts as zeros, so that every process takes part."""
+    if world <= 1:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= world
 
 
 def batch_sources(run: Run, nets: runs.Nets, b: dict) -> Sources:
@@ -407,6 +430,12 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
     here waits for the device: the losses come back as device tensors, and a non-finite loss is
     only recorded in ``health``, which is read at log steps and before every save."""
     G, D = nets.generator, nets.discriminator
+    # a learned correspondence is fixed after its warm-up unless --joint_correspondence: then no
+    # gradient is computed for it at all (the gradient still flows through the colours it aligns,
+    # to a rollout's outputs under --rollout_grad)
+    corr, joint = correspondence_parameters(G), run.args.joint_correspondence
+    for p in corr:
+        p.requires_grad_(joint)
     b = data_lib.to_device({k: v for k, v in batch.items() if k != "index"}, run.device)
     sources, target = batch_sources(run, nets, b), b["target"]
     with run.autocast:
@@ -435,10 +464,7 @@ def gan_step(batch, run: Run, nets: runs.Nets, health: runs.Health, update_d: bo
         line = None if run.args.line_art == "grey" else sources.line.float()
         own = None if out.candidates is None else out.candidates[:, 0].float()  # the generated colour
         total, parts = run.g_loss(fake_logits, fake.float(), target, out.matches, line, own)
-    # a learned correspondence is fixed after its warm-up unless --joint_correspondence
-    corr = getattr(unwrap(G), "correspond", None)
-    fixed = list(corr.parameters()) if corr is not None and not run.args.joint_correspondence else []
-    backward_step(total, nets.opt_g, nets.scaler, fixed)
+    backward_step(total, nets.opt_g, nets.scaler, corr if joint else (), run.world)
     health.record("generator", total)
     logs.update(parts)
     return logs
@@ -452,6 +478,7 @@ def match_step(batch, run: Run, nets: runs.Nets, health: runs.Health) -> dict:
     (averaged over processes by hand: the correspondence runs outside DDP here)."""
     b = data_lib.to_device({k: v for k, v in batch.items() if k != "index"}, run.device)
     module = unwrap(nets.generator).correspond
+    requires_grad(module, True)
     sources = [Source(**b["prev"])] + ([Source(**b["keyframe"])] if run.cfg.keyframe_input else [])
     aligned = [module(s, b["line"]) for s in sources]
     logs = {"match": losses.match_loss([m for s in aligned for m in (s.match or [])], b["target"].float())}
@@ -461,12 +488,7 @@ def match_step(batch, run: Run, nets: runs.Nets, health: runs.Health) -> dict:
     loss = sum(logs.values()) + 0.0 * sum(p.sum() for p in module.parameters())
     nets.opt_g.zero_grad(set_to_none=True)
     loss.backward()
-    if run.world > 1:
-        for p in module.parameters():
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            torch.distributed.all_reduce(p.grad)
-            p.grad /= run.world
+    average_gradients(module.parameters(), run.world)
     nets.opt_g.step()
     health.record("matcher", loss)
     return {name: value.detach() for name, value in logs.items()}
@@ -481,16 +503,15 @@ def select_lr(args, step: int, warmup: int) -> float:
     return args.lr_select
 
 
-def set_select_lr(optimizer, generator, lr: float) -> None:
-    """Set the learning rate of the optimiser's group that holds ``select``'s choice of way (found
-    by its parameters, so that a resumed optimiser is found too); nothing without one."""
+def select_group(optimizer, generator) -> dict | None:
+    """The optimiser's group that holds ``select``'s choice of way (found by its parameters, so
+    that a resumed optimiser's is found too: look it up after loading a checkpoint, which replaces
+    the groups); None without one."""
     corr = getattr(unwrap(generator), "correspond", None)
     if corr is None or not corr.trains_alignment:
-        return
+        return None
     mine = {id(p) for p in corr.net.parameters()}
-    for group in optimizer.param_groups:
-        if any(id(p) in mine for p in group["params"]):
-            group["lr"] = lr
+    return next((group for group in optimizer.param_groups if any(id(p) in mine for p in group["params"])), None)
 
 
 def warmup_steps(args, cfg: models.ModelConfig) -> int:
@@ -499,13 +520,13 @@ def warmup_steps(args, cfg: models.ModelConfig) -> int:
     return default if args.match_warmup is None else args.match_warmup if default else 0
 
 
-def backward_step(loss, optimizer, scaler, fixed=()) -> None:
-    """One optimiser step on ``loss``; the parameters in ``fixed`` keep their values (their
-    gradients, already averaged over processes by DDP, are dropped, so that Adam skips them)."""
+def backward_step(loss, optimizer, scaler, by_hand=(), world: int = 1) -> None:
+    """One optimiser step on ``loss``; the gradients of ``by_hand`` (weights DDP does not hold)
+    averaged over the ``world`` processes first. A parameter without a gradient (one that does not
+    require it) keeps its value: Adam skips it."""
     optimizer.zero_grad(set_to_none=True)
     (loss if scaler is None else scaler.scale(loss)).backward()
-    for p in fixed:
-        p.grad = None
+    average_gradients(by_hand, world)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -608,6 +629,7 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
     vgg_note = "random" if run.vgg_random else args.vgg_weights
     seen, t0, end_of_run = 0, time.time(), False
     warmup = args.match_warmup  # resolved by prepare (warmup_steps)
+    select = select_group(nets.opt_g, nets.generator)  # after restore, which replaced the groups
     while progress.step < total and not end_of_run:
         run.sampler.set_epoch(progress.epoch)
         run.sampler.consumed = progress.consumed
@@ -615,7 +637,8 @@ def loop(run, nets, progress, health, logger, bar, stop, total) -> int:
         for batch in runs.batches(run.loader, stop):
             health.step = progress.step + 1
             with runs.sync_debug(args.sync_debug, run.device):
-                set_select_lr(nets.opt_g, nets.generator, select_lr(args, progress.step, warmup))
+                if select is not None:
+                    select["lr"] = select_lr(args, progress.step, warmup)
                 if progress.step < warmup:
                     logs = match_step(batch, run, nets, health)
                 else:

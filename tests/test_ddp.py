@@ -30,7 +30,7 @@ def _worker(rank, world, port, argv, out_dir):
 def last_grads(nets) -> dict:
     """Gradients of the last step (DDP-averaged under DDP), still held in ``.grad``."""
     return {f"{tag}.{name}": p.grad.clone() for tag, net in (("G", nets.generator), ("D", nets.discriminator))
-            for name, p in train.unwrap(net).named_parameters()}
+            for name, p in train.unwrap(net).named_parameters() if p.grad is not None}
 
 
 def argv_for(data, run_dir, steps, batch, resume=None):
@@ -111,6 +111,31 @@ def test_two_gloo_ranks_match_each_other_and_one_process(tmp_path, frame_factory
                                        resume=str(ddp_run / "checkpoints" / "step_00000001.pt")))
     ckpt = torch.load(tmp_path / "resumed" / "checkpoints" / "step_00000003.pt", weights_only=True)
     assert ckpt["progress"]["step"] == 3 and ckpt["progress"]["consumed"] == 2 + 2 * 2
+
+
+def test_two_gloo_ranks_agree_on_a_learned_correspondence_fixed_and_trained_on(tmp_path, frame_factory):
+    """--correspondence select under DDP: its weights are outside DDP (a GAN step computes no
+    gradient for them once they are fixed, which DDP alone does not allow) and averaged by hand
+    where they learn: in the warm-up, and in the GAN steps under --joint_correspondence. Both ranks
+    end with the same weights, bit for bit; fixed, the GAN step leaves the correspondence as the
+    warm-up left it, trained on it moves."""
+    data = write_shots(tmp_path / "frames", frame_factory, shots=2, frames=6)
+    for joint in (False, True):
+        run_dir, out = tmp_path / f"run_{joint}", tmp_path / f"out_{joint}"
+        out.mkdir()
+        argv = argv_for(data, run_dir, 2, 1) + ["--correspondence", "select", "--match_warmup", "1"]
+        argv += ["--joint_correspondence"] if joint else []
+        mp.start_processes(_worker, args=(2, free_port(), argv, str(out)), nprocs=2, start_method="spawn")
+        r0, r1 = (torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+        assert r0["code"] == r1["code"] == 0
+        for net in ("G", "D"):
+            for key in r0[net]:
+                assert torch.equal(r0[net][key], r1[net][key]), (joint, net, key)
+        warm = torch.load(run_dir / "checkpoints" / "step_00000001.pt", weights_only=True)["generator"]
+        fresh = [k for k in warm if k.startswith("correspond.") and not torch.equal(warm[k], r0["G"][k])]
+        assert bool(fresh) == joint, (joint, fresh)
+        assert not torch.equal(warm["head.weight"], r0["G"]["head.weight"])  # the GAN step trained the rest
+        assert any(k.startswith("G.correspond.") for k in r0["grads"]) == joint
 
 
 def test_resumable_sampler_continues_across_world_sizes():

@@ -1,5 +1,6 @@
 """train.py on tiny generated shots: a short run, exact resume, bad checkpoints, stops."""
 import contextlib
+import copy
 import json
 import math
 import os
@@ -585,6 +586,43 @@ def test_select_correspondence_warms_up_on_the_aligned_colour_then_trains_with_t
     assert any(not torch.equal(gan[k], warm[k]) for k in warm if k.startswith("correspond."))
 
 
+def test_a_fixed_correspondence_takes_no_gradient_and_changes_nothing_else(shots, tmp_path):
+    """After the warm-up a learned correspondence is fixed: the GAN step computes no gradient for
+    it (neither the backward's work nor, under DDP, an all-reduce), and every other weight moves
+    exactly as in the same step with its gradient computed but its learning rate zero; under
+    --joint_correspondence it learns."""
+    args = tiny_args(shots, tmp_path / "run", correspondence="select", batch_size=2, val_fraction=0, rollout_prob=1.0)
+    train.check_args(args)
+    run, nets = train.prepare(args)
+    batch = next(iter(run.loader))
+    corr = train.correspondence_parameters(nets.generator)
+    assert corr and all(p.requires_grad for p in corr)
+    with_grad = copy.deepcopy(nets)  # networks and optimisers together, so that each still holds its own
+    start = copy.deepcopy(nets.generator.state_dict())
+
+    train.gan_step(batch, run, nets, runs.Health(run.device), update_d=True)
+    assert all(p.grad is None and not p.requires_grad for p in corr)
+    after = nets.generator.state_dict()
+    names = {n for n, _ in nets.generator.named_parameters() if n.startswith("correspond.")}
+    assert names and all(torch.equal(after[n], start[n]) for n in names)
+    assert not torch.equal(after["head.weight"], start["head.weight"])
+
+    mine = {id(p) for p in train.correspondence_parameters(with_grad.generator)}
+    for group in with_grad.opt_g.param_groups:
+        if any(id(p) in mine for p in group["params"]):
+            assert all(id(p) in mine for p in group["params"])
+            group["lr"] = 0.0
+    run.args.joint_correspondence = True
+    train.gan_step(batch, run, with_grad, runs.Health(run.device), update_d=True)
+    grads = [p.grad for p in train.correspondence_parameters(with_grad.generator)]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    joint = with_grad.generator.state_dict()
+    for name, value in after.items():  # the same step for everything else, bit for bit
+        assert torch.equal(value, joint[name]), name
+    for name, value in nets.discriminator.state_dict().items():
+        assert torch.equal(value, with_grad.discriminator.state_dict()[name]), name
+
+
 def test_prev_chain_prob_trains_and_is_refused_without_a_flow(shots, tmp_path):
     assert train.main(tiny_args(shots, tmp_path / "run", max_steps=1, prev_chain_prob=1.0)) == 0
     with pytest.raises(UserError, match="--prev_chain_prob carries frames along the line-art flow"):
@@ -604,21 +642,22 @@ def test_the_warm_up_defaults_to_what_each_learned_correspondence_needs():
 def test_the_select_choice_learning_rate_falls_to_zero_over_the_warm_up(shots, tmp_path):
     """--lr_select_schedule linear: --lr_select at the first of W warm-up steps, falling in equal
     steps to lr / W at the last; after the warm-up the base rate again (which only
-    --joint_correspondence uses); constant keeps it. set_select_lr changes the group of the
-    selector's weights alone, found by its parameters."""
+    --joint_correspondence uses); constant keeps it. select_group finds the group of the
+    selector's weights alone, by its parameters, in a fresh optimiser and in one loaded from a
+    checkpoint (which replaces the groups)."""
     args = tiny_args(shots, tmp_path / "run", correspondence="select", lr_select=1e-3)
     assert [train.select_lr(args, s, 4) for s in range(6)] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4, 1e-3, 1e-3])
     args.lr_select_schedule = "constant"
     assert [train.select_lr(args, s, 4) for s in range(3)] == [1e-3] * 3
     cfg = models.ModelConfig(ngf=8, correspondence="select")
     nets = train.build_nets(args, cfg, torch.device("cpu"))
-    before = [g["lr"] for g in nets.opt_g.param_groups]
-    train.set_select_lr(nets.opt_g, nets.generator, 1.25e-4)
-    after = [g["lr"] for g in nets.opt_g.param_groups]
     selector = {id(p) for p in nets.generator.correspond.net.parameters()}
-    changed = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
-    assert len(changed) == 1 and after[changed[0]] == 1.25e-4
-    assert {id(p) for p in nets.opt_g.param_groups[changed[0]]["params"]} == selector
+    group = train.select_group(nets.opt_g, nets.generator)
+    assert {id(p) for p in group["params"]} == selector
+    assert sum(g is group for g in nets.opt_g.param_groups) == 1
+    nets.opt_g.load_state_dict(nets.opt_g.state_dict())  # as a resumed run's optimiser: new groups
+    again = train.select_group(nets.opt_g, nets.generator)
+    assert again is not group and {id(p) for p in again["params"]} == selector
+    assert any(g is again for g in nets.opt_g.param_groups)
     flow = train.build_nets(args, models.ModelConfig(ngf=8), torch.device("cpu"))
-    train.set_select_lr(flow.opt_g, flow.generator, 0.5)  # no selector: nothing changes
-    assert [g["lr"] for g in flow.opt_g.param_groups] == [args.lr_g]
+    assert train.select_group(flow.opt_g, flow.generator) is None  # no selector
