@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--image_size", type=int, default=128, help="as the checkpoint was trained")
     p.add_argument("--max_size", type=int, default=320)
+    reproduce.add_views_argument(p)
     p.add_argument("--device", default="auto")
     return p
 

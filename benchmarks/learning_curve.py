@@ -1,6 +1,6 @@
 """Learning curve of a study's model: each of its step checkpoints scored as the study scores.
 
-    python benchmarks/learning_curve.py --out study/ [--run tcvc] [--settings tcvc_keyframe tcvc_2keys]
+    python benchmarks/learning_curve.py --out study/ [--run tcvc] [--settings tcvc_keyframe tcvc_2keys] [--views 4]
 
 Does the model get better with more steps? A study scores only the model it ends with. Train
 the study's model keeping checkpoints along the way (``benchmarks/reproduce.py ... -- --save_every
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                      if s not in reproduce.MODEL_SETTINGS], default=NO_MODEL)
     p.add_argument("--steps", nargs="+", type=int, help="score only the checkpoints of these steps (default: all)")
     p.add_argument("--image_size", type=int, default=128, help="the study's --image_size")
+    reproduce.add_views_argument(p)
     p.add_argument("--device", default="cpu")
     return p
 

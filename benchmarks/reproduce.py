@@ -91,6 +91,13 @@ MODEL_SETTINGS = {"baseline": ("baseline", ["--frame_by_frame"]), "tcvc": ("tcvc
 GREY = metrics_lib.FLAT_GREY  # the flat grey frame
 
 
+def add_views_argument(p: argparse.ArgumentParser) -> None:
+    """--views, for this study and the benchmarks that colour as it does."""
+    p.add_argument("--views", type=int, choices=sorted(colorize_lib.VIEWS), default=1,
+                   help="test.py --views for every model setting, and the same views for the sources_mean rows "
+                        "(the pipeline with its network taken out)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train_clips", nargs="+", required=True, help="videos or frame folders to train on")
@@ -103,9 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--max_size", type=int, default=320, help="frames are extracted at most this large")
     p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--views", type=int, choices=sorted(colorize_lib.VIEWS), default=1,
-                   help="test.py --views for every model setting, and the same views for the sources_mean rows "
-                        "(the pipeline with its network taken out)")
+    add_views_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--jobs", choices=("auto", "1"), default="auto",
                    help="auto: on the CPU, train the models at the same time when each one's thread count "
@@ -390,7 +395,7 @@ def trivial_outputs(setting: str, truths: dict, lines: dict | None = None, views
 def colorize(ckpt: Path, extra: list, eval_root: Path, dest: Path, args) -> dict:
     """Run test.py on the evaluation shots; -> {shot: [output frame 0, 1, ...]}."""
     argv = ["--checkpoint", str(ckpt), "--input", str(eval_root), "--output", str(dest),
-            "--device", args.device, "--overwrite", "--no_metrics", "--views", str(getattr(args, "views", 1))] + extra
+            "--device", args.device, "--overwrite", "--no_metrics", "--views", str(args.views)] + extra
     colorize_cli.main(colorize_cli.build_parser().parse_args(argv))
     return {shot.relative_to(eval_root).as_posix():
             [utils.read_rgb(p) for p in utils.list_frames(dest / shot.relative_to(eval_root))]
@@ -416,7 +421,7 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
             extra = [e.format(**folders) for e in extra]
             outputs = colorize(checkpoints[model], extra, eval_root, out / "outputs" / setting, args)
         else:
-            outputs = trivial_outputs(setting, truths, lines, getattr(args, "views", 1))
+            outputs = trivial_outputs(setting, truths, lines, args.views)
             save_outputs(outputs, eval_root, out / "outputs" / setting)
         two = setting in TWO_KEYS
         results[setting] = metrics_lib.score_frames(outputs, truths, inner if two else None,

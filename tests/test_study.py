@@ -363,12 +363,21 @@ def test_the_learning_curve_scores_every_checkpoint_as_the_study_scores_the_mode
     assert rows["tcvc_keyframe@2"]["overall"]["frames"] == 6       # frames 1 to N-1
     assert rows["tcvc_2keys@2"]["overall"]["frames"] == 5          # frames 1 to N-2: the keyframes left out
     # the last checkpoint is the model the study ends with: the same figures as the study's own scoring
-    study_args = SimpleNamespace(image_size=32, device="cpu")
+    study_args = SimpleNamespace(image_size=32, device="cpu", views=1)
     direct = reproduce.evaluate({"tcvc": final}, study / "data" / "eval", tmp_path / "direct", study_args,
                                 settings=["tcvc_keyframe", "tcvc_2keys"])
     for setting in ("tcvc_keyframe", "tcvc_2keys"):
         assert rows[f"{setting}@2"]["overall"]["psnr"] == pytest.approx(direct[setting]["overall"]["psnr"], abs=1e-9)
     assert rows["tcvc_keyframe@1"]["overall"]["psnr"] != rows["tcvc_keyframe@2"]["overall"]["psnr"]
+    # --views as the study's: the same figures as the study's scoring with those views, other than one view's
+    views = learning_curve.build_parser().parse_args(["--out", str(study), "--image_size", "32", "--steps", "2",
+                                                      "--no_model", "--views", "2"])
+    assert learning_curve.main(views) == 0
+    two = json.loads((study / "curve.json").read_text())["results"]["tcvc_keyframe@2"]["overall"]["psnr"]
+    direct = reproduce.evaluate({"tcvc": final}, study / "data" / "eval", tmp_path / "direct2",
+                                SimpleNamespace(image_size=32, device="cpu", views=2), settings=["tcvc_keyframe"])
+    assert two == pytest.approx(direct["tcvc_keyframe"]["overall"]["psnr"], abs=1e-9)
+    assert two != rows["tcvc_keyframe@2"]["overall"]["psnr"]
     only = learning_curve.build_parser().parse_args(["--out", str(study), "--image_size", "32", "--steps", "2",
                                                      "--no_model"])
     assert learning_curve.main(only) == 0
