@@ -279,6 +279,42 @@ def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
     return ds, sampler, loader
 
 
+def generator_groups(G, args) -> list[dict]:
+    """The generator optimiser's parameter groups, each with its learning rate: ``select``'s
+    choice of way learns at --lr_select, the rest of a learned correspondence (the region matcher)
+    at --lr_match, the generator at --lr_g."""
+    corr = getattr(G, "correspond", None)
+    choice = list(corr.net.parameters()) if corr is not None and corr.trains_alignment else []
+    chosen = {id(p) for p in choice}
+    matcher_params = [p for p in (corr.parameters() if corr is not None else []) if id(p) not in chosen]
+    held = {id(p) for p in matcher_params} | chosen
+    groups = [{"params": [p for p in G.parameters() if id(p) not in held], "lr": args.lr_g}]
+    if matcher_params:
+        groups.append({"params": matcher_params, "lr": args.lr_match})
+    if choice:
+        groups.append({"params": choice, "lr": args.lr_select})
+    return groups
+
+
+def set_hyperparameters(nets: runs.Nets, args) -> None:
+    """The optimisers' learning rates and betas from ``args``, after a checkpoint's optimiser
+    states (which hold the rates they were saved with) were loaded: a run resumed with another
+    --lr_g trains at that rate, as its config.json says. The same flags change nothing."""
+    betas = (args.beta1, args.beta2)
+    for group, spec in zip(nets.opt_g.param_groups, generator_groups(unwrap(nets.generator), args), strict=True):
+        group["lr"], group["betas"] = spec["lr"], betas
+    for group in nets.opt_d.param_groups:
+        group["lr"], group["betas"] = args.lr_d, betas
+
+
+def changed_options(saved: dict, now: dict) -> list[str]:
+    """'name old -> new' for every training option whose value differs from the checkpoint's
+    (where the run goes, how long it runs and the weights it started from excepted)."""
+    moving = {"run_dir", "resume", "max_steps", "max_minutes", "epochs", "init_generator", "init_discriminator"}
+    return [f"{k} {saved[k]!r} -> {now[k]!r}" for k in sorted(now)
+            if k in saved and k not in moving and saved[k] != now[k]]
+
+
 def build_nets(args, cfg, device) -> runs.Nets:
     G, D = models.build_generator(cfg).to(device), models.build_discriminator(cfg).to(device)
     if args.init_generator:
@@ -286,20 +322,9 @@ def build_nets(args, cfg, device) -> runs.Nets:
     if args.init_discriminator:
         models.load_state_strict(D, models.network_weights(args.init_discriminator, "discriminator"), "discriminator")
     fused = device.type == "cuda"
-    corr = getattr(G, "correspond", None)
-    # ``select``'s choice of way learns at --lr_select, the rest of a learned correspondence (the
-    # region matcher) at --lr_match, the generator at --lr_g
-    choice = list(corr.net.parameters()) if corr is not None and corr.trains_alignment else []
-    chosen = {id(p) for p in choice}
-    matcher_params = [p for p in (corr.parameters() if corr is not None else []) if id(p) not in chosen]
-    held = {id(p) for p in matcher_params} | chosen
-    groups = [{"params": [p for p in G.parameters() if id(p) not in held]}]
-    if matcher_params:
-        groups.append({"params": matcher_params, "lr": args.lr_match})
-    if choice:
-        groups.append({"params": choice, "lr": args.lr_select})
-    opt_g = torch.optim.Adam(groups, lr=args.lr_g, betas=(args.beta1, args.beta2), fused=fused)
-    opt_d = torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=(args.beta1, args.beta2), fused=fused)
+    betas = (args.beta1, args.beta2)
+    opt_g = torch.optim.Adam(generator_groups(G, args), betas=betas, fused=fused)
+    opt_d = torch.optim.Adam(D.parameters(), lr=args.lr_d, betas=betas, fused=fused)
     scaler = torch.amp.GradScaler("cuda") if args.amp == "fp16" and device.type == "cuda" else None
     average = copy.deepcopy(G).requires_grad_(False).eval() if args.ema_decay > 0 else None
     return runs.Nets(G, D, opt_g, opt_d, scaler, average)
@@ -359,11 +384,19 @@ def save_checkpoint(run: Run, nets: runs.Nets, progress: runs.Progress, health: 
 
 
 def restore(run: Run, nets: runs.Nets, path) -> runs.Progress:
-    """Load a training checkpoint into ``nets``; returns its progress, to continue exactly."""
-    saved_cfg = models.ModelConfig.from_dict(runs.read_training_checkpoint(path)["model_config"])
+    """Load a training checkpoint into ``nets``; returns its progress, to continue exactly. The
+    options given now rule (learning rates and betas included, which the optimiser states would
+    otherwise bring back from the checkpoint); those that differ from the checkpoint's are named."""
+    saved = runs.read_training_checkpoint(path)
+    saved_cfg = models.ModelConfig.from_dict(saved["model_config"])
     if saved_cfg != run.cfg:
         raise UserError(f"{path} was trained with {saved_cfg}, not the {run.cfg} asked for")
-    return runs.load_training_checkpoint(path, nets)
+    progress = runs.load_training_checkpoint(path, nets)
+    set_hyperparameters(nets, run.args)
+    changed = changed_options(saved.get("run_config") or {}, run_config(run.args))
+    if changed and run.is_main:
+        runs.tqdm.write(f"note: resumed with options changed since {Path(path).name}: {'; '.join(changed)}")
+    return progress
 
 
 # ----------------------------------------------------------------------------- the GAN step

@@ -79,6 +79,35 @@ def test_resume_is_exact(shots, tmp_path):
     assert a["opt_g"]["state"][0]["exp_avg_sq"].equal(b["opt_g"]["state"][0]["exp_avg_sq"])
 
 
+def test_a_resumed_run_trains_with_the_learning_rates_given_now_and_names_what_changed(shots, tmp_path, capsys):
+    """The optimiser states a checkpoint holds carry the rates they were saved with; resumed with
+    another --lr_g / --lr_d / --beta2 (to fine-tune at a lower rate, say), the run trains with
+    the new ones, as its config.json then says, and a note names every option that changed. The
+    same flags give the same rates (resume stays exact, test_resume_is_exact)."""
+    run_dir = tmp_path / "run"
+    assert train.main(tiny_args(shots, run_dir, max_steps=1, batch_size=1, correspondence="match",
+                                match_warmup=0)) == 0
+    capsys.readouterr()
+    assert train.main(tiny_args(shots, run_dir, max_steps=2, batch_size=1, correspondence="match", match_warmup=0,
+                                resume="auto", lr_g=3e-4, lr_d=2e-5, lr_match=1e-3, beta2=0.99)) == 0
+    captured = capsys.readouterr()
+    note = [line for line in (captured.out + captured.err).splitlines() if "resumed with options changed" in line]
+    assert len(note) == 1
+    named = note[0].split(".pt: ", 1)[1].split("; ")  # max_steps and resume changed too: not named
+    assert named == ["beta2 0.999 -> 0.99", "lr_d 1e-05 -> 2e-05", "lr_g 0.0001 -> 0.0003", "lr_match 0.003 -> 0.001"]
+    ckpt = torch.load(run_dir / "checkpoints" / "step_00000002.pt", weights_only=True)
+    assert [g["lr"] for g in ckpt["opt_g"]["param_groups"]] == [3e-4, 1e-3]  # the generator's, the matcher's
+    assert [g["lr"] for g in ckpt["opt_d"]["param_groups"]] == [2e-5]
+    assert all(g["betas"] == (0.0, 0.99) or g["betas"] == [0.0, 0.99]
+               for opt in ("opt_g", "opt_d") for g in ckpt[opt]["param_groups"])
+    assert json.loads((run_dir / "config.json").read_text())["lr_g"] == 3e-4
+    # the same flags again: no note
+    assert train.main(tiny_args(shots, run_dir, max_steps=3, batch_size=1, correspondence="match", match_warmup=0,
+                                resume="auto", lr_g=3e-4, lr_d=2e-5, lr_match=1e-3, beta2=0.99)) == 0
+    captured = capsys.readouterr()
+    assert "resumed with options changed" not in captured.out + captured.err
+
+
 def test_corrupt_checkpoint_is_one_clear_error(shots, tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint at all")
