@@ -434,3 +434,65 @@ def test_error_split_frames_without_lines_and_a_study_of_another_size(tmp_path):
     assert "| warp_keyframe | 100.00 | 0% | 0% | - |" in error_split.table(found)
     with pytest.raises(reproduce.UserError, match="give --image_size as the study had it"):
         error_split.split(tmp_path, ["warp_keyframe"], 16)
+
+
+def test_chain_headroom_oracles_by_hand():
+    """Two candidates, two regions and a line between them: each region takes the candidate
+    nearer the truth over the region, the line keeps the base; per pixel, the nearer one."""
+    import chain_headroom
+    truth = np.zeros((4, 5, 3), np.uint8)
+    truth[:, 3:] = 255
+    truth[0, 0] = 255  # one pixel of the left region is nearer the other candidate
+    labels = np.array([[0, 0, -1, 1, 1]] * 4)
+    a, b, base = (np.full((4, 5, 3), v, np.uint8) for v in (10, 200, 77))
+    region = chain_headroom.oracle([a, b], truth, labels, base)
+    assert (region[:, :2] == 10).all() and (region[:, 2] == 77).all() and (region[:, 3:] == 200).all()
+    pixel = chain_headroom.oracle([a, b], truth, None, base)
+    assert pixel[0, 0, 0] == 200 and (pixel[1:, :3] == 10).all() and (pixel[:, 3:] == 200).all()
+    assert (chain_headroom.oracle([a, b], truth, np.full((4, 5), -1), base) == 77).all()  # no region: the base
+
+
+def test_chain_headroom_scores_the_study_s_output_and_bounds_its_candidates(tmp_path, frame_factory):
+    """On a shot coloured by a select model: the output row is the study's tcvc_keyframe (one
+    view), the pixel oracle is at least as near the truth as every candidate at every frame, the
+    region oracle over all candidates at least as near as the one over the two sources, and a
+    model that blends no keyframe is refused in one line."""
+    from types import SimpleNamespace
+    import chain_headroom
+    import models
+    import torch
+    import utils
+    from metrics import psnr
+    eval_root = tmp_path / "eval"
+    for i in range(6):
+        utils.write_image(eval_root / "e0" / f"frame_{i:03d}.png", frame_factory(i, 40, 40, seed=3))
+    torch.manual_seed(0)
+    cfg = models.ModelConfig(ngf=8, correspondence="select")
+    ckpt = tmp_path / "g.pt"
+    torch.save(models.generator_export(models.build_generator(cfg), cfg, 32, "canny"), ckpt)
+    out = tmp_path / "headroom.json"
+    assert chain_headroom.main(["--checkpoint", str(ckpt), "--eval_data", str(eval_root), "--image_size", "32",
+                                "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    direct = reproduce.evaluate({"tcvc": ckpt}, eval_root, tmp_path / "direct",
+                                SimpleNamespace(image_size=32, device="cpu", views=1), settings=["tcvc_keyframe"])
+    assert results["output"]["psnr"] == round(direct["tcvc_keyframe"]["overall"]["psnr"], 2)
+    assert {"prev_unmoved", "prev_warped", "prev_matched", "key_matched", "generated"} <= set(results)
+
+    colorizer = chain_headroom.colorize.Colorizer.from_checkpoint(ckpt, device="cpu", image_size=32)
+    truths, lines, _ = chain_headroom.held_out(eval_root, 32)
+    made = {k: v["e0"] for k, v in chain_headroom.headroom(colorizer, truths, lines).items()}
+    candidates = [k for k in made if k not in ("output", "sources_mean") and not k.startswith("oracle")]
+    frames = truths["e0"]
+    for t in range(1, len(frames)):
+        best = max(psnr(made[k][t], frames[t]) for k in candidates)
+        assert psnr(made["oracle_pixel_all"][t], frames[t]) >= best - 1e-9
+        assert psnr(made["oracle_region_all"][t], frames[t]) >= psnr(made["oracle_region_sources"][t], frames[t]) - 1e-9
+    mean = (made["prev"][3].astype(int) + made["key"][3]) / 2
+    assert np.abs(made["sources_mean"][3] - mean).max() <= 1
+
+    flat = models.ModelConfig(ngf=8, keyframe_input=False)
+    torch.save(models.generator_export(models.build_generator(flat), flat, 32, "canny"), tmp_path / "flat.pt")
+    with pytest.raises(reproduce.UserError, match="no copy path with a keyframe input"):
+        chain_headroom.main(["--checkpoint", str(tmp_path / "flat.pt"), "--eval_data", str(eval_root),
+                             "--image_size", "32"])
