@@ -38,7 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import colorize  # noqa: E402
+import dataset as data_lib  # noqa: E402
 import regions  # noqa: E402
+import selector  # noqa: E402
 import utils  # noqa: E402
 from match_study import held_out, print_table, summary  # noqa: E402
 from utils import UserError  # noqa: E402
@@ -54,11 +56,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", help="write the results here as JSON")
     return p
-
-
-def to_uint8(colour: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) in [0, 1] -> uint8 (H, W, 3), rounded as test.py writes frames."""
-    return (colour[0].float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
 def oracle(candidates: list[np.ndarray], truth: np.ndarray, labels: np.ndarray | None, base: np.ndarray) -> np.ndarray:
@@ -89,7 +86,6 @@ def candidates_of(colorizer: colorize.Colorizer, chain: colorize.Chain, line: np
     named = {"generated": out.candidates[:, 0], "prev": out.candidates[:, 1], "key": out.candidates[:, 2]}
     ways = getattr(colorizer.G.correspond, "ways", None)
     if ways is not None:  # select: each source aligned each way
-        import selector
         for name, source in zip(SOURCES, (sources.prev, sources.keyframe)):
             colours = ways(source, sources.line)[0]
             named |= {f"{name}_{way}": colours[:, k] for k, way in enumerate(selector.WAYS)}
@@ -107,9 +103,9 @@ def headroom(colorizer: colorize.Colorizer, truths: dict, lines: dict) -> dict:
         chain.start(colorizer.source(frames[0], lines[shot][0]))
         for t in range(1, len(frames)):
             colour, named = candidates_of(colorizer, chain, lines[shot][t])
-            out = to_uint8(colour)
-            cands = {name: to_uint8(c) for name, c in named.items()}
-            mean = to_uint8((named["prev"].float() + named["key"].float()) / 2)
+            out = data_lib.to_uint8(colour[0])  # as test.py writes a frame
+            cands = {name: data_lib.to_uint8(c[0]) for name, c in named.items()}
+            mean = data_lib.to_uint8((named["prev"][0].float() + named["key"][0].float()) / 2)
             labels = regions.segment(lines[shot][t])
             made = {"output": out} | cands | {
                 "sources_mean": mean,
