@@ -496,3 +496,43 @@ def test_chain_headroom_scores_the_study_s_output_and_bounds_its_candidates(tmp_
     with pytest.raises(reproduce.UserError, match="no copy path with a keyframe input"):
         chain_headroom.main(["--checkpoint", str(tmp_path / "flat.pt"), "--eval_data", str(eval_root),
                              "--image_size", "32"])
+
+
+def test_pseudo_shot_moves_the_keyframe_as_its_poses_say():
+    import pseudo_shot
+    image = np.zeros((40, 56, 3), np.uint8)
+    image[19:22, 29:32] = 255  # a 3x3 dot centred on (x 30, y 20)
+    rng = np.random.default_rng(3)
+    poses = pseudo_shot.motion(rng, 5, 40, 56, elastic=0.0)
+    assert not np.allclose(poses[0][0], poses[-1][0])  # it moves
+    for affine, offsets in poses:
+        assert not offsets.any()
+        frame = pseudo_shot.render(image, affine, offsets).astype(float).sum(-1)
+        ys, xs = np.mgrid[0:40, 0:56]
+        found = np.array([(xs * frame).sum(), (ys * frame).sum()]) / frame.sum()  # the dot's centroid
+        assert np.abs(found - affine @ [30, 20, 1]).max() < 0.5
+    bent = pseudo_shot.motion(np.random.default_rng(3), 5, 40, 56, elastic=0.03)
+    assert np.abs(bent[2][1]).max() > 0.1  # the elastic field is drawn and applied
+    assert not np.array_equal(pseudo_shot.render(image, *bent[2]), pseudo_shot.render(image, *poses[2]))
+
+
+def test_pseudo_shot_reads_only_each_keyframe_and_writes_only_a_new_folder(tmp_path, capsys):
+    import pseudo_shot
+    root = tmp_path / "eval"
+    for shot in ("a/shot_0001", "b/shot_0001"):
+        (root / shot).mkdir(parents=True)
+        reproduce.utils.write_image(root / shot / "frame_000000.png", np.full((24, 32, 3), 90, np.uint8))
+        (root / shot / "frame_000001.png").write_bytes(b"not a png")  # read, it would fail
+    before = sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file())
+    assert pseudo_shot.main(["--eval_data", str(root), "--out", str(tmp_path / "adapt"), "--frames", "3"]) == 0
+    written = sorted(p.relative_to(tmp_path / "adapt").as_posix() for p in (tmp_path / "adapt").rglob("*.png"))
+    assert written == [f"{s}/shot_0001/frame_00000{i}.png" for s in "ab" for i in range(3)]
+    assert (reproduce.utils.read_rgb(tmp_path / "adapt/a/shot_0001/frame_000002.png") == 90).all()  # flat stays flat
+    assert not (tmp_path / ".adapt.partial").exists()
+    assert sorted((p, p.read_bytes()) for p in root.rglob("*") if p.is_file()) == before
+    with pytest.raises(reproduce.utils.UserError, match="already exists"):
+        pseudo_shot.main(["--eval_data", str(root), "--out", str(tmp_path / "adapt")])
+    (tmp_path / ".again.partial").mkdir()
+    with pytest.raises(reproduce.utils.UserError, match="interrupted"):
+        pseudo_shot.main(["--eval_data", str(root), "--out", str(tmp_path / "again")])
+    assert not (tmp_path / "again").exists()
