@@ -12,7 +12,11 @@ correspondence (for ``select``, each of them aligned three ways: unmoved, warped
   aligned sources is nearer the truth there: the best a blend of the two sources chosen per region
   could do;
 - ``oracle_region_all`` / ``oracle_pixel_all``: each region / each pixel given whichever candidate
-  is nearest the truth there (line pixels keep the output in the region oracles).
+  is nearest the truth there (line pixels keep the output in the region oracles);
+- ``truth_in_regions`` / ``truth_on_lines``: the output with the truth pasted on every pixel inside a
+  region / on every pixel outside them (the thickened lines, ``regions.segment``'s -1): what perfect
+  region colours, and perfect lines, would each reach. If ``truth_in_regions`` is under a target, no
+  method that colours regions, however it chooses, meets it: the rest is on the lines.
 The oracles read the truth, so they are ceilings, not methods; and they are scored open-loop,
 along the model's own chain (the previous output is the model's, not the oracle's). If
 ``oracle_region_all`` is under a target, no way of choosing among these candidates region by region
@@ -107,11 +111,14 @@ def headroom(colorizer: colorize.Colorizer, truths: dict, lines: dict) -> dict:
             cands = {name: data_lib.to_uint8(c[0]) for name, c in named.items()}
             mean = data_lib.to_uint8((named["prev"][0].float() + named["key"][0].float()) / 2)
             labels = regions.segment(lines[shot][t])
+            on_lines = (labels < 0)[..., None]
             made = {"output": out} | cands | {
                 "sources_mean": mean,
                 "oracle_region_sources": oracle([cands["prev"], cands["key"]], frames[t], labels, out),
                 "oracle_region_all": oracle(list(cands.values()), frames[t], labels, out),
-                "oracle_pixel_all": oracle(list(cands.values()), frames[t], None, out)}
+                "oracle_pixel_all": oracle(list(cands.values()), frames[t], None, out),
+                "truth_in_regions": np.where(on_lines, out, frames[t]),
+                "truth_on_lines": np.where(on_lines, frames[t], out)}
             for name, image in made.items():
                 per.setdefault(name, [frames[0]]).append(image)
         for name, shot_frames in per.items():

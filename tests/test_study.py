@@ -482,7 +482,7 @@ def test_chain_headroom_scores_the_study_s_output_and_bounds_its_candidates(tmp_
     colorizer = chain_headroom.colorize.Colorizer.from_checkpoint(ckpt, device="cpu", image_size=32)
     truths, lines, _ = chain_headroom.held_out(eval_root, 32)
     made = {k: v["e0"] for k, v in chain_headroom.headroom(colorizer, truths, lines).items()}
-    candidates = [k for k in made if k not in ("output", "sources_mean") and not k.startswith("oracle")]
+    candidates = [k for k in made if k not in ("output", "sources_mean") and not k.startswith(("oracle", "truth"))]
     frames = truths["e0"]
     for t in range(1, len(frames)):
         best = max(psnr(made[k][t], frames[t]) for k in candidates)
@@ -490,6 +490,12 @@ def test_chain_headroom_scores_the_study_s_output_and_bounds_its_candidates(tmp_
         assert psnr(made["oracle_region_all"][t], frames[t]) >= psnr(made["oracle_region_sources"][t], frames[t]) - 1e-9
     mean = (made["prev"][3].astype(int) + made["key"][3]) / 2
     assert np.abs(made["sources_mean"][3] - mean).max() <= 1
+    on_lines = chain_headroom.regions.segment(lines["e0"][3]) < 0
+    assert 0 < on_lines.mean() < 1
+    assert (made["truth_in_regions"][3][on_lines] == made["output"][3][on_lines]).all()
+    assert (made["truth_in_regions"][3][~on_lines] == frames[3][~on_lines]).all()
+    assert (made["truth_on_lines"][3][on_lines] == frames[3][on_lines]).all()
+    assert (made["truth_on_lines"][3][~on_lines] == made["output"][3][~on_lines]).all()
 
     flat = models.ModelConfig(ngf=8, keyframe_input=False)
     torch.save(models.generator_export(models.build_generator(flat), flat, 32, "canny"), tmp_path / "flat.pt")
