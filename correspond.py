@@ -117,10 +117,24 @@ def flow_image(line: np.ndarray, mode: str) -> np.ndarray:
     return (np.minimum(distance, 255.0 / FLOW_DISTANCE_SCALE) * FLOW_DISTANCE_SCALE).astype(np.uint8)
 
 
-def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny") -> np.ndarray:
+def still_mask(line_t: np.ndarray, line_s: np.ndarray, window: int) -> np.ndarray:
+    """Where a drawing is held locally: bool (H, W), True where the ``window`` x ``window``
+    neighbourhood holds a line of ``line_t`` (uint8 line art, lines dark) and is identical in
+    ``line_s``. What ``line_flow``'s whole-frame rule (identical line art: zero flow) says for a
+    part of the frame; flat neighbourhoods with no line are left out, since a flat region that
+    moves shows no line there either."""
+    same = cv2.boxFilter((line_t != line_s).astype(np.float32), -1, (window, window), normalize=False) == 0
+    drawn = cv2.boxFilter((line_t < 128).astype(np.float32), -1, (window, window), normalize=False) > 0
+    return same & drawn
+
+
+def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny", still_window: int = 0) -> np.ndarray:
     """Optical flow (H, W, 2) float32, (dx, dy) in pixels, from frame t to frame s, computed on
     their uint8 line art: ``warp(s, flow)`` brings frame s onto frame t. Identical line art (a
-    held drawing) gets an exact zero flow, so that the copy is exact."""
+    held drawing) gets an exact zero flow, so that the copy is exact. With ``still_window`` W > 0
+    the same holds locally: zero flow where ``still_mask`` (W x W) is True, where DIS otherwise
+    spills the motion of a nearby moving part onto still lines (measured, not yet what models use:
+    ``benchmarks/still_flow.py``)."""
     if np.array_equal(line_t, line_s):
         return np.zeros((*line_t.shape, 2), np.float32)
     # one engine per thread (DIS objects are not thread-safe) and per image size: an engine that
@@ -134,7 +148,10 @@ def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny") -> np
         if len(engines) >= 8:  # a long-lived server meets many sizes: keep a few engines, not all
             engines.clear()
         dis = engines[line_t.shape] = cv2.DISOpticalFlow_create(FLOW_PRESET)
-    return dis.calc(flow_image(line_t, mode), flow_image(line_s, mode), None)
+    flow = dis.calc(flow_image(line_t, mode), flow_image(line_s, mode), None)
+    if still_window > 0:
+        flow[still_mask(line_t, line_s, still_window)] = 0
+    return flow
 
 
 def compose_flows(first: np.ndarray, then: np.ndarray) -> np.ndarray:

@@ -505,6 +505,28 @@ def test_identical_line_art_gets_an_exact_zero_flow():
     assert correspond.flow_image(np.full((8, 8), 255, np.uint8), "canny").max() == 255  # no line at all
 
 
+def test_a_locally_held_drawing_gets_a_zero_flow_there_and_the_rest_keeps_its_flow():
+    """A still square and a circle that moves 3 pixels: still_mask holds around the still square's
+    lines (not in flat white, not around the moving circle), and line_flow with the window is zero
+    exactly there and the plain flow everywhere else. (A straight line moving along itself looks
+    held, and is: the colour along it is the same.)"""
+    line_t = np.full((48, 64), 255, np.uint8)
+    cv2.rectangle(line_t, (4, 8), (20, 30), 0, 1)   # still
+    line_s = line_t.copy()
+    cv2.circle(line_t, (48, 20), 9, 0, 1)  # moves: 3 pixels left in frame s
+    cv2.circle(line_s, (45, 20), 9, 0, 1)
+    mask = correspond.still_mask(line_t, line_s, 5)
+    assert mask[8, 12] and mask[20, 4] and mask[30, 20]  # on and next to the still square's lines
+    assert not mask[19, 12]                              # its inside, 6 pixels from any line: flat
+    assert not mask[8:33, 33:61].any()                   # around the moving circle
+    assert not mask[40:, :].any()                        # flat white below both
+    plain = correspond.line_flow(line_t, line_s)
+    still = correspond.line_flow(line_t, line_s, still_window=5)
+    assert not still[mask].any() and np.array_equal(still[~mask], plain[~mask])
+    assert np.abs(plain[mask]).max() > 0.05  # DIS had moved some still lines: the window changes something
+    assert np.array_equal(correspond.line_flow(line_t, line_s, still_window=0), plain)
+
+
 def test_a_flow_does_not_depend_on_the_flows_computed_before_it():
     """The same pair gets the same flow whatever the thread computed before, at another size too
     (a reused OpenCV DIS engine did not: a sample's flow then depended on its process's past)."""

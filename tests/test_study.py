@@ -542,3 +542,57 @@ def test_pseudo_shot_reads_only_each_keyframe_and_writes_only_a_new_folder(tmp_p
     with pytest.raises(reproduce.utils.UserError, match="interrupted"):
         pseudo_shot.main(["--eval_data", str(root), "--out", str(tmp_path / "again")])
     assert not (tmp_path / "again").exists()
+
+
+def still_and_moving_shot(root, frames=4, size=48):
+    """A filled square that stays and a filled circle that moves 2 pixels a frame, outlined in black."""
+    import cv2
+    import utils
+    for i in range(frames):
+        image = np.full((size, size, 3), 230, np.uint8)
+        cv2.rectangle(image, (4, 6), (18, 26), (200, 40, 40), -1)
+        cv2.rectangle(image, (4, 6), (18, 26), (0, 0, 0), 1)
+        cv2.circle(image, (30 + 2 * i, 30), 8, (40, 40, 200), -1)
+        cv2.circle(image, (30 + 2 * i, 30), 8, (0, 0, 0), 1)
+        utils.write_image(root / "s0" / f"frame_{i:03d}.png", image)
+
+
+def test_still_flow_scores_warps_and_the_model_on_the_windowed_flow(tmp_path):
+    """Window 0 gives the study's own rows (the model's too); with a window, the warp rows are the
+    frames warped along line_flow(still_window=W), made here by hand, and the model is coloured
+    on that flow as well (its output changes where the flow does)."""
+    from types import SimpleNamespace
+    import still_flow
+    import models
+    import torch
+    import correspond
+    import utils
+    eval_root = tmp_path / "eval"
+    still_and_moving_shot(eval_root)
+    torch.manual_seed(0)
+    cfg = models.ModelConfig(ngf=8)
+    ckpt = tmp_path / "g.pt"
+    torch.save(models.generator_export(models.build_generator(cfg), cfg, 48, "canny"), ckpt)
+    out = tmp_path / "still"
+    assert still_flow.main(["--eval_data", str(eval_root), "--checkpoint", str(ckpt), "--out", str(out),
+                            "--windows", "0", "5", "--image_size", "48"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    direct = reproduce.evaluate({"tcvc": ckpt}, eval_root, tmp_path / "direct",
+                                SimpleNamespace(image_size=48, device="cpu", views=1),
+                                settings=["warp_keyframe", "warp_chain", "tcvc_keyframe"])
+    for setting, r in direct.items():
+        assert results["0"][setting]["psnr"] == r["overall"]["psnr"]
+    truths = reproduce.eval_shots(eval_root, 48)["s0"]
+    lines = [reproduce.data_lib.make_line_art(f, "canny") for f in truths]
+    assert correspond.still_mask(lines[2], lines[0], 5).any()  # the window has something to change
+    flow = correspond.flow_tensor(correspond.line_flow(lines[2], lines[0], still_window=5))[None]
+    colour = torch.from_numpy(truths[0].transpose(2, 0, 1).copy()).float()[None] / 255
+    by_hand = (correspond.warp(colour, flow)[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+    made = utils.read_rgb(utils.list_frames(out / "window_5/outputs/warp_keyframe/s0")[2])
+    assert np.array_equal(made, by_hand)
+    plain = utils.read_rgb(utils.list_frames(out / "window_0/outputs/warp_keyframe/s0")[2])
+    assert not np.array_equal(made, plain)
+    model = [utils.read_rgb(utils.list_frames(out / f"window_{w}/outputs/tcvc_keyframe/s0")[2]) for w in (0, 5)]
+    assert not np.array_equal(*model)
+    with pytest.raises(reproduce.UserError, match="already exists"):
+        still_flow.main(["--eval_data", str(eval_root), "--out", str(out)])
