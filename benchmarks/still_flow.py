@@ -9,19 +9,27 @@ flow to zero where a W x W neighbourhood holds a line and is identical in both f
 This scores, for each ``--windows`` W (0: the flow as it is), the study's no-model warps
 (``warp_keyframe``, ``warp_chain``) and, with ``--checkpoint``, the model's ``tcvc_keyframe``, all on
 the same flow: every use of ``correspond.line_flow`` in this process is given W, so the model's
-flows and the warp rows' are the same, as the study requires. The model is used as it was trained
-(on the flow without the window); none is trained here.
+flows and the warp rows' are the same, as the study requires. The model is used as it was trained.
+
+``--train_like RUN/config.json`` first trains a model as that run was trained (its config.json's
+options, its data, its seed), but with every flow given ``--train_window`` (the flow cache keyed
+apart), into ``OUT/run``, and scores that model. DataLoader workers see the windowed flow only when
+they are forked (Linux's default); elsewhere training runs with no worker.
 
     python benchmarks/still_flow.py --eval_data study/data/eval --checkpoint study/runs/tcvc/generator.pt \\
         --out still_flow --windows 0 9
+    python benchmarks/still_flow.py --eval_data study/data/eval --train_like study/runs/tcvc/config.json \\
+        --train_window 9 --out still_flow_trained --windows 9 0
 
 Prints one line per window and setting; ``--out`` gets each window's outputs and ``results.json``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import multiprocessing
 import sys
 from pathlib import Path
 from unittest import mock
@@ -31,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import correspond  # noqa: E402
 import reproduce  # noqa: E402
+import train  # noqa: E402
 import utils  # noqa: E402
 from utils import UserError  # noqa: E402
 
@@ -42,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--eval_data", required=True, help="evaluation frames: a folder of shot folders")
     p.add_argument("--checkpoint", help="a keyframe model (the study's tcvc) to score as well")
+    p.add_argument("--train_like", help="a run's config.json: train a model as it was, on the windowed flow, and score it")
+    p.add_argument("--train_window", type=int, default=9, help="the window --train_like trains with")
     p.add_argument("--out", required=True, help="a new folder for the outputs and results.json")
     p.add_argument("--windows", type=int, nargs="+", default=[0, 9], help="still windows, 0 for none")
     p.add_argument("--image_size", type=int, default=128)
@@ -50,12 +61,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+@contextlib.contextmanager
+def windowed(window: int):
+    """Every ``correspond.line_flow`` in this process (and in forked workers) given ``window``, and
+    ``flow_settings`` saying so, so that a flow cache made with it is not taken for a plain one.
+    Window 0 changes nothing."""
+    if window <= 0:
+        yield
+        return
+    plain = correspond.flow_settings()
+    with mock.patch.object(correspond, "line_flow", functools.partial(correspond.line_flow, still_window=window)), \
+            mock.patch.object(correspond, "flow_settings", lambda: f"{plain}, still window {window}"):
+        yield
+
+
+def train_like(config: Path, run_dir: Path, window: int) -> Path:
+    """A generator trained with ``config``'s options (a run's config.json) into ``run_dir``, on the
+    flow with ``window``; its path."""
+    try:
+        options = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read {config} as a run's config.json: {err}") from None
+    args = train.build_parser().parse_args([])
+    options.pop("model", None)  # what train.py records of the model it built, not an option
+    unknown = sorted(set(options) - set(vars(args)))
+    if unknown or not options.get("data"):
+        raise UserError(f"{config} is not a train.py run's config.json (no data folder, or options "
+                        f"train.py does not know: {', '.join(unknown) or 'none'})")
+    vars(args).update(options)
+    args.run_dir, args.resume = str(run_dir), None
+    if multiprocessing.get_start_method() != "fork":
+        args.num_workers = 0
+    with windowed(window):
+        code = train.main(args)
+    if code:
+        raise UserError(f"training into {run_dir} failed (exit code {code})")
+    return run_dir / "generator.pt"
+
+
 def score(args, window: int) -> dict:
     """{setting: overall figures and per-shot PSNR} with every line-art flow given ``window``."""
     settings = WARPS + (("tcvc_keyframe",) if args.checkpoint else ())
     checkpoints = {"tcvc": Path(args.checkpoint)} if args.checkpoint else {}
-    flow = functools.partial(correspond.line_flow, still_window=window)
-    with mock.patch.object(correspond, "line_flow", flow):
+    with windowed(window):
         results = reproduce.evaluate(checkpoints, Path(args.eval_data), Path(args.out) / f"window_{window}", args,
                                      settings=settings)
     return {s: {k: r["overall"][k] for k in KEYS} | {"shots": {sh: v["psnr"] for sh, v in r["shots"].items()}}
@@ -64,10 +112,14 @@ def score(args, window: int) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if any(w < 0 for w in args.windows):
-        raise UserError(f"--windows must be >= 0, got {args.windows}")
+    if any(w < 0 for w in args.windows + [args.train_window]):
+        raise UserError(f"windows must be >= 0, got {args.windows} and --train_window {args.train_window}")
+    if args.checkpoint and args.train_like:
+        raise UserError("give --checkpoint or --train_like, not both")
     if Path(args.out).exists():
         raise UserError(f"{args.out} already exists: give a new folder (nothing was written)")
+    if args.train_like:
+        args.checkpoint = str(train_like(Path(args.train_like), Path(args.out) / "run", args.train_window))
     results = {window: score(args, window) for window in args.windows}
     for window, rows in results.items():
         for setting, r in rows.items():

@@ -596,3 +596,43 @@ def test_still_flow_scores_warps_and_the_model_on_the_windowed_flow(tmp_path):
     assert not np.array_equal(*model)
     with pytest.raises(reproduce.UserError, match="already exists"):
         still_flow.main(["--eval_data", str(eval_root), "--out", str(out)])
+
+
+def test_still_flow_trains_like_a_run_on_the_windowed_flow_and_scores_it(tmp_path, frame_factory, monkeypatch):
+    """--train_like trains with the run's options into OUT/run, every flow of its training given the
+    window (still_mask is consulted, and only with it: scoring here is at window 0), and scores the
+    model it made; bad configs get one line."""
+    import still_flow
+    import correspond
+    import train
+    import utils
+    data = tmp_path / "frames"
+    for i in range(5):
+        utils.write_image(data / "shot0" / f"frame_{i:03d}.png", frame_factory(i, 40, 40, seed=2))
+    still_and_moving_shot(tmp_path / "eval")
+    options = vars(train.build_parser().parse_args(
+        ["--data", str(data), "--run_dir", str(tmp_path / "elsewhere"), "--image_size", "32", "--batch_size", "2",
+         "--ngf", "8", "--ndf", "8", "--num_workers", "0", "--vgg_weights", "random", "--device", "cpu",
+         "--val_fraction", "0", "--max_steps", "2", "--keyframe_prob", "1"]))
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(options | {"model": {"ngf": 8}}))
+    windows = []
+    real = correspond.still_mask
+
+    def spy(line_t, line_s, window):
+        windows.append(window)
+        return real(line_t, line_s, window)
+
+    monkeypatch.setattr(correspond, "still_mask", spy)
+    out = tmp_path / "trained"
+    assert still_flow.main(["--eval_data", str(tmp_path / "eval"), "--train_like", str(config), "--train_window", "7",
+                            "--out", str(out), "--windows", "0", "--image_size", "32"]) == 0
+    assert (out / "run" / "generator.pt").is_file() and not (tmp_path / "elsewhere").exists()
+    assert windows and set(windows) == {7}  # scored at window 0: every call was the training's
+    assert "tcvc_keyframe" in json.loads((out / "results.json").read_text())["0"]
+    config.write_text(json.dumps({"no_such_option": 1, "data": str(data)}))
+    with pytest.raises(reproduce.UserError, match="no_such_option"):
+        still_flow.main(["--eval_data", str(tmp_path / "eval"), "--train_like", str(config), "--out", str(tmp_path / "x")])
+    with pytest.raises(reproduce.UserError, match="not both"):
+        still_flow.main(["--eval_data", str(tmp_path / "eval"), "--train_like", str(config), "--checkpoint", "g.pt",
+                         "--out", str(tmp_path / "y")])
