@@ -636,3 +636,26 @@ def test_still_flow_trains_like_a_run_on_the_windowed_flow_and_scores_it(tmp_pat
     with pytest.raises(reproduce.UserError, match="not both"):
         still_flow.main(["--eval_data", str(tmp_path / "eval"), "--train_like", str(config), "--checkpoint", "g.pt",
                          "--out", str(tmp_path / "y")])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--frames", "1"], "--frames must be at least 2"),
+    (["--elastic", "-0.1"], "--elastic must be >= 0"),
+])
+def test_pseudo_shot_refuses_bad_numbers_in_one_line(tmp_path, argv, message):
+    import pseudo_shot
+    with pytest.raises(reproduce.UserError, match=message):
+        pseudo_shot.main(["--eval_data", str(tmp_path), "--out", str(tmp_path / "out")] + argv)
+    assert not (tmp_path / "out").exists()
+
+
+def test_still_flow_refuses_a_negative_window_and_an_unreadable_config(tmp_path):
+    import still_flow
+    still_and_moving_shot(tmp_path / "eval")
+    with pytest.raises(reproduce.UserError, match="windows must be >= 0"):
+        still_flow.main(["--eval_data", str(tmp_path / "eval"), "--out", str(tmp_path / "a"), "--windows", "-1"])
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(reproduce.UserError, match="cannot read"):
+        still_flow.main(["--eval_data", str(tmp_path / "eval"), "--out", str(tmp_path / "b"),
+                         "--train_like", str(tmp_path / "config.json")])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
