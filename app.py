@@ -42,7 +42,6 @@ import torch
 import FrameExtraction
 import colorize
 import correspond
-import dataset as data_lib
 import metrics as metrics_lib
 import utils
 from utils import UserError
@@ -333,7 +332,7 @@ def colour(session: Session, model: Model, input_type: str = "colour", blend: st
     folder = session.work / f"job_{session.jobs:03d}"
     folder.mkdir(parents=True)
     truths = [f.target for f in frames] if input_type == "colour" else None
-    table = shot_metrics(results, frames, keys, colorizer.options.line_art) if truths else None
+    table = shot_metrics(results, frames, keys, colorizer.options.line_art, colorizer.still_window) if truths else None
     if table:
         write_metrics(folder / "metrics.json", shot, table["model"], model.checkpoint, colorizer, keys)
     result = write_result(folder, shot, results, [f.line for f in frames], truths, speed)
@@ -367,16 +366,17 @@ def write_result(folder: Path, shot: Shot, results, lines, truths, speed: float)
                   None, speed)
 
 
-def shot_metrics(results, frames, keys: dict, line_mode: str) -> dict:
+def shot_metrics(results, frames, keys: dict, line_mode: str, still_window: int = 0) -> dict:
     """metrics.json's summary of the shot for the model and, with keyframes, the answers that
-    need no model: each frame's nearest keyframe copied, and warped onto it by the line-art flow."""
+    need no model: each frame's nearest keyframe copied, and warped onto it by the line-art flow
+    (with ``still_window``: the model's flow)."""
     rows = {"model": results}
     if keys:
         size = results[0].shape[0]
         small = {k: utils.resize(rgb, size) for k, rgb in keys.items()}
         nearest = [min(small, key=lambda k: (abs(k - t), k)) for t in range(len(frames))]
         rows["copy keyframe (no model)"] = [small[k] for k in nearest]
-        rows["warped keyframe (no model)"] = [warp_keyframe(small[k], frames[k].line, f.line, line_mode)
+        rows["warped keyframe (no model)"] = [warp_keyframe(small[k], frames[k].line, f.line, line_mode, still_window)
                                               for k, f in zip(nearest, frames)]
     table = {}
     for row, outputs in rows.items():
@@ -387,10 +387,10 @@ def shot_metrics(results, frames, keys: dict, line_mode: str) -> dict:
     return table
 
 
-def warp_keyframe(key: np.ndarray, key_line: np.ndarray, line: np.ndarray, line_mode: str) -> np.ndarray:
+def warp_keyframe(key: np.ndarray, key_line: np.ndarray, line: np.ndarray, line_mode: str,
+                  still_window: int = 0) -> np.ndarray:
     """The keyframe (uint8 (S, S, 3)) brought onto a frame by the flow between their line arts."""
-    flow = correspond.flow_tensor(correspond.line_flow(line, key_line, line_mode))[None]
-    return data_lib.to_uint8(correspond.warp(data_lib.to_tensor(key)[None], flow)[0])
+    return correspond.warp_frame(key, line, key_line, line_mode, still_window)
 
 
 def write_metrics(path: Path, shot: Shot, model_row: dict, checkpoint: str, colorizer, keys: dict) -> None:

@@ -57,6 +57,7 @@ class Options:
     regions: bool = False            # flat regions: each line-art region takes one colour by a vote (regions.py)
     amp: str = "off"                 # mixed precision on CUDA: off | bf16 | fp16 (utils.autocast_context)
     views: int = 1                   # test-time views, 1 | 2 | 4: outputs of the mirrored frame averaged (VIEWS)
+    still_window: int | None = None  # the line-art flow's still window (correspond.line_flow); None: the model's own
 
 
 @dataclass
@@ -115,10 +116,11 @@ class Chain:
     returned and fed back, so colours cannot fade or blur along the chain."""
 
     def __init__(self, G, cfg: models.ModelConfig, device, line_mode: str, autocast=None, regions=False,
-                 views: int = 1):
+                 views: int = 1, still_window: int | None = None):
         check_views(views)
         self.G, self.cfg, self.device, self.line_mode = G, cfg, torch.device(device), line_mode
-        self.correspondence = correspond.cpu_half(cfg.correspondence)
+        self.still_window = cfg.still_window if still_window is None else still_window
+        self.correspondence = correspond.cpu_half(cfg.correspondence, self.still_window)
         self.autocast = autocast or contextlib.nullcontext()
         self.regions = regions
         self.views = VIEWS[views]
@@ -322,6 +324,9 @@ class Colorizer:
         cfg.check_size(options.image_size, options.image_size, f"image size {options.image_size}")
         self.G, self.cfg, self.device, self.options = G, cfg, torch.device(device), options
         self.autocast = utils.autocast_context(self.device, options.amp)
+        # the flow every chain computes (and the no-model warps beside it): the model's, unless the options say
+        self.still_window = cfg.still_window if options.still_window is None else options.still_window
+        correspond.cpu_half(cfg.correspondence, self.still_window)  # a UserError now, not at the first frame
 
     @classmethod
     def from_checkpoint(cls, path, device="auto", image_size: int | None = None, line_art: str | None = None,
@@ -353,7 +358,7 @@ class Colorizer:
 
     def new_chain(self) -> Chain:
         return Chain(self.G, self.cfg, self.device, self.options.line_art, self.autocast, self.options.regions,
-                     self.options.views)
+                     self.options.views, self.still_window)
 
     # ------------------------------------------------------------------ colouring
     def colour_shot(self, frames: list[np.ndarray], keyframes: dict[int, np.ndarray] | None = None,

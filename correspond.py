@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import utils
+
 CHOICES = ("flow", "none", "match", "select")
 
 
@@ -101,10 +103,11 @@ FLOW_DISTANCE_SCALE = 16.0
 _dis = threading.local()
 
 
-def flow_settings() -> str:
+def flow_settings(still_window: int = 0) -> str:
     """What ``line_flow`` computes with, for caches of its flows (``framecache``): a cache
     made with other settings is rebuilt."""
-    return f"DIS preset {FLOW_PRESET}, distance scale {FLOW_DISTANCE_SCALE}, cv2 {cv2.__version__}"
+    plain = f"DIS preset {FLOW_PRESET}, distance scale {FLOW_DISTANCE_SCALE}, cv2 {cv2.__version__}"
+    return f"{plain}, still window {still_window}" if still_window > 0 else plain
 
 
 def flow_image(line: np.ndarray, mode: str) -> np.ndarray:
@@ -133,8 +136,8 @@ def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny", still
     their uint8 line art: ``warp(s, flow)`` brings frame s onto frame t. Identical line art (a
     held drawing) gets an exact zero flow, so that the copy is exact. With ``still_window`` W > 0
     the same holds locally: zero flow where ``still_mask`` (W x W) is True, where DIS otherwise
-    spills the motion of a nearby moving part onto still lines (measured, not yet what models use:
-    ``benchmarks/still_flow.py``)."""
+    spills the motion of a nearby moving part onto still lines (``ModelConfig.still_window``,
+    train.py ``--still_window``; measured by ``benchmarks/still_flow.py``)."""
     if np.array_equal(line_t, line_s):
         return np.zeros((*line_t.shape, 2), np.float32)
     # one engine per thread (DIS objects are not thread-safe) and per image size: an engine that
@@ -193,11 +196,13 @@ def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(image.float(), grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
-def warp_frame(image: np.ndarray, line_to: np.ndarray, line_from: np.ndarray, mode: str = "canny") -> np.ndarray:
+def warp_frame(image: np.ndarray, line_to: np.ndarray, line_from: np.ndarray, mode: str = "canny",
+               still_window: int = 0) -> np.ndarray:
     """A uint8 RGB frame (that of line art ``line_from``) warped onto the frame of line art
     ``line_to`` along ``line_flow``: the answer that needs no model, made with the very flow and
-    warp the model is given (the study's and the demo's ``warp_keyframe``)."""
-    flow = flow_tensor(line_flow(line_to, line_from, mode))[None]
+    warp the model is given (the study's and the demo's ``warp_keyframe``; ``still_window``: the
+    model's ``ModelConfig.still_window``)."""
+    flow = flow_tensor(line_flow(line_to, line_from, mode, still_window))[None]
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None] / 255.0
     out = warp(tensor, flow)[0].clamp(0, 1).permute(1, 2, 0).numpy()
     return (out * 255 + 0.5).astype(np.uint8)
@@ -206,10 +211,12 @@ def warp_frame(image: np.ndarray, line_to: np.ndarray, line_from: np.ndarray, mo
 KEYFRAME_WARPS = ("warp_keyframe", "warp_chain", "warp_blend")
 
 
-def keyframe_warps(frames: list[np.ndarray], lines: list[np.ndarray], mode: str = "canny") -> dict[str, list[np.ndarray]]:
+def keyframe_warps(frames: list[np.ndarray], lines: list[np.ndarray], mode: str = "canny",
+                   still_window: int = 0) -> dict[str, list[np.ndarray]]:
     """The answers that need no model, made with the very flow and warp the model is given, for a
     shot whose frame 0 is the coloured keyframe: ``frames`` uint8 RGB (only frame 0 is read),
-    ``lines`` the uint8 line art of every frame. -> {name: [frame 0 .. N-1]}, frame 0 the keyframe:
+    ``lines`` the uint8 line art of every frame, ``still_window`` the model's flow setting.
+    -> {name: [frame 0 .. N-1]}, frame 0 the keyframe:
     - ``warp_keyframe``: the keyframe warped onto every frame (``warp_frame``);
     - ``warp_chain``: warped frame to frame, each from the one before;
     - ``warp_blend``: the mean of those two, rounded: the two sources the copy path blends (the
@@ -218,8 +225,8 @@ def keyframe_warps(frames: list[np.ndarray], lines: list[np.ndarray], mode: str 
     key = frames[0]
     direct, chain = [key], [key]
     for t in range(1, len(lines)):
-        direct.append(warp_frame(key, lines[t], lines[0], mode))
-        chain.append(warp_frame(chain[-1], lines[t], lines[t - 1], mode))
+        direct.append(warp_frame(key, lines[t], lines[0], mode, still_window))
+        chain.append(warp_frame(chain[-1], lines[t], lines[t - 1], mode, still_window))
     blend = [key] + [np.rint((a.astype(np.float32) + b) / 2).astype(np.uint8) for a, b in zip(direct[1:], chain[1:])]
     return {"warp_keyframe": direct, "warp_chain": chain, "warp_blend": blend}
 
@@ -242,11 +249,16 @@ class Correspondence(nn.Module):
 
 
 class FlowWarp(Correspondence):
-    """DIS optical flow between the line arts (``line_flow``), then ``warp``."""
+    """DIS optical flow between the line arts (``line_flow``, with ``still_window``: the model's
+    ``ModelConfig.still_window``, which only the CPU half uses), then ``warp``."""
     name = "flow"
 
+    def __init__(self, still_window: int = 0):
+        super().__init__()
+        self.still_window = check_still_window(still_window)
+
     def pair_data(self, line_t, line_s, mode):
-        return line_flow(line_t, line_s, mode)
+        return line_flow(line_t, line_s, mode, self.still_window)
 
     def forward(self, source: Source, line_t: torch.Tensor) -> Source:
         source = source.masked()
@@ -269,9 +281,22 @@ def build(name: str) -> Correspondence:
     return {"flow": FlowWarp, "none": Correspondence}[name]()
 
 
-def cpu_half(name: str) -> Correspondence:
+def check_still_window(still_window) -> int:
+    """``still_window`` if it is a whole number >= 0 (0: off), else ``utils.UserError``."""
+    if not isinstance(still_window, int) or isinstance(still_window, bool) or still_window < 0:
+        raise utils.UserError(f"the still window must be a whole number of pixels >= 0 (0: off), got {still_window!r}")
+    return still_window
+
+
+def cpu_half(name: str, still_window: int = 0) -> Correspondence:
     """A correspondence for its ``pair_data`` only (the data loader, a colouring chain): no
-    weights are made (a ``match`` matcher's are the generator's), and no random numbers drawn."""
+    weights are made (a ``match`` matcher's are the generator's), and no random numbers drawn.
+    ``still_window`` > 0 (``line_flow``) needs a correspondence with a flow."""
     if name not in CHOICES:
         raise ValueError(f"unknown correspondence {name!r} (choose from {', '.join(CHOICES)})")
-    return Correspondence() if name == "none" else FlowWarp()
+    if name == "none":
+        if check_still_window(still_window):
+            raise utils.UserError("a still window keeps parts of the line-art flow still: "
+                                  "correspondence 'none' has no flow")
+        return Correspondence()
+    return FlowWarp(still_window)

@@ -365,8 +365,8 @@ class TripletDataset(Dataset):
 
     ``extended=True`` (what the default U-Net trains on) adds, with the same crop:
     - the previous frame's line art, and what ``correspondence`` computes on the CPU between
-      frame t and it (``correspond.Correspondence.pair_data``: the DIS flow for 'flow'; zeros
-      for 'none');
+      frame t and it (``correspond.Correspondence.pair_data``: the DIS flow for 'flow', with the
+      model's ``still_window``; zeros for 'none');
     - a keyframe with probability ``keyframe_prob``: another frame of the same shot at a random
       distance of at most ``keyframe_max_distance``, or, with probability ``self_reference_prob``
       of those, frame t itself under a random rotation, scale and shift (an augmented
@@ -406,7 +406,8 @@ class TripletDataset(Dataset):
                  extended: bool = False, correspondence: str = "flow", keyframe_prob: float = 0.0,
                  keyframe_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
                  frame_cache=False, cache_dir=None, cached_flows: bool = False, self_reference_prob: float = 0.0,
-                 prev_drift_prob: float = 0.0, rollout_frames: int = 2, prev_chain_prob: float = 0.0):
+                 prev_drift_prob: float = 0.0, rollout_frames: int = 2, prev_chain_prob: float = 0.0,
+                 still_window: int = 0):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
         for name, value in (("prev_prob", prev_prob), ("keyframe_prob", keyframe_prob),
@@ -430,7 +431,8 @@ class TripletDataset(Dataset):
         self.load_size = load_size_for(image_size) if train else image_size
         self.prev_prob, self.seed, self.epoch = prev_prob, seed, 0
         self.extended, self.keyframe_prob = extended, keyframe_prob
-        self.correspondence = correspond.cpu_half(correspondence)
+        self.correspondence = correspond.cpu_half(correspondence, still_window)
+        self.still_window = still_window
         self.keyframe_max_distance, self.rollout_prob = keyframe_max_distance, rollout_prob
         self.rollout_frames = rollout_frames
         self.reverse_prob, self.uint8 = reverse_prob, uint8
@@ -487,11 +489,13 @@ class TripletDataset(Dataset):
             picks = [_pick_keyframe(pos, n, self.keyframe_max_distance, u) for u in rng.random(CACHED_KEYFRAMES)]
             return [-1 if k is None else k for k in picks]
 
-        tag = (f"{self.line_art}:{CANNY_SIGMA}:{CANNY_LOW}:{CANNY_HIGH}:{correspond.flow_settings()}:"
+        tag = (f"{self.line_art}:{CANNY_SIGMA}:{CANNY_LOW}:{CANNY_HIGH}:{correspond.flow_settings(self.still_window)}:"
                f"keyframes {CACHED_KEYFRAMES} within {self.keyframe_max_distance}, seed {CACHED_KEYFRAME_SEED}")
         # keyframes drawn whatever keyframe_prob: one cache serves runs with and without them
         return framecache.open_or_build_flows(self.cache, line_of,
-                                              lambda a, b: correspond.line_flow(a, b, self.line_art), keys, tag, build)
+                                              lambda a, b: self.correspondence.pair_data(a, b, self.line_art),
+                                              keys, tag, build,
+                                              variant=f"still{self.still_window}" if self.still_window else "")
 
     def _cached_flow(self, shot: int, pos: int, step, crop, slot=None) -> torch.Tensor:
         """The cached flow from frame ``pos`` to ``pos + step`` (or to its cached keyframe in

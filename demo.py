@@ -109,12 +109,13 @@ def colorize(ckpt: Path, test_dir: Path, out: Path, keys: Path, args) -> dict:
             "--side_by_side", "--video", str(out / "side_by_side.mp4"), "--fps", "12",
             "--overwrite", "--device", args.device, "--first_keyframe_dir", str(keys)]
     colorize_cli.main(colorize_cli.build_parser().parse_args(argv))
-    size = json.loads((out / "frames" / "metrics.json").read_text())["image_size"]
+    note = json.loads((out / "frames" / "metrics.json").read_text())
+    size, window = note["image_size"], note["still_window"]  # the no-model warps on the model's own flow
     truth = {rel: [utils.resize(utils.read_rgb(p), size) for p in frames] for rel, frames in shots.items()}
     lines = {rel: [dataset.make_line_art(f, "canny") for f in frames] for rel, frames in truth.items()}
     model = {rel: [utils.read_rgb(p) for p in utils.list_frames(out / "frames" / rel)] for rel in shots}
     copy = {rel: [frames[0]] * len(frames) for rel, frames in truth.items()}
-    warps = {rel: correspond.keyframe_warps(frames, lines[rel]) for rel, frames in truth.items()}
+    warps = {rel: correspond.keyframe_warps(frames, lines[rel], still_window=window) for rel, frames in truth.items()}
     grey = {rel: [np.full_like(f, metrics.FLAT_GREY) for f in frames] for rel, frames in truth.items()}
     answers = {"model": model, "copy_keyframe": copy,
                **{name: {rel: w[name] for rel, w in warps.items()} for name in correspond.KEYFRAME_WARPS},

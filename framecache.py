@@ -327,7 +327,8 @@ class FlowCache:
         return self._key_flows[self.starts[shot] + pos, slot]
 
 
-def open_or_build_flows(frames: FrameCache, line_of, pair_flow, keys, tag: str, build: bool = True) -> FlowCache:
+def open_or_build_flows(frames: FrameCache, line_of, pair_flow, keys, tag: str, build: bool = True,
+                        variant: str = "") -> FlowCache:
     """The line art and flows of a complete frame cache, in a folder beside it (``lines.npy``
     (N, L, L) uint8; ``flows.npy`` (N, 2, 2, L, L) float16, to the frames before and after;
     ``keys.npy`` (N, K) int32 and ``keyflows.npy`` (N, K, 2, L, L) float16, to K keyframes of
@@ -336,10 +337,12 @@ def open_or_build_flows(frames: FrameCache, line_of, pair_flow, keys, tag: str, 
     and keyframes are made) changes. ``line_of(colour, shot, pos)`` gives a frame's uint8 line
     art from its cached colour frame, ``pair_flow(line_t, line_s)`` the float32 (L, L, 2) flow
     from frame t to frame s, ``keys(shot, pos, n)`` the K keyframe positions of frame ``pos`` of
-    a shot of ``n`` frames (-1: none)."""
+    a shot of ``n`` frames (-1: none). ``variant`` names flows of another kind (a still window) that
+    live beside the plain ones in a folder of their own, so that runs of both kinds at once do not
+    rebuild each other's."""
     index = {"version": VERSION, "tag": tag,
              "frames": hashlib.sha1((frames.folder / "index.json").read_bytes()).hexdigest()}
-    folder = frames.folder.with_name(frames.folder.name + ".flows")
+    folder = frames.folder.with_name(frames.folder.name + ".flows" + (f"-{variant}" if variant else ""))
     if not _is_current(folder, index):
         if not build:
             raise utils.UserError(f"the line-art and flow cache {folder} is missing or out of date")

@@ -72,6 +72,9 @@ class ModelConfig:
     keyframe_input: bool | None = None  # unet: a coloured keyframe (and its line art) at every frame
     correspondence: str | None = None   # how the previous frame and the keyframe are brought onto
     #                                     frame t (correspond.CHOICES): 'flow' | 'none' | 'match'
+    still_window: int = 0         # the line-art flow's still window (correspond.line_flow): zero flow where
+    #                               a W x W neighbourhood holds a line identical in both frames; 0: off.
+    #                               Checkpoints written before it existed were trained with 0.
 
     def __post_init__(self):
         if self.generator not in GENERATORS:
@@ -93,13 +96,14 @@ class ModelConfig:
                 raise utils.UserError(f"model setting {name} must be true or false, got {getattr(self, name)!r}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name not in ("generator", "correspondence", "copy_path", "keyframe_input") and (
+            if field.name not in ("generator", "correspondence", "copy_path", "keyframe_input", "still_window") and (
                     not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise utils.UserError(f"model setting {field.name} must be a positive "
                                       f"integer, got {value!r}")
         if self.in_channels != self.expected_in_channels:
             raise utils.UserError(f"model setting in_channels is {self.in_channels}, but these inputs "
                                   f"need {self.expected_in_channels}")
+        correspond.cpu_half(self.correspondence, self.still_window)  # a whole number, and a flow to keep still
 
     @property
     def size_rule(self) -> tuple[int, int]:

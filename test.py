@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time views: colour every frame also mirrored (2: left-right; 4: and upside down, and "
                         "both), each with its own line-art flow, and average the outputs mirrored back (the average "
                         "is what the chain carries on); N times the time per frame")
+    p.add_argument("--still_window", type=int, default=None,
+                   help="the line-art flow's still window (train.py --still_window): zero flow where a W x W "
+                        "neighbourhood holds a line identical in both frames; default: the model's own (0: off)")
     p.add_argument("--batch_chains", type=int, default=1,
                    help="colour up to N independent chains (shots, keyframe segments) at once: faster on a GPU, "
                         "the same result; holds their shots in memory")
@@ -557,7 +560,7 @@ def main(args) -> int:
     colorizer = colorize.Colorizer.from_checkpoint(
         args.checkpoint, device, args.image_size, args.line_art, input_type=args.input_type, blend=args.blend,
         batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp, regions=args.regions,
-        views=args.views)
+        views=args.views, still_window=args.still_window)
     options = colorizer.options
     plan = plan_input(Path(args.input), args.side_by_side)
     check_network_memory(colorizer, device)
@@ -586,7 +589,8 @@ def write_output(args, colorizer: colorize.Colorizer, keyframes, plan) -> None:
         finish(out_tmp, args, per_shot, {"checkpoint": str(args.checkpoint), "generator": colorizer.cfg.generator,
                                          "image_size": options.image_size, "line_art": options.line_art,
                                          "keyframes": keyframes_given, "regions": args.regions,
-                                         "views": args.views}, video_final)
+                                         "views": args.views, "still_window": colorizer.still_window},
+               video_final)
     except BaseException:
         shutil.rmtree(out_tmp, ignore_errors=True)
         if video_final is not None:

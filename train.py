@@ -118,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "optical flow, the default), none, match (the flow, then a learned matcher of line-art "
                         "regions: matcher.py) or select (unmoved, warped and matched, blended per pixel by a small "
                         "learned network: selector.py)")
+    g.add_argument("--still_window", type=int, default=0,
+                   help="a correspondence with a flow: zero line-art flow wherever a W x W neighbourhood holds a "
+                        "line that is identical in both frames (correspond.still_mask), so a held background "
+                        "stays sharp beside a moving character; recorded in the model, used by test.py and the "
+                        "app; 0 (the default): off")
     g.add_argument("--checkpoint_path_G", "--init_generator", dest="init_generator",
                    help="start G from these weights (ours or the original's {'generator': ...})")
     g.add_argument("--checkpoint_path_D", "--init_discriminator", dest="init_discriminator",
@@ -243,7 +248,8 @@ def model_config(args) -> models.ModelConfig:
     """A switch given turns the option off; none given leaves the generator's own default."""
     return models.ModelConfig(generator=args.generator, ndf=args.ndf, ngf=args.ngf, correspondence=args.correspondence,
                               copy_path=False if args.no_copy_path else None,
-                              keyframe_input=False if args.no_keyframe_input else None)
+                              keyframe_input=False if args.no_keyframe_input else None,
+                              still_window=args.still_window)
 
 
 def run_config(args) -> dict:
@@ -269,7 +275,8 @@ def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
                                  rollout_prob=args.rollout_prob, reverse_prob=args.reverse_prob,
                                  rollout_frames=args.rollout_frames,
                                  prev_drift_prob=args.prev_drift_prob if cfg.extended_inputs else 0.0,
-                                 prev_chain_prob=args.prev_chain_prob, cached_flows=not args.no_flow_cache)
+                                 prev_chain_prob=args.prev_chain_prob, cached_flows=not args.no_flow_cache,
+                                 still_window=cfg.still_window)
     if not args.no_frame_cache and world > 1 and rank == 0:
         torch.distributed.barrier()  # the cache is complete: the others may open it
     sampler = runs.ResumableSampler(ds, world, rank, args.seed)
@@ -621,7 +628,8 @@ def announce(run: Run, nets: runs.Nets, total: int) -> None:
              f"{run.n_val_shots} shot(s); {run.world} process(es) on {run.device}",
              f"generator {cfg.generator}: {models.count_parameters(G) / 1e6:.2f} M parameters "
              f"(copy path {cfg.copy_path}, keyframe input {cfg.keyframe_input}, correspondence "
-             f"{cfg.correspondence}); {total} steps of batch {args.batch_size} x {run.world}"]
+             f"{cfg.correspondence}{f', still window {cfg.still_window}' if cfg.still_window else ''}); "
+             f"{total} steps of batch {args.batch_size} x {run.world}"]
     if nets.generator_ema is not None:
         lines.append(f"generator weights averaged (--ema_decay {args.ema_decay}): validation, best.pt, generator.pt "
                      "and test.py use the average")

@@ -69,7 +69,9 @@ def main(args) -> int:
                             f"{', '.join(map(str, missing))} (it has {', '.join(str(s) for s, _ in checkpoints)})")
         checkpoints = [(step, path) for step, path in checkpoints if step in args.steps]
     curve = out / "curve"
-    results = reproduce.evaluate({}, eval_root, curve, args, settings=args.no_model) if args.no_model else {}
+    # the no-model rows on the run's own flow (reproduce.flow_window reads it from a checkpoint)
+    latest = {"tcvc": checkpoints[-1][1]} if checkpoints else {}
+    results = reproduce.evaluate(latest, eval_root, curve, args, settings=args.no_model) if args.no_model else {}
     for step, path in checkpoints:  # each step in a folder of its own, under the study's setting names
         scored = reproduce.evaluate({"tcvc": path}, eval_root, curve / f"step_{step}", args, settings=args.settings)
         results |= {f"{setting}@{step}": result for setting, result in scored.items()}

@@ -57,6 +57,7 @@ import correspond  # noqa: E402
 import dataset as data_lib  # noqa: E402
 import metrics as metrics_lib  # noqa: E402
 import matcher  # noqa: E402
+import models  # noqa: E402
 import regions  # noqa: E402
 import test as colorize_cli  # noqa: E402
 import train  # noqa: E402
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(a study that changes only the other model)")
     p.add_argument("--correspondence", choices=correspond.CHOICES, default=None,
                    help="the tcvc model's (train.py --correspondence; default: train.py's)")
+    p.add_argument("--still_window", type=int, default=None,
+                   help="train the tcvc model with train.py --still_window W, and score every setting, model and "
+                        "no model, on that flow (default: each model on its own, the no-model rows on the models')")
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then extra train.py flags")
     return p
 
@@ -148,8 +152,11 @@ def check_disjoint(train_clips, eval_clips) -> None:
 
 # ----------------------------------------------------------------------------- training
 def model_flags(args) -> dict:
-    """{model: its own train.py flags}: ``MODELS``, with ``--correspondence`` for tcvc alone."""
+    """{model: its own train.py flags}: ``MODELS``, with ``--correspondence`` and ``--still_window``
+    for tcvc alone."""
     mine = ["--correspondence", args.correspondence] if args.correspondence else []
+    if args.still_window is not None:
+        mine += ["--still_window", str(args.still_window)]
     return {name: extra + (mine if name == "tcvc" else []) for name, extra in MODELS.items()}
 
 
@@ -291,7 +298,7 @@ def nearest_of_two(n: int) -> list[int]:
     return [0 if t <= (n - 1) - t else n - 1 for t in range(n)]
 
 
-def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
+def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0) -> dict:
     """The flow answers that need no model: ``warp_keyframe`` (the true first frame warped onto
     every frame), ``warp_chain`` (warped frame to frame, each from the one before), ``warp_blend``
     (the mean of those two: a hedge between the two sources the copy path blends, which PSNR
@@ -301,22 +308,25 @@ def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
     brought onto every frame by the untrained region matcher of ``--correspondence match``, i.e.
     the flow's own region vote: that matcher with no learning), ``warp_2keys`` (the true first and
     last frames each warped onto every frame, blended by distance as ``--blend linear`` blends
-    chains)."""
+    chains). Every flow is ``correspond.line_flow`` with ``still_window``: the models' own."""
     out = {}
     for shot, frames in truths.items():
         key, ln, n = frames[0], lines[shot], len(frames)
         if setting in correspond.KEYFRAME_WARPS:
-            shot_out = correspond.keyframe_warps(frames, ln)[setting]
+            shot_out = correspond.keyframe_warps(frames, ln, still_window=still_window)[setting]
         elif setting == "warp_regions":
             shot_out = [key] + [regions.vote(regions.segment(ln[t]), f[None].astype(np.float32),
                                              np.ones((1, *ln[t].shape), np.float32), f)[0]
-                                for t, f in enumerate(correspond.keyframe_warps(frames, ln)["warp_keyframe"][1:], start=1)]
+                                for t, f in enumerate(correspond.keyframe_warps(frames, ln, still_window=still_window)
+                                                      ["warp_keyframe"][1:], start=1)]
         elif setting == "warp_match":
-            shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln})[shot]
+            shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln}, still_window)[shot]
         elif setting == "warp_2keys":
             last = frames[-1]
-            from_first = [correspond.warp_frame(key, ln[t], ln[0]).astype(np.float32) for t in range(1, n - 1)]
-            from_last = [correspond.warp_frame(last, ln[t], ln[-1]).astype(np.float32) for t in range(1, n - 1)]
+            from_first = [correspond.warp_frame(key, ln[t], ln[0], still_window=still_window).astype(np.float32)
+                          for t in range(1, n - 1)]
+            from_last = [correspond.warp_frame(last, ln[t], ln[-1], still_window=still_window).astype(np.float32)
+                         for t in range(1, n - 1)]
             shot_out = [key] + [np.rint((n - 1 - t) / (n - 1) * a + t / (n - 1) * b).astype(np.uint8)
                                 for t, a, b in zip(range(1, n - 1), from_first, from_last)] + [last]
         else:
@@ -325,10 +335,11 @@ def warp_outputs(setting: str, truths: dict, lines: dict) -> dict:
     return out
 
 
-def _aligned(module, colour: torch.Tensor, line_s: np.ndarray, line_t: np.ndarray) -> torch.Tensor:
+def _aligned(module, colour: torch.Tensor, line_s: np.ndarray, line_t: np.ndarray,
+             still_window: int = 0) -> torch.Tensor:
     """(1, 3, S, S) ``colour`` (the frame of line art ``line_s``) brought onto the frame of line art
     ``line_t`` by the correspondence ``module``, along the project's line-art flow."""
-    flow = correspond.flow_tensor(correspond.line_flow(line_t, line_s))[None]
+    flow = correspond.flow_tensor(correspond.line_flow(line_t, line_s, still_window=still_window))[None]
     source = correspond.Source(colour, torch.ones(1), torch.from_numpy(line_s)[None, None].float() / 255, flow)
     return module(source, torch.from_numpy(line_t)[None, None].float() / 255).colour.clamp(0, 1)
 
@@ -338,18 +349,20 @@ def _uint8(colour: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def matched_outputs(module, truths: dict, lines: dict) -> dict:
+def matched_outputs(module, truths: dict, lines: dict, still_window: int = 0) -> dict:
     """{shot: [frame 0, then the true frame 0 brought onto every frame by ``module``]}."""
     out = {}
     for shot, frames in truths.items():
         ln = lines[shot]
         key = torch.from_numpy(frames[0]).permute(2, 0, 1).float()[None] / 255
-        out[shot] = [frames[0]] + [_uint8(_aligned(module, key, ln[0], ln[t])) for t in range(1, len(frames))]
+        out[shot] = [frames[0]] + [_uint8(_aligned(module, key, ln[0], ln[t], still_window))
+                                   for t in range(1, len(frames))]
     return out
 
 
 @torch.no_grad()
-def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: int = 1) -> dict:
+def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: int = 1,
+                         still_window: int = 0) -> dict:
     """{shot: frames}: the tcvc pipeline with its network taken out. A tcvc model's copy path
     blends two sources, the keyframe and the chain's own previous output, each aligned onto frame t
     by its correspondence, and a fresh one starts from their mean (``models.COPY_BIAS``). Here every
@@ -368,7 +381,8 @@ def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: 
             for dims in colorize_lib.VIEWS[views]:
                 m_key, m_prev = colorize_lib.mirror(key, dims), colorize_lib.mirror(prev, dims)
                 m_ln = [colorize_lib.mirror_line(ln[i], dims) for i in (0, t - 1, t)]
-                mean = (_aligned(module, m_key, m_ln[0], m_ln[2]) + _aligned(module, m_prev, m_ln[1], m_ln[2])) / 2
+                mean = (_aligned(module, m_key, m_ln[0], m_ln[2], still_window)
+                        + _aligned(module, m_prev, m_ln[1], m_ln[2], still_window)) / 2
                 means.append(colorize_lib.mirror(mean, dims))
             prev = sum(means) / len(means)
             shot_out.append(_uint8(prev))
@@ -376,13 +390,15 @@ def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: 
     return out
 
 
-def trivial_outputs(setting: str, truths: dict, lines: dict | None = None, views: int = 1) -> dict:
+def trivial_outputs(setting: str, truths: dict, lines: dict | None = None, views: int = 1,
+                    still_window: int = 0) -> dict:
     """The answers that need no model, for every frame of every shot (``views``: the test-time
-    views of the ``sources_mean_*`` rows, as a model is given them)."""
+    views of the ``sources_mean_*`` rows, as a model is given them; ``still_window``: the flow's,
+    as the model is given it)."""
     if setting.startswith("warp_"):
-        return warp_outputs(setting, truths, lines)
+        return warp_outputs(setting, truths, lines, still_window)
     if setting.startswith("sources_mean_"):
-        return sources_mean_outputs(setting[len("sources_mean_"):], truths, lines, views)
+        return sources_mean_outputs(setting[len("sources_mean_"):], truths, lines, views, still_window)
     if setting == "copy_keyframe":
         return {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     if setting == "flat_grey":
@@ -396,16 +412,37 @@ def colorize(ckpt: Path, extra: list, eval_root: Path, dest: Path, args) -> dict
     """Run test.py on the evaluation shots; -> {shot: [output frame 0, 1, ...]}."""
     argv = ["--checkpoint", str(ckpt), "--input", str(eval_root), "--output", str(dest),
             "--device", args.device, "--overwrite", "--no_metrics", "--views", str(args.views)] + extra
+    if getattr(args, "still_window", None) is not None:
+        argv += ["--still_window", str(args.still_window)]
     colorize_cli.main(colorize_cli.build_parser().parse_args(argv))
     return {shot.relative_to(eval_root).as_posix():
             [utils.read_rgb(p) for p in utils.list_frames(dest / shot.relative_to(eval_root))]
             for shot in utils.find_shot_dirs(eval_root)}
 
 
+def flow_window(checkpoints: dict, args) -> int:
+    """The still window of the flow every setting is scored on: ``args.still_window`` where given
+    (test.py is then given it too), else the models' own (``ModelConfig.still_window``): the tcvc
+    model's where it is scored (the frame-by-frame baseline is never given a source), else that of
+    the models given, so that the answers that need no model warp along the very flow the model is
+    given; 0 without a model. Models trained on different flows are a ``UserError``: no single
+    no-model row fits both."""
+    given = getattr(args, "still_window", None)
+    if given is not None:
+        return correspond.check_still_window(given)
+    pool = {"tcvc": checkpoints["tcvc"]} if "tcvc" in checkpoints else checkpoints
+    windows = {name: models.load_generator(path)[1].still_window for name, path in pool.items()}
+    if len(set(windows.values())) > 1:
+        raise UserError(f"these models were trained on different flows (still windows {windows}): score them "
+                        "apart, or give --still_window to score all of them on one")
+    return next(iter(windows.values()), 0)
+
+
 def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTINGS,
              model_settings=MODEL_SETTINGS) -> dict:
     """{setting: score(...)}; model outputs go to ``out/outputs/<setting>``, and the answers that
-    need no model to ``out/outputs/<setting>`` too (for the sample strips)."""
+    need no model to ``out/outputs/<setting>`` too (for the sample strips), on the models' flow
+    (``flow_window``)."""
     truths = eval_shots(eval_root, args.image_size)
     lines = {shot: [data_lib.make_line_art(f, "canny") for f in frames] for shot, frames in truths.items()}
     folders = {"keyframes": keyframes(eval_root, out / "keyframes"),
@@ -414,6 +451,9 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
     # the keyframe copying would give each frame: what "changed" is measured against
     first = {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     nearest = {shot: [frames[k] for k in nearest_of_two(len(frames))] for shot, frames in truths.items()}
+    window = flow_window(checkpoints, args)
+    if window:
+        print(f"every flow with still window {window}", flush=True)
     results = {}
     for setting in settings:
         if setting in model_settings:
@@ -421,7 +461,7 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
             extra = [e.format(**folders) for e in extra]
             outputs = colorize(checkpoints[model], extra, eval_root, out / "outputs" / setting, args)
         else:
-            outputs = trivial_outputs(setting, truths, lines, args.views)
+            outputs = trivial_outputs(setting, truths, lines, args.views, window)
             save_outputs(outputs, eval_root, out / "outputs" / setting)
         two = setting in TWO_KEYS
         results[setting] = metrics_lib.score_frames(outputs, truths, inner if two else None,
@@ -590,7 +630,8 @@ def training_note(out: Path, names) -> str:
                      f"{cfg['image_size']}², prev_prob {cfg['prev_prob']}, keyframe_prob {cfg['keyframe_prob']}, "
                      f"rollout_prob {cfg['rollout_prob']}, {model['generator']} generator (copy path "
                      f"{model['copy_path']}, keyframe input {model['keyframe_input']}, correspondence "
-                     f"{model['correspondence']}), "
+                     f"{model['correspondence']}"
+                     f"{', still window %d' % model['still_window'] if model.get('still_window') else ''}), "
                      f"VGG {cfg['vgg_weights']}")
     return "; ".join(notes)
 

@@ -2,19 +2,19 @@
 
 DIS smooths its flow over neighbouring patches, so where a character moves next to a still
 background, part of its motion spills onto the background's still lines, and warping along that
-flow moves and blurs lines that did not move. ``correspond.line_flow(..., still_window=W)`` sets the
-flow to zero where a W x W neighbourhood holds a line and is identical in both frames
-(``correspond.still_mask``), as the whole-frame rule already does for identical line art.
+flow moves and blurs lines that did not move. The still window W (``train.py --still_window``,
+``ModelConfig.still_window``, ``correspond.line_flow(..., still_window=W)``) sets the flow to zero
+where a W x W neighbourhood holds a line and is identical in both frames (``correspond.still_mask``),
+as the whole-frame rule already does for identical line art.
 
 This scores, for each ``--windows`` W (0: the flow as it is), the study's no-model warps
 (``warp_keyframe``, ``warp_chain``) and, with ``--checkpoint``, the model's ``tcvc_keyframe``, all on
-the same flow: every use of ``correspond.line_flow`` in this process is given W, so the model's
-flows and the warp rows' are the same, as the study requires. The model is used as it was trained.
+the same flow (``reproduce.py --still_window W``: test.py is given W whatever the model was
+trained on), as the study requires.
 
 ``--train_like RUN/config.json`` first trains a model as that run was trained (its config.json's
-options, its data, its seed), but with every flow given ``--train_window`` (the flow cache keyed
-apart), into ``OUT/run``, and scores that model. DataLoader workers see the windowed flow only when
-they are forked (Linux's default); elsewhere training runs with no worker.
+options, its data, its seed), but with ``train.py --still_window`` ``--train_window`` (the flow
+cache keyed apart), into ``OUT/run``, and scores that model.
 
     python benchmarks/still_flow.py --eval_data study/data/eval --checkpoint study/runs/tcvc/generator.pt \\
         --out still_flow --windows 0 9
@@ -26,18 +26,13 @@ Prints one line per window and setting; ``--out`` gets each window's outputs and
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import json
-import multiprocessing
 import sys
 from pathlib import Path
-from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import correspond  # noqa: E402
 import reproduce  # noqa: E402
 import train  # noqa: E402
 import utils  # noqa: E402
@@ -61,23 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@contextlib.contextmanager
-def windowed(window: int):
-    """Every ``correspond.line_flow`` in this process (and in forked workers) given ``window``, and
-    ``flow_settings`` saying so, so that a flow cache made with it is not taken for a plain one.
-    Window 0 changes nothing."""
-    if window <= 0:
-        yield
-        return
-    plain = correspond.flow_settings()
-    with mock.patch.object(correspond, "line_flow", functools.partial(correspond.line_flow, still_window=window)), \
-            mock.patch.object(correspond, "flow_settings", lambda: f"{plain}, still window {window}"):
-        yield
-
-
 def train_like(config: Path, run_dir: Path, window: int) -> Path:
-    """A generator trained with ``config``'s options (a run's config.json) into ``run_dir``, on the
-    flow with ``window``; its path."""
+    """A generator trained with ``config``'s options (a run's config.json) into ``run_dir``, with
+    ``--still_window window``; its path."""
     try:
         options = json.loads(config.read_text())
     except (OSError, ValueError) as err:
@@ -89,11 +70,8 @@ def train_like(config: Path, run_dir: Path, window: int) -> Path:
         raise UserError(f"{config} is not a train.py run's config.json (no data folder, or options "
                         f"train.py does not know: {', '.join(unknown) or 'none'})")
     vars(args).update(options)
-    args.run_dir, args.resume = str(run_dir), None
-    if multiprocessing.get_start_method() != "fork":
-        args.num_workers = 0
-    with windowed(window):
-        code = train.main(args)
+    args.run_dir, args.resume, args.still_window = str(run_dir), None, window
+    code = train.main(args)
     if code:
         raise UserError(f"training into {run_dir} failed (exit code {code})")
     return run_dir / "generator.pt"
@@ -103,9 +81,9 @@ def score(args, window: int) -> dict:
     """{setting: overall figures and per-shot PSNR} with every line-art flow given ``window``."""
     settings = WARPS + (("tcvc_keyframe",) if args.checkpoint else ())
     checkpoints = {"tcvc": Path(args.checkpoint)} if args.checkpoint else {}
-    with windowed(window):
-        results = reproduce.evaluate(checkpoints, Path(args.eval_data), Path(args.out) / f"window_{window}", args,
-                                     settings=settings)
+    args.still_window = window  # the warps' flow and test.py --still_window: one flow for every row
+    results = reproduce.evaluate(checkpoints, Path(args.eval_data), Path(args.out) / f"window_{window}", args,
+                                 settings=settings)
     return {s: {k: r["overall"][k] for k in KEYS} | {"shots": {sh: v["psnr"] for sh, v in r["shots"].items()}}
             for s, r in results.items()}
 

@@ -187,6 +187,35 @@ def test_no_model_rows_of_a_held_drawing_are_exact(tmp_path, frame_factory, mode
     assert all(np.abs(out.astype(int) - small).max() <= 1 for out in result.frames)
 
 
+def test_the_warped_keyframe_row_warps_along_the_models_own_flow(tmp_path):
+    """A model trained with a still window: the app's no-model row warps the keyframe along that
+    windowed flow, the flow the model itself is given, not the plain one."""
+    import correspond
+    frames = []
+    for k in range(3):  # an outlined square that is held, an outlined disc that moves
+        image = np.full((SIZE, SIZE, 3), 225, np.uint8)
+        cv2.rectangle(image, (2, 3), (13, 18), (200, 60, 40), -1)
+        cv2.rectangle(image, (2, 3), (13, 18), (0, 0, 0), 1)
+        cv2.circle(image, (19 + 2 * k, 20), 6, (40, 60, 200), -1)
+        cv2.circle(image, (19 + 2 * k, 20), 6, (0, 0, 0), 1)
+        frames.append(image)
+    cfg = models.ModelConfig(ngf=8, still_window=5)
+    path = tmp_path / "windowed.pt"
+    torch.save(models.generator_export(models.build_generator(cfg), cfg, SIZE, "canny"), path)
+    session = session_with(tmp_path, [app.Shot(".", [f"f{i}" for i in range(3)], frames)])
+    app.use_own_colours(session, 0)
+    result = app.colour(session, app.Model.load(path, "cpu"))
+
+    def row(window):
+        video = metrics_lib.VideoMetrics()
+        for line, truth in zip(result.lines, result.truths):
+            video.update(correspond.warp_frame(result.truths[0], line, result.lines[0], "canny", window), truth)
+        return video.result()["psnr"]
+
+    assert row(5) != row(0)  # the window changes the warp here
+    assert result.metrics["warped keyframe (no model)"]["psnr"] == pytest.approx(row(5))
+
+
 def test_removed_keyframe_is_no_longer_used(tmp_path, frame_factory, model):
     frames = [frame_factory(i) for i in range(4)]
     session = session_with(tmp_path, [app.Shot(".", [f"f{i}" for i in range(4)], frames)])

@@ -334,3 +334,53 @@ def test_views_are_checked_and_recorded(tmp_path, frame_factory):
     res = run_cli("--checkpoint", tmp_path / "g.pt", "--input", tmp_path / "in", "--output", tmp_path / "o2",
                   "--views", "3")
     assert res.returncode == 2 and "--views: invalid choice" in res.stderr and not (tmp_path / "o2").exists()
+
+
+class FlowSpy(nn.Module):
+    """Passes its previous frame on, and keeps each frame's line art, the previous frame's, and
+    the flow between them that the chain computed."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, sources):
+        if sources.prev.present.item():
+            lines = [(t[0, 0].numpy() * 255).round().astype(np.uint8) for t in (sources.line, sources.prev.line)]
+            self.seen.append(lines + [sources.prev.flow[0]])
+        return models.Colouring(sources.prev.masked().colour, models.original_input(sources))
+
+
+def test_the_chain_computes_the_models_flow_and_test_py_may_set_another(tmp_path, monkeypatch):
+    """A model trained with a still window is given the windowed flow at test time, as in
+    training; test.py --still_window scores it on another (0: the plain flow), and metrics.json
+    says which. A window a model without a flow cannot use is one line."""
+    import correspond
+    for k in range(4):  # an outlined square that is held, an outlined disc that moves
+        image = np.full((48, 48, 3), 225, np.uint8)
+        cv2.rectangle(image, (3, 5), (18, 26), (200, 60, 40), -1)
+        cv2.rectangle(image, (3, 5), (18, 26), (0, 0, 0), 1)
+        cv2.circle(image, (28 + 2 * k, 30), 8, (40, 60, 200), -1)
+        cv2.circle(image, (28 + 2 * k, 30), 8, (0, 0, 0), 1)
+        utils.write_image(tmp_path / "in" / f"frame_{k:03d}.png", image)
+    spy, cfg = FlowSpy(), models.ModelConfig(ngf=8, still_window=5)
+    monkeypatch.setattr(models, "load_generator",
+                        lambda path, device: (spy, cfg, {"image_size": 48, "line_art": "canny"}))
+    changed = 0
+    for flag, window in (([], 5), (["--still_window", "0"], 0), (["--still_window", "9"], 9)):
+        spy.seen.clear()
+        out = tmp_path / f"out{window}"
+        assert colorize_cli.main(args_for(tmp_path / "in", out, "g.pt", *flag)) == 0
+        assert json.loads((out / "metrics.json").read_text())["still_window"] == window
+        assert len(spy.seen) == 3
+        for line_t, line_s, flow in spy.seen:
+            assert torch.equal(flow, correspond.flow_tensor(correspond.line_flow(line_t, line_s, "canny", window)))
+            plain = correspond.flow_tensor(correspond.line_flow(line_t, line_s))
+            changed += window == 5 and not torch.equal(flow, plain)
+    assert changed  # the window did change some flow
+    with pytest.raises(UserError, match="still window must be a whole number"):
+        colorize_cli.main(args_for(tmp_path / "in", tmp_path / "bad", "g.pt", "--still_window", "-2"))
+    cfg = models.ModelConfig(ngf=8, correspondence="none")
+    with pytest.raises(UserError, match="'none' has no flow"):
+        colorize_cli.main(args_for(tmp_path / "in", tmp_path / "bad", "g.pt", "--still_window", "3"))
+    assert not (tmp_path / "bad").exists()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import correspond
 import dataset
 import utils
 from conftest import tree_equal
@@ -252,3 +253,46 @@ def test_a_chained_first_frame_is_the_far_frame_carried_along_the_one_step_flows
 def test_chained_first_frames_need_a_flow():
     with pytest.raises(dataset.UserError, match="prev_chain_prob"):
         dataset.TripletDataset([Path("/nonexistent")], extended=True, correspondence="none", prev_chain_prob=0.5)
+
+
+def held_and_moving_frame(k, h=72, w=96):
+    """An outlined square that is held and an outlined disc that moves 3 pixels a frame."""
+    image = np.full((h, w, 3), 225, np.uint8)
+    cv2.rectangle(image, (6, 10), (34, 50), (200, 60, 40), -1)
+    cv2.rectangle(image, (6, 10), (34, 50), (0, 0, 0), 2)
+    cv2.circle(image, (52 + 3 * k, 36), 12, (40, 60, 200), -1)
+    cv2.circle(image, (52 + 3 * k, 36), 12, (0, 0, 0), 2)
+    return image
+
+
+def test_a_still_window_reaches_every_flow_a_sample_gets_and_is_cached_apart(tmp_path, capsys):
+    """With still_window W every flow of a sample, computed on its crop or taken from the cache, is
+    line_flow(..., still_window=W) of the two line arts; the windowed flows live in a cache of their
+    own beside the plain one, so that runs of both kinds at once do not rebuild each other's."""
+    for k in range(5):
+        utils.write_image(tmp_path / "data" / "shot0" / f"frame_{k:03d}.png", held_and_moving_frame(k))
+    plain, _ = datasets(tmp_path, write=False)
+    still, fly = datasets(tmp_path, write=False, still_window=5)
+    assert still.flows.folder != plain.flows.folder and plain.flows.folder.is_dir()
+    capsys.readouterr()
+    again, _ = datasets(tmp_path, write=False, still_window=5)
+    assert "optical flows" not in capsys.readouterr().err and again.flows.folder == still.flows.folder
+    changed = 0
+    for pos in range(1, 5):  # the cache: whole frames at the load size
+        line_t, line_s = still.flows.line(0, pos), still.flows.line(0, pos - 1)
+        want = correspond.line_flow(line_t, line_s, "canny", still_window=5)
+        assert np.array_equal(np.array(still.flows.flow(0, pos, -1)), want.transpose(2, 0, 1).astype(np.float16))
+        mask = correspond.still_mask(line_t, line_s, 5)
+        changed += int(np.abs(np.array(plain.flows.flow(0, pos, -1)).transpose(1, 2, 0)[mask]).max() > 0.05)
+    assert changed  # DIS moved held lines somewhere: the window changes something
+    checked = 0
+    for i in range(len(fly)):  # on the fly: each sample's crop
+        sample = fly[i]
+        if sample["prev"]["present"] == 0:
+            continue
+        line_t = (sample["line"][0].numpy() * 255).round().astype(np.uint8)
+        line_s = (sample["prev"]["line"][0].numpy() * 255).round().astype(np.uint8)
+        want = correspond.flow_tensor(correspond.line_flow(line_t, line_s, "canny", still_window=5))
+        assert torch.equal(sample["prev"]["flow"], want), i
+        checked += 1
+    assert checked >= 3

@@ -221,6 +221,23 @@ def test_config_defaults_and_legacy_configs():
         models.ModelConfig.from_dict({**unet.to_dict(), "colour_space": "lab"})
 
 
+def test_the_still_window_is_a_model_setting_that_older_checkpoints_read_as_off():
+    """A model records the flow it was trained on: a config written before the setting existed
+    reads as 0 (off, the flow it was trained on), a window round-trips, and a window that is not a
+    whole number >= 0, or one for a model without a flow, is one clear line."""
+    windowed = models.ModelConfig(ngf=8, still_window=9)
+    assert models.ModelConfig.from_dict(json.loads(json.dumps(windowed.to_dict()))).still_window == 9
+    before = {k: v for k, v in models.ModelConfig(ngf=8).to_dict().items() if k != "still_window"}
+    assert models.ModelConfig.from_dict(before).still_window == 0
+    for bad in (-1, 2.5, True, "9"):
+        with pytest.raises(utils.UserError, match="still window must be a whole number"):
+            models.ModelConfig(still_window=bad)
+    with pytest.raises(utils.UserError, match="correspondence 'none' has no flow"):
+        models.ModelConfig(correspondence="none", still_window=5)
+    with pytest.raises(utils.UserError, match="no flow"):
+        models.ModelConfig("resnet", still_window=5)
+
+
 def test_legacy_unet_state_dict_is_unchanged():
     """The legacy config builds the very network older checkpoints hold: same keys and shapes."""
     legacy = models.build_generator(models.ModelConfig(copy_path=False, keyframe_input=False, correspondence="none",

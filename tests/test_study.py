@@ -286,11 +286,11 @@ def test_sources_mean_with_views_averages_the_mirrored_pipelines():
     assert np.abs(plain[1].astype(int) - mirrored[1]).max() > 2  # the two flows did differ
 
 
-def test_the_correspondence_choice_goes_to_tcvc_alone():
+def test_the_correspondence_choice_and_the_still_window_go_to_tcvc_alone():
     args = reproduce.build_parser().parse_args(["--train_clips", "a", "--eval_clips", "b", "--out", "o",
-                                                "--steps", "1", "--correspondence", "match"])
+                                                "--steps", "1", "--correspondence", "match", "--still_window", "9"])
     flags = reproduce.model_flags(args)
-    assert flags["tcvc"][-2:] == ["--correspondence", "match"]
+    assert flags["tcvc"][-4:] == ["--correspondence", "match", "--still_window", "9"]
     assert flags["baseline"][-2:] == ["--correspondence", "flow"]  # never given a source either way
     plain = reproduce.model_flags(reproduce.build_parser().parse_args(
         ["--train_clips", "a", "--eval_clips", "b", "--out", "o", "--steps", "1"]))
@@ -629,6 +629,7 @@ def test_still_flow_trains_like_a_run_on_the_windowed_flow_and_scores_it(tmp_pat
                             "--out", str(out), "--windows", "0", "--image_size", "32"]) == 0
     assert (out / "run" / "generator.pt").is_file() and not (tmp_path / "elsewhere").exists()
     assert windows and set(windows) == {7}  # scored at window 0: every call was the training's
+    assert reproduce.models.load_generator(out / "run" / "generator.pt")[1].still_window == 7
     assert "tcvc_keyframe" in json.loads((out / "results.json").read_text())["0"]
     config.write_text(json.dumps({"no_such_option": 1, "data": str(data)}))
     with pytest.raises(reproduce.UserError, match="no_such_option"):
@@ -659,3 +660,37 @@ def test_still_flow_refuses_a_negative_window_and_an_unreadable_config(tmp_path)
         still_flow.main(["--eval_data", str(tmp_path / "eval"), "--out", str(tmp_path / "b"),
                          "--train_like", str(tmp_path / "config.json")])
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_no_model_rows_warp_along_the_models_own_flow(tmp_path):
+    """reproduce.evaluate warps the keyframe along the flow the tcvc model is given: its recorded
+    still window, or --still_window for every row; models trained on different flows, scored
+    together without it, are one clear line."""
+    from types import SimpleNamespace
+    import models
+    import torch
+    import utils
+    eval_root = tmp_path / "eval"
+    still_and_moving_shot(eval_root)
+    paths = {}
+    for window in (0, 5):
+        cfg = models.ModelConfig(ngf=8, still_window=window)
+        paths[window] = tmp_path / f"g{window}.pt"
+        torch.save(models.generator_export(models.build_generator(cfg), cfg, 48, "canny"), paths[window])
+
+    def warped(checkpoints, name, **over):
+        args = SimpleNamespace(image_size=48, device="cpu", views=1, **over)
+        reproduce.evaluate(checkpoints, eval_root, tmp_path / name, args, settings=["warp_keyframe"])
+        return utils.read_rgb(utils.list_frames(tmp_path / name / "outputs/warp_keyframe/s0")[2])
+
+    truths = reproduce.eval_shots(eval_root, 48)["s0"]
+    lines = [reproduce.data_lib.make_line_art(f, "canny") for f in truths]
+    by_window = {w: reproduce.correspond.warp_frame(truths[0], lines[2], lines[0], still_window=w) for w in (0, 5)}
+    assert not np.array_equal(by_window[0], by_window[5])
+    assert np.array_equal(warped({"tcvc": paths[5]}, "model5"), by_window[5])
+    assert np.array_equal(warped({"tcvc": paths[0]}, "model0"), by_window[0])
+    assert np.array_equal(warped({}, "none"), by_window[0])
+    assert np.array_equal(warped({"tcvc": paths[0]}, "given", still_window=5), by_window[5])
+    assert np.array_equal(warped({"tcvc": paths[5], "baseline": paths[0]}, "with_baseline"), by_window[5])
+    with pytest.raises(reproduce.UserError, match="different flows"):
+        warped({"a": paths[5], "b": paths[0]}, "mixed")

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import correspond
 import dataset
 import models
 import runs
@@ -690,3 +691,24 @@ def test_the_select_choice_learning_rate_falls_to_zero_over_the_warm_up(shots, t
     assert any(g is again for g in nets.opt_g.param_groups)
     flow = train.build_nets(args, models.ModelConfig(ngf=8), torch.device("cpu"))
     assert train.select_group(flow.opt_g, flow.generator) is None  # no selector
+
+
+def test_still_window_trains_on_the_windowed_flow_is_recorded_and_kept_on_resume(shots, tmp_path, monkeypatch):
+    """--still_window W: every flow of training and validation is computed with W, the model
+    records it (test.py then uses it), a resume that would change it is refused, and a model
+    without a flow refuses it before anything is written."""
+    windows = []
+    real = correspond.still_mask
+    monkeypatch.setattr(correspond, "still_mask", lambda a, b, w: windows.append(w) or real(a, b, w))
+    run_dir = tmp_path / "run"
+    assert train.main(tiny_args(shots, run_dir, max_steps=1, still_window=5)) == 0
+    assert windows and set(windows) == {5}
+    ckpt = torch.load(run_dir / "checkpoints" / "step_00000001.pt", weights_only=True)
+    assert ckpt["model_config"]["still_window"] == 5
+    assert models.load_generator(run_dir / "generator.pt")[1].still_window == 5
+    with pytest.raises(UserError, match="trained with"):
+        train.main(tiny_args(shots, tmp_path / "other", max_steps=2,
+                             resume=str(run_dir / "checkpoints" / "step_00000001.pt")))
+    with pytest.raises(UserError, match="'none' has no flow"):
+        train.main(tiny_args(shots, tmp_path / "none", max_steps=1, still_window=3, correspondence="none"))
+    assert not (tmp_path / "none").exists()
