@@ -118,11 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "optical flow, the default), none, match (the flow, then a learned matcher of line-art "
                         "regions: matcher.py) or select (unmoved, warped and matched, blended per pixel by a small "
                         "learned network: selector.py)")
-    g.add_argument("--still_window", type=int, default=0,
-                   help="a correspondence with a flow: zero line-art flow wherever a W x W neighbourhood holds a "
-                        "line that is identical in both frames (correspond.still_mask), so a held background "
-                        "stays sharp beside a moving character; recorded in the model, used by test.py and the "
-                        "app; 0 (the default): off")
+    g.add_argument("--still_window", type=int, default=None,
+                   help="zero line-art flow wherever a W x W neighbourhood holds a line that is identical in both "
+                        "frames (correspond.still_mask), so a held background stays sharp beside a moving "
+                        "character; recorded in the model, used by test.py and the app; 0: off (default: "
+                        f"{models.STILL_WINDOW} with a correspondence that has a flow, 0 without)")
     g.add_argument("--checkpoint_path_G", "--init_generator", dest="init_generator",
                    help="start G from these weights (ours or the original's {'generator': ...})")
     g.add_argument("--checkpoint_path_D", "--init_discriminator", dest="init_discriminator",

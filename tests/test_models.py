@@ -211,7 +211,7 @@ def test_config_defaults_and_legacy_configs():
         False, False, "none", 4)
     # one saved under the settings' earlier names reads as the same model
     before_renames = {**old, "in_channels": 6, "propagate": True, "reference": False, "warp": "flow"}
-    assert models.ModelConfig.from_dict(before_renames) == models.ModelConfig(ngf=8, keyframe_input=False)
+    assert models.ModelConfig.from_dict(before_renames) == models.ModelConfig(ngf=8, keyframe_input=False, still_window=0)
     assert models.ModelConfig.from_dict(unet.to_dict()) == unet
     with pytest.raises(utils.UserError, match="original network"):
         models.ModelConfig("resnet", keyframe_input=True)
@@ -222,9 +222,12 @@ def test_config_defaults_and_legacy_configs():
 
 
 def test_the_still_window_is_a_model_setting_that_older_checkpoints_read_as_off():
-    """A model records the flow it was trained on: a config written before the setting existed
-    reads as 0 (off, the flow it was trained on), a window round-trips, and a window that is not a
-    whole number >= 0, or one for a model without a flow, is one clear line."""
+    """A model records the flow it was trained on: a new model with a flow gets STILL_WINDOW, one
+    without gets 0, a config written before the setting existed reads as 0 (off, the flow it was
+    trained on), a window round-trips, and a window that is not a whole number >= 0, or one for a
+    model without a flow, is one clear line."""
+    assert models.ModelConfig().still_window == models.STILL_WINDOW > 0
+    assert models.ModelConfig(correspondence="none").still_window == models.ModelConfig("resnet").still_window == 0
     windowed = models.ModelConfig(ngf=8, still_window=9)
     assert models.ModelConfig.from_dict(json.loads(json.dumps(windowed.to_dict()))).still_window == 9
     before = {k: v for k, v in models.ModelConfig(ngf=8).to_dict().items() if k != "still_window"}
