@@ -132,3 +132,17 @@ def test_a_select_generator_saves_loads_and_colours_a_shot(tmp_path, frame_facto
     assert len(results) == 5 and all(r.shape == (32, 32, 3) and r.dtype == np.uint8 for r in results)
     assert np.array_equal(results[2], utils.resize(key, 32))
     assert isinstance(correspond.cpu_half("select"), correspond.FlowWarp)  # its CPU half is the flow
+
+
+def test_the_array_line_distance_is_the_tensor_one():
+    """``line_distance_array`` (OpenCV, for the agree join) gives ``line_distance``'s values, on
+    drawn line art and on the grey ink of a warp, borders included."""
+    rng = np.random.default_rng(3)
+    _, line = textured_frame(rng)
+    grey = correspond.warp_array(line, np.full((SIZE, SIZE, 2), 0.4, np.float32))  # half-pixel-ish shift: grey ink
+    for art in (line, grey.astype(np.float32) / 255.0):
+        tensor = torch.from_numpy(art.astype(np.float32) / (255.0 if art.dtype == np.uint8 else 1.0))[None, None]
+        expected = selector.line_distance(tensor)[0, 0].numpy()
+        got = selector.line_distance_array(art)
+        assert got.dtype == np.float32 and np.allclose(got, expected, atol=1e-6)
+    assert selector.line_distance_array(line)[line == 0].max() == 0 and selector.line_distance_array(line).max() <= 1.0
