@@ -293,8 +293,8 @@ class Model:
         c = colorize.Colorizer.from_checkpoint(checkpoint, device)
         return cls(c.G, c.cfg, c.device, c.options, str(checkpoint))
 
-    def colorizer(self, input_type: str = "colour", blend: str = "linear", regions: bool = False, views: int = 1
-                  ) -> colorize.Colorizer:
+    def colorizer(self, input_type: str = "colour", blend: str = colorize.DEFAULT_BLEND, regions: bool = False,
+                  views: int = 1) -> colorize.Colorizer:
         options = dataclasses.replace(self.options, input_type=input_type, blend=blend, regions=regions,
                                       views=int(views))
         return colorize.Colorizer(self.G, self.cfg, self.device, options)
@@ -314,7 +314,7 @@ class Result:
     fps: float                        # colouring speed
 
 
-def colour(session: Session, model: Model, input_type: str = "colour", blend: str = "linear",
+def colour(session: Session, model: Model, input_type: str = "colour", blend: str = colorize.DEFAULT_BLEND,
            progress=None, regions: bool = False, views: int = 1) -> Result:
     """Colour the shot on show through the library as test.py does; ``progress(done, total,
     fps)`` after each frame."""
@@ -509,7 +509,8 @@ def page_inputs(gr, allow_dir) -> dict:
             ui["remove"] = gr.Button("Remove this keyframe", elem_id="remove_key")
     with gr.Row():
         ui["input_type"] = gr.Radio(list(colorize.INPUT_TYPES), value="colour", label="Input (as test.py --input_type)")
-        ui["blend"] = gr.Radio(list(colorize.BLENDS), value="linear", label="Between keyframes (test.py --blend)")
+        ui["blend"] = gr.Radio(list(colorize.BLENDS), value=colorize.DEFAULT_BLEND,
+                                label="Between keyframes (test.py --blend)")
         ui["regions"] = gr.Checkbox(False, label="Flat regions: one colour per line-art region (test.py --regions)")
         ui["views"] = gr.Radio(sorted(colorize.VIEWS), value=1, elem_id="views",
                                label="Views: also colour the mirrored frames and average "

@@ -60,9 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first_keyframe_dir", help="one such keyframe per shot: FIRST_KEYFRAME_DIR/<shot path>.png")
     p.add_argument("--keyframes", help="coloured keyframes for any frames of any shots, named after the frame they "
                    "colour: KEYFRAMES/<shot path>/<frame file name> (any number per shot; frame folders only)")
-    p.add_argument("--blend", choices=colorize.BLENDS, default="linear",
-                   help="frames between two keyframes: blend the chains from both by distance (linear), or take "
-                        "the nearer keyframe's chain (nearest)")
+    p.add_argument("--blend", choices=colorize.BLENDS, default=colorize.DEFAULT_BLEND,
+                   help="frames between two keyframes: blend the chains from both by distance (linear), take "
+                        "the nearer keyframe's chain (nearest), or blend by distance and, pixel by pixel, by how well "
+                        "each keyframe's line art lands on the frame's once warped onto it (agree, the default)")
     p.add_argument("--regions", action="store_true",
                    help="flat regions: every area enclosed by the line art takes one colour, chosen by a vote over the "
                         "generated colour, the aligned keyframe and the aligned previous frame, weighted by the model's "

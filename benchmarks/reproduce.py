@@ -14,7 +14,7 @@ It then colours every shot of the evaluation clips (whole shots, never seen in t
 - ``tcvc``: model (a) fed its own previous output, from a black start (the paper's inference);
 - ``tcvc_keyframe``: model (a) with the true first frame of each shot as its keyframe;
 - ``tcvc_2keys``: model (a) with the true first and last frames as keyframes (test.py
-  --keyframes: chains from both ends, blended by distance);
+  --keyframes: chains from both ends, joined by test.py's default ``--blend``, ``agree``);
 - ``copy_nearest_keyframe``: each frame replaced by the nearer of those two keyframes;
 - the answers made with the project's own flow and warp and no model (``warp_outputs``), among
   them ``warp_blend`` (the keyframe warp and the chained warp averaged), and the tcvc pipeline with
@@ -66,18 +66,21 @@ from utils import UserError  # noqa: E402
 
 SETTINGS = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_blend", "warp_regions", "warp_match",
             "sources_mean_flow", "sources_mean_match", "sources_mean_select", "baseline", "tcvc",
-            "tcvc_keyframe", "tcvc_keyframe_regions", "copy_nearest_keyframe", "warp_2keys", "tcvc_2keys",
-            "tcvc_2keys_regions")
+            "tcvc_keyframe", "tcvc_keyframe_regions", "copy_nearest_keyframe", "warp_2keys", "warp_2keys_agree",
+            "tcvc_2keys", "tcvc_2keys_regions")
 PLOTTED = ("copy_keyframe", "warp_keyframe", "warp_chain", "warp_blend", "tcvc_keyframe", "tcvc_keyframe_regions",
-           "copy_nearest_keyframe", "warp_2keys", "tcvc_2keys")
-TWO_KEYS = ("copy_nearest_keyframe", "warp_2keys", "tcvc_2keys", "tcvc_2keys_regions")  # scored without their keyframes
+           "copy_nearest_keyframe", "warp_2keys", "warp_2keys_agree", "tcvc_2keys")
+# scored without their keyframes
+TWO_KEYS = ("copy_nearest_keyframe", "warp_2keys", "warp_2keys_agree", "tcvc_2keys", "tcvc_2keys_regions")
 NO_MODEL = ("copy_keyframe", "flat_grey", "warp_keyframe", "warp_chain", "warp_blend", "warp_regions", "warp_match",
-            "sources_mean_flow", "sources_mean_match", "sources_mean_select", "copy_nearest_keyframe", "warp_2keys")
+            "sources_mean_flow", "sources_mean_match", "sources_mean_select", "copy_nearest_keyframe", "warp_2keys",
+            "warp_2keys_agree")
 COLOURS = {"copy_keyframe": "#787878", "flat_grey": "#bebebe", "warp_keyframe": "#1f9bd6", "warp_chain": "#8fc6e8",
            "warp_blend": "#17becf", "sources_mean_flow": "#7f7f7f", "sources_mean_match": "#bcbd22",
            "sources_mean_select": "#8c564b",
            "warp_regions": "#5d8aa8", "warp_match": "#2b6f99", "baseline": "#c83c3c", "tcvc": "#286edc", "tcvc_keyframe": "#1ea046",
            "tcvc_keyframe_regions": "#0b5d25", "copy_nearest_keyframe": "#c89628", "warp_2keys": "#e07b39",
+           "warp_2keys_agree": "#b35806",
            "tcvc_2keys": "#9632aa", "tcvc_2keys_regions": "#5a1a68"}
 # train.py flags of each trained model, on top of the shared budget
 MODELS = {"tcvc": [],
@@ -308,7 +311,9 @@ def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0)
     brought onto every frame by the untrained region matcher of ``--correspondence match``, i.e.
     the flow's own region vote: that matcher with no learning), ``warp_2keys`` (the true first and
     last frames each warped onto every frame, blended by distance as ``--blend linear`` blends
-    chains). Every flow is ``correspond.line_flow`` with ``still_window``: the models' own."""
+    chains), ``warp_2keys_agree`` (the same two warps joined as ``--blend agree`` joins chains:
+    weighted pixel by pixel by each keyframe's agreement with the frame). Every flow is
+    ``correspond.line_flow`` with ``still_window``: the models' own."""
     out = {}
     for shot, frames in truths.items():
         key, ln, n = frames[0], lines[shot], len(frames)
@@ -321,18 +326,30 @@ def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0)
                                                       ["warp_keyframe"][1:], start=1)]
         elif setting == "warp_match":
             shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln}, still_window)[shot]
-        elif setting == "warp_2keys":
-            last = frames[-1]
-            from_first = [correspond.warp_frame(key, ln[t], ln[0], still_window=still_window).astype(np.float32)
-                          for t in range(1, n - 1)]
-            from_last = [correspond.warp_frame(last, ln[t], ln[-1], still_window=still_window).astype(np.float32)
-                         for t in range(1, n - 1)]
-            shot_out = [key] + [np.rint((n - 1 - t) / (n - 1) * a + t / (n - 1) * b).astype(np.uint8)
-                                for t, a, b in zip(range(1, n - 1), from_first, from_last)] + [last]
+        elif setting in ("warp_2keys", "warp_2keys_agree"):
+            agreement = (colorize_lib.Agreement(ln, still_window=still_window) if setting == "warp_2keys_agree"
+                         else None)
+            shot_out = [key] + [two_keys_join(key, frames[-1], ln, t, agreement, still_window)
+                                for t in range(1, n - 1)] + [frames[-1]]
         else:
             raise ValueError(f"{setting} is not a flow setting without a model")
         out[shot] = shot_out
     return out
+
+
+def two_keys_join(first: np.ndarray, last: np.ndarray, lines: list, t: int,
+                  agreement: "colorize_lib.Agreement | None" = None, still_window: int = 0) -> np.ndarray:
+    """Frame t of a shot whose line art is ``lines``, with no model: its first and last frames
+    warped onto it and joined as ``--blend linear`` joins two chains (by distance), or, given the
+    shot's ``agreement``, as ``--blend agree`` does (``colorize.agree_weights``)."""
+    n = len(lines)
+    warps = [correspond.warp_frame(k, lines[t], lines[i], still_window=still_window).astype(np.float32)
+             for k, i in ((first, 0), (last, n - 1))]
+    weights = [(n - 1 - t) / (n - 1), t / (n - 1)]
+    if agreement is not None:
+        maps = colorize_lib.agree_weights(weights, [agreement(t, i, 0, n - 1) for i in (0, n - 1)])
+        return np.rint(sum(m[..., None] * w for m, w in zip(maps, warps))).astype(np.uint8)
+    return np.rint(sum(w * warp for w, warp in zip(weights, warps))).astype(np.uint8)
 
 
 def _aligned(module, colour: torch.Tensor, line_s: np.ndarray, line_t: np.ndarray,

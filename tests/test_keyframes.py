@@ -188,3 +188,81 @@ def test_nearest_blend_by_hand():
     # 3 from key 2; 4 is the midpoint (half each); 5 from key 6: the forward chain stops at 4
     assert [(j.frames, j.key) for j in jobs] == [([1, 0], 2), ([3, 4], 2), ([5, 4], 6), ([7, 8], 6)]
     assert weights[3] == [(1, 1.0)] and weights[4] == [(1, 0.5), (2, 0.5)] and weights[5] == [(2, 1.0)]
+
+
+# ----------------------------------------------------------------------------- the agree join
+def drawing(size=64, square=None, ring=None):
+    """White line art (uint8, size x size) with a square's outline and / or a ring."""
+    import cv2
+    line = np.full((size, size), 255, np.uint8)
+    if square is not None:
+        x, y = square
+        cv2.rectangle(line, (x, y), (x + 14, y + 14), 0, 1)
+    if ring is not None:
+        cv2.circle(line, ring, 8, 0, 1)
+    return line
+
+
+def test_disagreement_is_zero_where_a_keyframe_lands_and_the_agreement_pools_it():
+    here = drawing(square=(8, 8))
+    assert np.array_equal(colorize.disagreement(here, here), np.zeros(here.shape, np.float32))
+    # the keyframe (index 4) holds a ring at the right that the frames between lack: its warp
+    # disagrees there, and far from it (the square, drawn in both) it agrees
+    there = drawing(square=(8, 8), ring=(48, 40))
+    apart = colorize.disagreement(here, there)
+    assert apart[30:50, 38:58].max() > 0.5 and apart[:20].max() < 0.01
+    agreement = colorize.Agreement([here] * 4 + [there])
+    a = agreement(2, 4, 0, 4)
+    assert a.max() <= 0 and a[40, 48] < -5 and a[36:46, 44:60].mean() < -5  # in the ring: e^-5 of the weight or less
+    assert a[15, 15] > -1                                                   # the square, far from it
+    assert np.array_equal(agreement(2, 0, 0, 4), np.zeros(here.shape, np.float32))  # keyframe 0: the same drawing
+
+
+def test_the_agreement_is_averaged_over_the_frames_around_t_between_the_keyframes():
+    """Frame 3 of 0..6 differs from keyframe 0; the others are its drawing. The log weight of
+    frames 1 to 5 is the pooled disagreement of frame 3 divided by the number of frames within
+    ``AGREE_FRAMES`` of them between the keyframes: here all five."""
+    here, other = drawing(square=(8, 8)), drawing(square=(8, 8), ring=(48, 40))
+    lines = [here, here, here, other, here, here, here]
+    agreement = colorize.Agreement(lines)
+    alone = colorize.Agreement([other, here])
+    single = alone(0, 1, -1, 1)  # frame 0 on its own (the span is frame 0 alone)
+    for t in range(1, 6):
+        assert np.allclose(agreement(t, 0, 0, 6), single / 5, atol=1e-4), t
+
+
+def test_agree_weights_sum_to_one_follow_distance_where_both_agree_and_drop_a_chain_that_disagrees():
+    zero = np.zeros((4, 4), np.float32)
+    w = colorize.agree_weights([0.75, 0.25], [zero, zero])
+    assert np.allclose(w[0], 0.75) and np.allclose(w[1], 0.25)
+    off = zero.copy()
+    off[0, 0] = -50.0                                  # the second chain cannot be brought there
+    far = np.full((4, 4), -400.0, np.float32)          # neither can anywhere: no division by zero
+    w = colorize.agree_weights([0.25, 0.75], [zero, off])
+    assert w[0, 0, 0] > 0.999 and np.allclose(w[:, 1:, 1:], [[[0.25]], [[0.75]]])
+    w = colorize.agree_weights([0.5, 0.5], [far, far])
+    assert np.all(np.isfinite(w)) and np.allclose(w.sum(0), 1.0) and np.allclose(w, 0.5)
+
+
+def test_the_agree_join_keeps_the_keyframe_whose_drawing_the_frame_shows():
+    """Five frames, keyframes 0 (grey 51) and 4 (grey 153); frames 0 to 3 show a square, the last
+    keyframe shows the same square and a ring that no other frame has. The echo generator passes
+    each chain's previous frame on, + 0.1. ``linear`` blends the chains by distance everywhere;
+    ``agree`` does so far from the ring, and on it keeps the chain from keyframe 0, whose drawing
+    frame t shows."""
+    size = 64
+    lines = [drawing(size, square=(8, 8))] * 4 + [drawing(size, square=(8, 8), ring=(48, 40))]
+    frames = [np.repeat(line[..., None], 3, 2) for line in lines]
+    keys = {0: np.full((size, size, 3), 51, np.uint8), 4: np.full((size, size, 3), 153, np.uint8)}
+    cfg = models.ModelConfig(correspondence="none")
+    out = {}
+    for blend in ("linear", "agree"):
+        colorizer = colorize.Colorizer(EchoGenerator(), cfg, "cpu", colorize.Options(size, input_type="lineart",
+                                                                                      blend=blend))
+        out[blend] = colorizer.colour_shot(frames, keys)
+    # frame 1: forward 0.3 (1 step from 0.2), backward 0.9 (3 steps from 0.6), weights 3/4 and 1/4
+    forward, backward = 0.3, 0.9
+    assert out["linear"][1][40, 48, 0] / 255 == pytest.approx(0.75 * forward + 0.25 * backward, abs=0.005)
+    assert out["agree"][1][40, 48, 0] / 255 == pytest.approx(forward, abs=0.01)       # on the ring
+    assert out["agree"][1][15, 15, 0] / 255 == pytest.approx(out["linear"][1][15, 15, 0] / 255, abs=0.01)
+    assert np.array_equal(out["agree"][0], out["linear"][0])                       # keyframes as they are

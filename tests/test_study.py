@@ -177,14 +177,30 @@ def test_the_flow_rows_without_a_model_by_hand(truths):
         out = reproduce.trivial_outputs(setting, truths, lines)["shot"]
         assert all(np.array_equal(f, flat(100)) for f in out), setting
     five = {"shot": [flat(0), flat(10), flat(20), flat(30), flat(200)]}
-    blended = reproduce.trivial_outputs("warp_2keys", five, {"shot": lines["shot"] * 2})["shot"]
+    blended = reproduce.trivial_outputs("warp_2keys", five, {"shot": lines["shot"][:1] * 5})["shot"]
     assert [int(f[0, 0, 0]) for f in blended] == [0, 50, 100, 150, 200]  # (4 - t)/4 * 0 + t/4 * 200
+    # line arts that agree everywhere: the agree join is the linear one
+    joined = reproduce.trivial_outputs("warp_2keys_agree", five, {"shot": lines["shot"][:1] * 5})["shot"]
+    assert all(np.array_equal(a, b) for a, b in zip(joined, blended))
     # changed pixels: frame 2 (130) differs from the keyframe (100) by 30 > 25, frame 1 by 10
     first = {"shot": [flat(100)] * 3}
     result = reproduce.metrics_lib.score_frames(reproduce.trivial_outputs("warp_keyframe", truths, lines), truths,
                                                 keyframes=first, lines=lines)
     assert result["overall"]["changed_psnr"] == pytest.approx(db(900))
     assert result["overall"]["changed_regions"] == 0.0  # the one region changed, and stayed the keyframe's
+
+
+def test_the_agree_join_of_two_warped_keyframes_keeps_the_one_whose_drawing_the_frame_shows():
+    """Frames 0 to 3 show a square; the last keyframe also shows a ring that no other frame has.
+    ``warp_2keys_agree`` blends the two warped keyframes (flat 0 and 200) by distance far from the
+    ring, as ``warp_2keys`` does, and on it keeps the first."""
+    from test_keyframes import drawing
+    line_art = [drawing(square=(8, 8))] * 4 + [drawing(square=(8, 8), ring=(48, 40))]
+    shot = {"shot": [np.full((64, 64, 3), 0, np.uint8)] * 4 + [np.full((64, 64, 3), 200, np.uint8)]}
+    linear = reproduce.trivial_outputs("warp_2keys", shot, {"shot": line_art})["shot"]
+    agree = reproduce.trivial_outputs("warp_2keys_agree", shot, {"shot": line_art})["shot"]
+    assert int(linear[1][40, 48, 0]) == 50 and int(agree[1][40, 48, 0]) <= 1     # t = 1: 3/4 * 0 + 1/4 * 200
+    assert abs(int(agree[1][15, 15, 0]) - 50) <= 2 and abs(int(agree[3][15, 15, 0]) - 150) <= 2  # far from the ring
 
 
 def test_a_moved_square_is_followed_by_the_keyframe_warp():
