@@ -13,7 +13,7 @@
    views), one job at a time (a queue, the position shown), with a progress bar in frames and frames/s.
 4. Export: the MP4 and a zip of the PNG frames, named as test.py names them; with colour input
    the metrics of metrics.json, next to the answers that need no model (copy keyframe, warped
-   keyframe).
+   keyframe, and with two keyframes or more the keyframes warped and joined as the model's chains are).
 
 What it may touch: it reads the checkpoint, what is uploaded, and (only with --allow_dir)
 frame folders under that folder, symbolic links resolved and refused when they lead outside.
@@ -332,7 +332,8 @@ def colour(session: Session, model: Model, input_type: str = "colour", blend: st
     folder = session.work / f"job_{session.jobs:03d}"
     folder.mkdir(parents=True)
     truths = [f.target for f in frames] if input_type == "colour" else None
-    table = shot_metrics(results, frames, keys, colorizer.options.line_art, colorizer.still_window) if truths else None
+    table = (shot_metrics(results, frames, keys, colorizer.options.line_art, colorizer.still_window,
+                          colorizer.options.blend) if truths else None)
     if table:
         write_metrics(folder / "metrics.json", shot, table["model"], model.checkpoint, colorizer, keys)
     result = write_result(folder, shot, results, [f.line for f in frames], truths, speed)
@@ -366,10 +367,13 @@ def write_result(folder: Path, shot: Shot, results, lines, truths, speed: float)
                   None, speed)
 
 
-def shot_metrics(results, frames, keys: dict, line_mode: str, still_window: int = 0) -> dict:
+def shot_metrics(results, frames, keys: dict, line_mode: str, still_window: int = 0,
+                 blend: str = colorize.DEFAULT_BLEND) -> dict:
     """metrics.json's summary of the shot for the model and, with keyframes, the answers that
     need no model: each frame's nearest keyframe copied, and warped onto it by the line-art flow
-    (with ``still_window``: the model's flow)."""
+    (with ``still_window``: the model's flow); with two keyframes or more, also the keyframes
+    warped onto the frames their chains reach and joined as the model's chains are (``blend``,
+    ``colorize.warped_keyframes``)."""
     rows = {"model": results}
     if keys:
         size = results[0].shape[0]
@@ -378,6 +382,9 @@ def shot_metrics(results, frames, keys: dict, line_mode: str, still_window: int 
         rows["copy keyframe (no model)"] = [small[k] for k in nearest]
         rows["warped keyframe (no model)"] = [warp_keyframe(small[k], frames[k].line, f.line, line_mode, still_window)
                                               for k, f in zip(nearest, frames)]
+        if len(keys) > 1:
+            rows[f"keyframes warped, joined {blend} (no model)"] = colorize.warped_keyframes(
+                [f.line for f in frames], small, blend, line_mode, still_window)
     table = {}
     for row, outputs in rows.items():
         video = metrics_lib.VideoMetrics()

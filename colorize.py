@@ -358,6 +358,39 @@ class Agreement:
         return -cv2.GaussianBlur(mean, (0, 0), AGREE_SIGMA * size, borderType=cv2.BORDER_REFLECT) / AGREE_TAU
 
 
+def join_weights(blend: str, weights: list[float], keys: list[int | None], t: int, agreement: Agreement,
+                 shape: tuple[int, int]) -> np.ndarray:
+    """The per-pixel weights (K, S, S) of the K chains (or warps) that reach frame t, from
+    keyframes ``keys`` with weights by distance ``weights`` (``plan``): with ``agree`` and two
+    keyframes, ``agree_weights`` of their ``agreement``; otherwise the weights themselves."""
+    if blend == "agree" and len(keys) == 2 and None not in keys:
+        a, b = sorted(keys)
+        return agree_weights(weights, [agreement(t, key, a, b) for key in keys])
+    return np.stack([np.full(shape, w, np.float32) for w in weights])
+
+
+def warped_keyframes(lines: list[np.ndarray], keys: dict[int, np.ndarray], blend: str = DEFAULT_BLEND,
+                     mode: str = "canny", still_window: int = 0) -> list[np.ndarray]:
+    """The answer that needs no model for a shot of line art ``lines`` with coloured keyframes
+    ``keys`` ({index: uint8 (S, S, 3)}, at least one): every frame gets the keyframes whose chains
+    reach it (``plan``), each warped onto it along the line-art flow the chains use
+    (``correspond.warp_frame``), joined as ``blend`` joins chains; keyframes are output as they
+    are. -> uint8 (S, S, 3) per frame. What a model colouring the shot from the same keyframes
+    must beat."""
+    jobs, weights = plan(len(lines), keys, blend)
+    agreement = Agreement(lines, mode, still_window)
+    out = []
+    for t, line in enumerate(lines):
+        if t in keys:
+            out.append(keys[t])
+            continue
+        parts = [jobs[j].key for j, _ in weights[t]]
+        warps = [correspond.warp_frame(keys[k], line, lines[k], mode, still_window).astype(np.float32) for k in parts]
+        maps = join_weights(blend, [w for _, w in weights[t]], parts, t, agreement, line.shape)
+        out.append(np.rint(sum(m[..., None] * w for m, w in zip(maps, warps))).astype(np.uint8))
+    return out
+
+
 def agree_weights(weights: list[float], agreements: list[np.ndarray]) -> np.ndarray:
     """Per-pixel weights (K, S, S) of K chains, summing to 1 at every pixel: each chain's weight by
     distance times exp(its ``agreement``), normalised (a softmax of the log weights, so that no
@@ -507,12 +540,8 @@ class Colorizer:
         keyframe) each): their blend, with ``agree`` weighted pixel by pixel by each keyframe's
         ``agreement``; with ``regions`` each region takes the colour of one chain, the one with the
         most weight there, so two keyframes never cross-fade inside a region."""
-        keys = [key for _, _, key in parts]
-        if self.options.blend == "agree" and len(parts) == 2 and None not in keys:
-            a, b = sorted(keys)
-            weights = agree_weights([w for _, w, _ in parts], [agreement(t, key, a, b) for key in keys])
-        else:
-            weights = np.stack([np.full(line.shape, w, np.float32) for _, w, _ in parts])
+        weights = join_weights(self.options.blend, [w for _, w, _ in parts], [key for _, _, key in parts], t,
+                               agreement, line.shape)
         blend = data_lib.to_uint8(sum(torch.from_numpy(w)[None] * colour
                                       for (colour, _, _), w in zip(parts, weights)))
         if not self.options.regions or len(parts) == 1:

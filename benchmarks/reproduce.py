@@ -327,29 +327,13 @@ def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0)
         elif setting == "warp_match":
             shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln}, still_window)[shot]
         elif setting in ("warp_2keys", "warp_2keys_agree"):
-            agreement = (colorize_lib.Agreement(ln, still_window=still_window) if setting == "warp_2keys_agree"
-                         else None)
-            shot_out = [key] + [two_keys_join(key, frames[-1], ln, t, agreement, still_window)
-                                for t in range(1, n - 1)] + [frames[-1]]
+            shot_out = colorize_lib.warped_keyframes(ln, {0: key, n - 1: frames[-1]},
+                                                     "agree" if setting == "warp_2keys_agree" else "linear",
+                                                     still_window=still_window)
         else:
             raise ValueError(f"{setting} is not a flow setting without a model")
         out[shot] = shot_out
     return out
-
-
-def two_keys_join(first: np.ndarray, last: np.ndarray, lines: list, t: int,
-                  agreement: "colorize_lib.Agreement | None" = None, still_window: int = 0) -> np.ndarray:
-    """Frame t of a shot whose line art is ``lines``, with no model: its first and last frames
-    warped onto it and joined as ``--blend linear`` joins two chains (by distance), or, given the
-    shot's ``agreement``, as ``--blend agree`` does (``colorize.agree_weights``)."""
-    n = len(lines)
-    warps = [correspond.warp_frame(k, lines[t], lines[i], still_window=still_window).astype(np.float32)
-             for k, i in ((first, 0), (last, n - 1))]
-    weights = [(n - 1 - t) / (n - 1), t / (n - 1)]
-    if agreement is not None:
-        maps = colorize_lib.agree_weights(weights, [agreement(t, i, 0, n - 1) for i in (0, n - 1)])
-        return np.rint(sum(m[..., None] * w for m, w in zip(maps, warps))).astype(np.uint8)
-    return np.rint(sum(w * warp for w, warp in zip(weights, warps))).astype(np.uint8)
 
 
 def _aligned(module, colour: torch.Tensor, line_s: np.ndarray, line_t: np.ndarray,

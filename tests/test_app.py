@@ -216,6 +216,26 @@ def test_the_warped_keyframe_row_warps_along_the_models_own_flow(tmp_path):
     assert result.metrics["warped keyframe (no model)"]["psnr"] == pytest.approx(row(5))
 
 
+def test_two_keyframes_add_the_no_model_row_joined_as_the_model_joins_its_chains(tmp_path, frame_factory, model):
+    """Keyframes 0 and 4 of five frames: the app adds the two keyframes warped onto every frame
+    and joined with the colorizer's blend, scored as the model's row is; a shot with one keyframe
+    has no such row."""
+    import colorize
+    frames = [frame_factory(i) for i in range(5)]
+    session = session_with(tmp_path, [app.Shot(".", [f"f{i}" for i in range(5)], frames)])
+    app.use_own_colours(session, 0)
+    assert not any("joined" in row for row in app.colour(session, model).metrics)
+    app.use_own_colours(session, 4)
+    result = app.colour(session, model)
+    name = f"keyframes warped, joined {colorize.DEFAULT_BLEND} (no model)"
+    small = {k: utils.resize(frames[k], SIZE) for k in (0, 4)}
+    video = metrics_lib.VideoMetrics()
+    for out, truth in zip(colorize.warped_keyframes(result.lines, small, colorize.DEFAULT_BLEND), result.truths):
+        video.update(out, truth)
+    assert result.metrics[name]["psnr"] == pytest.approx(video.result()["psnr"])
+    assert result.metrics[name]["psnr"] != pytest.approx(result.metrics["warped keyframe (no model)"]["psnr"])
+
+
 def test_removed_keyframe_is_no_longer_used(tmp_path, frame_factory, model):
     frames = [frame_factory(i) for i in range(4)]
     session = session_with(tmp_path, [app.Shot(".", [f"f{i}" for i in range(4)], frames)])

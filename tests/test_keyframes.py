@@ -266,3 +266,18 @@ def test_the_agree_join_keeps_the_keyframe_whose_drawing_the_frame_shows():
     assert out["agree"][1][40, 48, 0] / 255 == pytest.approx(forward, abs=0.01)       # on the ring
     assert out["agree"][1][15, 15, 0] / 255 == pytest.approx(out["linear"][1][15, 15, 0] / 255, abs=0.01)
     assert np.array_equal(out["agree"][0], out["linear"][0])                       # keyframes as they are
+
+
+def test_warped_keyframes_follow_the_plan_by_hand():
+    """No lines, so every flow is zero and each warp is its keyframe (0 at frame 1, 200 at frame 5):
+    frame 0 takes keyframe 1 (the chain backward from it), frame 6 keyframe 5, frames 2 to 4 both
+    by distance (``linear``, and ``agree``, whose line arts all agree), or the nearer one
+    (``nearest``, half of each at the midpoint); keyframes come out as they are."""
+    lines = [np.full((16, 16), 255, np.uint8)] * 7
+    keys = {1: np.full((16, 16, 3), 0, np.uint8), 5: np.full((16, 16, 3), 200, np.uint8)}
+    expected = {"linear": [0, 0, 50, 100, 150, 200, 200], "agree": [0, 0, 50, 100, 150, 200, 200],
+                "nearest": [0, 0, 0, 100, 200, 200, 200]}
+    for blend in colorize.BLENDS:
+        out = colorize.warped_keyframes(lines, keys, blend)
+        assert [int(f[0, 0, 0]) for f in out] == expected[blend], blend
+        assert out[1] is keys[1] and out[5] is keys[5]
