@@ -7,8 +7,9 @@ Every shot of the clips is coloured from its true first and last frames as keyfr
 (test.py --keyframes), once per ``--blend`` of test.py (``linear``: both chains weighted by
 distance; ``nearest``: the nearer keyframe's chain alone; ``agree``: weighted by distance and, pixel
 by pixel, by how well each keyframe's line art lands on the frame's, ``colorize.Agreement``), and
-scored on the frames that are not keyframes, next to ``copy_nearest_keyframe``. The study chose test.py's default this way,
-on its training clips, so that the choice never looked at its evaluation shots.
+scored on the frames that are not keyframes, next to ``copy_nearest_keyframe``. The study chose
+test.py's default this way, on its training clips, so that the choice never looked at its
+evaluation shots.
 
 The rule: the highest PSNR among the blends that keep the video at least as steady as the truth
 (TC ratio at most 1); a blend that adds flicker at the hand-over between chains is not eligible,
