@@ -539,7 +539,8 @@ class Colorizer:
         """Frame t from the chains that reach it ((colour (3, S, S), blend weight, index of its
         keyframe) each): their blend, with ``agree`` weighted pixel by pixel by each keyframe's
         ``agreement``; with ``regions`` each region takes the colour of one chain, the one with the
-        most weight there, so two keyframes never cross-fade inside a region."""
+        most weight there (flat where that chain is flat, its own pixels elsewhere), so two
+        keyframes never cross-fade inside a region; line pixels keep the blend."""
         weights = join_weights(self.options.blend, [w for _, w, _ in parts], [key for _, _, key in parts], t,
                                agreement, line.shape)
         blend = data_lib.to_uint8(sum(torch.from_numpy(w)[None] * colour
@@ -547,7 +548,7 @@ class Colorizer:
         if not self.options.regions or len(parts) == 1:
             return blend
         candidates = np.stack([data_lib.to_uint8(colour) for colour, _, _ in parts]).astype(np.float32)
-        return regions.vote(regions.segment(line), candidates, weights, blend)[0]
+        return regions.vote(regions.segment(line), candidates, weights, blend, unflat="winner")[0]
 
 
 # ----------------------------------------------------------------------------- full resolution

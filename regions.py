@@ -70,13 +70,19 @@ def _medians(lab: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 
 def vote(labels: np.ndarray, candidates: np.ndarray, weights: np.ndarray, base: np.ndarray,
-         max_spread: float | None = MAX_SPREAD) -> tuple[np.ndarray, np.ndarray]:
+         max_spread: float | None = MAX_SPREAD, unflat: str = "base") -> tuple[np.ndarray, np.ndarray]:
     """Colour each region by a weighted vote over candidate colourings.
 
     labels (H, W) from ``segment``; candidates (K, H, W, 3) uint8 or float (0-255); weights (K, H, W)
-    >= 0 (the copy path's per-pixel blend weights); base (H, W, 3) uint8, what line pixels keep, and
-    regions where the winner is not flat (``max_spread``; None: paint every region).
-    Returns (uint8 (H, W, 3) result, winning candidate per region (n_regions,), -1 where unpainted)."""
+    >= 0 (the copy path's per-pixel blend weights); base (H, W, 3) uint8, what line pixels keep.
+    A region whose winner is not flat there (``max_spread``; None: paint every region flat) takes,
+    with ``unflat`` "base", the pixel-wise result ``base``; with "winner", the winner's own pixels:
+    one candidate's colours, shading and all, never a blend of two (``colorize.Colorizer._join``,
+    where the candidates are two keyframes' chains).
+    Returns (uint8 (H, W, 3) result, winning candidate per region (n_regions,), -1 where not
+    painted flat)."""
+    if unflat not in ("base", "winner"):
+        raise ValueError(f"unflat must be 'base' or 'winner', got {unflat!r}")
     n = int(labels.max()) + 1
     out = base.copy()
     if n <= 0:
@@ -87,6 +93,8 @@ def vote(labels: np.ndarray, candidates: np.ndarray, weights: np.ndarray, base: 
     winner = scores.argmax(0)
     chosen = candidates[winner[lab], rows, cols].astype(np.float32)   # (P, 3) each pixel's winner
     flat = _medians(lab, chosen, n)                                   # (n, 3)
+    if unflat == "winner":
+        out[rows, cols] = np.clip(np.rint(chosen), 0, 255).astype(np.uint8)
     if max_spread is not None:
         spread = np.bincount(lab, weights=np.abs(chosen - flat[lab]).mean(1), minlength=n)
         spread /= np.maximum(np.bincount(lab, minlength=n), 1)

@@ -268,6 +268,37 @@ def test_the_agree_join_keeps_the_keyframe_whose_drawing_the_frame_shows():
     assert np.array_equal(out["agree"][0], out["linear"][0])                       # keyframes as they are
 
 
+def test_regions_between_two_keyframes_take_one_chain_each_never_a_cross_fade():
+    """The shot of the test above with shaded keyframes (horizontal ramps). With ``regions`` and
+    ``agree`` each region of an in-between takes the colours of one chain, the one with the most
+    weight there (frame 1: the chain from keyframe 0, frame 3: from keyframe 4): the shaded
+    background its pixels, the small square, flat enough, its median; the join alone blends the
+    two chains. Line pixels keep the blend."""
+    import regions
+
+    size = 64
+    lines = [drawing(size, square=(8, 8))] * 4 + [drawing(size, square=(8, 8), ring=(48, 40))]
+    frames = [np.repeat(line[..., None], 3, 2) for line in lines]
+    ramp = np.linspace(0, 1, size, dtype=np.float32)[None, :, None]
+    first, last = (np.broadcast_to(np.rint(255 * (lo + 0.5 * ramp)), (size, size, 3)).astype(np.uint8)
+                   for lo in (0.0, 0.4))
+    cfg = models.ModelConfig(correspondence="none")
+    out = {}
+    for flat in (False, True):
+        options = colorize.Options(size, input_type="lineart", blend="agree", regions=flat)
+        out[flat] = colorize.Colorizer(EchoGenerator(), cfg, "cpu", options).colour_shot(frames, {0: first, 4: last})
+    labels = regions.segment(lines[1])
+    background, square = labels == labels[2, 2], labels == labels[15, 15]
+    assert background.sum() > 3000 and 50 < square.sum() < 200
+    for t, key in ((1, first), (3, last)):
+        chain = (key.astype(np.float32) / 255 + 0.1) * 255                  # the winning chain, one step on
+        assert np.abs(out[True][t][background] - chain[background]).max() <= 1, t        # its own pixels
+        assert np.abs(out[False][t][background] - chain[background]).max() > 10, t       # blended
+        assert np.abs(out[True][t][square] - np.median(chain[square], 0)).max() <= 1, t  # flat: its median
+        lines_apart = out[True][t][labels < 0].astype(int) - out[False][t][labels < 0]  # the lines: the blend,
+        assert np.abs(lines_apart).max() <= 1, t                 # up to a chain's own rounding to uint8
+
+
 def test_warped_keyframes_follow_the_plan_by_hand():
     """No lines, so every flow is zero and each warp is its keyframe (0 at frame 1, 200 at frame 5):
     frame 0 takes keyframe 1 (the chain backward from it), frame 6 keyframe 5, frames 2 to 4 both

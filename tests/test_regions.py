@@ -79,6 +79,31 @@ def test_a_shaded_region_keeps_its_detail():
     assert (out[:, :4] == 33).all() and (out[:, 4:] == 90).all()
 
 
+def test_an_unflat_region_can_take_the_winners_own_pixels():
+    """With ``unflat="winner"`` a shaded region takes the pixels of the candidate that wins it, not
+    the blend: two keyframes' chains never cross-fade there. A flat region is painted as before,
+    and line pixels keep the blend."""
+    labels = np.zeros((8, 8), np.int32)
+    labels[:, 4:] = 1
+    labels[:, 3] = -1                                             # a line between the two regions
+    ramp = np.zeros((8, 8, 3), np.float32)
+    ramp[:] = np.linspace(0, 200, 8)[:, None, None]                # shaded everywhere
+    flat = np.full((8, 8, 3), 90.0, np.float32)
+    weights = np.zeros((2, 8, 8), np.float32)
+    weights[0, :, :4], weights[1, :, :4] = 0.7, 0.3                # region 0: the ramp wins
+    weights[0, :, 4:], weights[1, :, 4:] = 0.2, 0.8                # region 1: the flat one wins
+    blend = np.rint((weights[..., None] * np.stack([ramp, flat])).sum(0)).astype(np.uint8)
+    plain, _ = regions.vote(labels, np.stack([ramp, flat]), weights, blend)
+    out, winner = regions.vote(labels, np.stack([ramp, flat]), weights, blend, unflat="winner")
+    assert winner.tolist() == [-1, 1]                                  # region 0 is not flat
+    assert np.array_equal(plain[:, :3], blend[:, :3])                  # by default: the blend
+    assert np.array_equal(out[:, :3], np.rint(ramp[:, :3]).astype(np.uint8))  # now: the ramp itself
+    assert (out[:, 4:] == 90).all()
+    assert np.array_equal(out[:, 3], blend[:, 3])                      # the line keeps the blend
+    with pytest.raises(ValueError):
+        regions.vote(labels, np.stack([ramp, flat]), weights, blend, unflat="mean")
+
+
 def test_changed_regions_and_changed_pixels_by_hand():
     line = drawing()
     key = np.full((32, 32, 3), 50, np.uint8)
