@@ -214,10 +214,11 @@ def average_views(outs: list[tuple[tuple, models.Colouring]]) -> models.Colourin
 
 
 def flat_regions(out: models.Colouring, line: np.ndarray) -> torch.Tensor:
-    """One frame's output with every region of its line art flat: the vote of ``regions.vote``
+    """One frame's output with the regions of its line art flat: the vote of ``regions.vote``
     over the copy path's candidates (generated colour, aligned previous frame, aligned keyframe)
-    weighted by its blend weights; a generator without a copy path votes with its colour alone
-    (each region's median). Line pixels keep the blended colour. -> (1, 3, S, S) in [0, 1]."""
+    weighted by its blend weights, each region painted with its winner's median where the winner
+    is flat there; a generator without a copy path votes with its colour alone (each region's
+    median). Line pixels and shaded regions keep the blended colour. -> (1, 3, S, S) in [0, 1]."""
     colour = out.colour.clamp(0, 1)
     if out.candidates is None:
         candidates, weights = colour[:, None], torch.ones_like(colour[:, :1])

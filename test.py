@@ -65,9 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "the nearer keyframe's chain (nearest), or blend by distance and, pixel by pixel, by how well "
                         "each keyframe's line art lands on the frame's once warped onto it (agree, the default)")
     p.add_argument("--regions", action="store_true",
-                   help="flat regions: every area enclosed by the line art takes one colour, chosen by a vote over the "
+                   help="flat regions: every area enclosed by the line art is won by one candidate in a vote over the "
                         "generated colour, the aligned keyframe and the aligned previous frame, weighted by the model's "
-                        "own blend weights (lines keep the blended colour)")
+                        "own blend weights, and takes its median colour where that candidate is flat there (shading "
+                        "keeps the pixel-wise colour); between two keyframes each area takes one chain's colours, "
+                        "never a blend of both; lines keep the blended colour")
     p.add_argument("--views", type=int, choices=sorted(colorize.VIEWS), default=1,
                    help="test-time views: colour every frame also mirrored (2: left-right; 4: and upside down, and "
                         "both), each with its own line-art flow, and average the outputs mirrored back (the average "
