@@ -127,7 +127,9 @@ class Chain:
     """One recurrent chain through a shot. ``start`` begins it (from a keyframe or from black);
     ``step`` colours the next frame from its line art and returns the colour frame. With
     ``regions`` each output is flattened region by region (``flat_regions``) before it is
-    returned and fed back, so colours cannot fade or blur along the chain."""
+    returned; the chain is fed the pixel-wise colour, as without regions: fed back, flattened
+    frames turned a textured background into blotches that grew along the chain (the README's
+    "Two keyframes joined where each keyframe's drawing lands")."""
 
     def __init__(self, G, cfg: models.ModelConfig, device, line_mode: str, autocast=None, regions=False,
                  views: int = 1, still_window: int | None = None):
@@ -192,9 +194,9 @@ def step_together(chains: list[Chain], lines: list[np.ndarray]) -> list[torch.Te
     outs = [average_views([(dims, out) for (j, dims), out in zip(views, outs) if j == i]) for i in range(len(chains))]
     results = []
     for chain, line, out in zip(chains, lines, outs):
-        result = flat_regions(out, line) if chain.regions else out.colour.clamp(0, 1)  # (1, 3, S, S)
-        chain.prev = ChainSource(result, line)
-        results.append(result)
+        colour = out.colour.clamp(0, 1)                                   # (1, 3, S, S)
+        chain.prev = ChainSource(colour, line)
+        results.append(flat_regions(out, line) if chain.regions else colour)
     return results
 
 

@@ -147,6 +147,31 @@ def test_the_colouring_library_flattens_regions_along_the_chain():
     assert (flattened[1][labels >= 0] == (40, 90, 200)).all()   # every region: the keyframe's flat colour
 
 
+def test_the_chain_is_fed_its_pixel_wise_colour_not_the_flattened_one():
+    """A generator that adds a faint ramp (0 to 10 of 255 across the frame) to its previous frame:
+    each step's output, flat enough, is painted flat; the chain is fed the pixel-wise colour, so the
+    ramps add up, and once they are steep enough (frame 5: 0 to 50) the regions keep them. Fed the
+    flattened frame, every output would stay flat."""
+    class RampGenerator(torch.nn.Module):
+        def forward(self, sources):
+            prev = sources.prev.masked().colour
+            ramp = torch.linspace(0, 10 / 255, prev.shape[-1])[None, None, None, :]
+            return models.Colouring((prev + ramp).clamp(0, 1), models.original_input(sources))
+
+    cfg = models.ModelConfig(correspondence="none")
+    frames = [np.repeat(drawing()[..., None], 3, 2)] * 6
+    key = np.full((32, 32, 3), 60, np.uint8)
+    options = colorize.Options(image_size=32, input_type="grey", regions=True)
+    out = colorize.Colorizer(RampGenerator(), cfg, "cpu", options).colour_shot(frames, start=key)
+    plain = colorize.Colorizer(RampGenerator(), cfg, "cpu", colorize.Options(image_size=32, input_type="grey"))
+    chain = plain.colour_shot(frames, start=key)
+    labels = regions.segment(drawing())
+    background = labels == labels[0, 0]
+    assert out[0][background].std() == 0                                     # frame 0: one step, flat
+    assert np.array_equal(out[5][background], chain[5][background])           # frame 5: the ramps added up
+    assert chain[5][background][:, 0].max() - chain[5][background][:, 0].min() >= 45
+
+
 def test_region_medians_are_numpys_medians():
     rng = np.random.default_rng(1)
     labels = rng.integers(-1, 7, (40, 50)).astype(np.int32)
