@@ -296,7 +296,7 @@ def test_regions_between_two_keyframes_take_one_chain_each_never_a_cross_fade():
         assert np.abs(out[False][t][background] - chain[background]).max() > 10, t       # blended
         assert np.abs(out[True][t][square] - np.median(chain[square], 0)).max() <= 1, t  # flat: its median
         lines_apart = out[True][t][labels < 0].astype(int) - out[False][t][labels < 0]  # the lines: the blend,
-        assert np.abs(lines_apart).max() <= 1, t                 # up to a chain's own rounding to uint8
+        assert np.abs(lines_apart).max() <= 1, t         # of chain outputs that the region step rounds to uint8
 
 
 def test_warped_keyframes_follow_the_plan_by_hand():
