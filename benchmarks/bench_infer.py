@@ -6,9 +6,12 @@
 1. Overhead: test.py on a PNG shot of ``--frame_size`` (decode, line art, optical flow and
    network, PNG writing; metrics off; ``--full_res`` as test.py's) against the bare recurrent
    chain (``colorize.Chain``: optical flow and generator) on the same frames, already prepared.
-   ``pipeline_overhead`` = end-to-end time / chain time - 1.
+   ``pipeline_overhead`` = end-to-end time / chain time - 1. Every end-to-end time is the least
+   of ``--repeats`` runs, the variants below taken in turn with it.
 2. The region step: test.py ``--regions`` against plain test.py on the same shot
    (``regions_overhead`` = per-frame time with it / without - 1).
+   The keyframe's bicubic resampling (the default) against ``--keyframe_resample bilinear``
+   (``keyframe_resample_overhead``, the same way).
 3. Memory: peak resident memory of test.py on a 1000-frame against a 100-frame 640x480 video
    (a small generator, so that the run takes seconds: the question is whether memory grows
    with the length of the input, which the network's size does not change).
@@ -49,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame_size", default="640x480", help="WIDTHxHEIGHT of the shot's frames")
     p.add_argument("--full_res", action="store_true", help="test.py --full_res")
     p.add_argument("--skip_memory", action="store_true")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="end-to-end runs of each test.py variant, taken in turn; the least time of each counts")
     return p
 
 
@@ -99,6 +104,17 @@ def pipeline_seconds(ckpt: Path, shot: Path, out: Path, device_name: str, extra=
     return time.perf_counter() - start
 
 
+def interleaved_seconds(ckpt: Path, shot: Path, tmp: Path, device_name: str, variants: dict, repeats: int) -> dict:
+    """{variant: the least of ``repeats`` end-to-end times of test.py with its extra flags}, the
+    variants run in turn (a, b, c, a, b, c, ...), so that a slow spell of a shared machine falls on
+    all of them alike, and the least time is the one least disturbed."""
+    times = {name: [] for name in variants}
+    for k in range(repeats):
+        for name, extra in variants.items():
+            times[name].append(pipeline_seconds(ckpt, shot, tmp / f"out_{name}_{k}", device_name, extra))
+    return {name: min(values) for name, values in times.items()}
+
+
 def startup_seconds(ckpt: Path, tmp: Path, device_name: str, size) -> float:
     """test.py on a one-frame shot: the process start, imports and model load to subtract."""
     one = tmp / "one"
@@ -147,7 +163,11 @@ def main(args) -> int:
             utils.write_image(shot / f"frame_{i:04d}.png", frame)
         forward = bare_forward_seconds(ckpt, shot, args.image_size, device)
         startup = startup_seconds(ckpt, tmp, args.device, size)
-        total = pipeline_seconds(ckpt, shot, tmp / "out", args.device, ["--full_res"] if args.full_res else [])
+        full = ["--full_res"] if args.full_res else []
+        timed = interleaved_seconds(ckpt, shot, tmp, args.device,
+                                    {"plain": full, "regions": ["--regions"] + full,
+                                     "bilinear": ["--keyframe_resample", "bilinear"] + full}, args.repeats)
+        total = timed["plain"]
         pipeline = total - startup + forward / args.frames  # the start-up run held one frame
         if pipeline < 0.1 * total:  # two noisy wall times of about the same size: no figure in their difference
             print(f"test.py end to end: {total:.2f} s, start-up alone {startup:.2f} s: the frames took too little of "
@@ -161,12 +181,16 @@ def main(args) -> int:
         print(f"test.py end to end:     {total:.2f} s, of which {startup:.2f} s start-up (imports, model "
               f"load, one frame) -> {pipeline:.2f} s for the frames ({args.frames / pipeline:.2f} fps)")
         print(f"test_py_fps={args.frames / pipeline:.2f}")
-        with_regions = pipeline_seconds(ckpt, shot, tmp / "out_regions", args.device,
-                                        ["--regions"] + (["--full_res"] if args.full_res else []))
+        with_regions = timed["regions"]
         regions_cost = (with_regions - startup + forward / args.frames) / pipeline - 1
         print(f"test.py --regions: {with_regions:.2f} s end to end; the region step adds {100 * regions_cost:.1f}% "
               f"per frame (target <= 15%)")
         print(f"regions_overhead={regions_cost:.3f}")
+        bilinear = timed["bilinear"]
+        resample_cost = pipeline / (bilinear - startup + forward / args.frames) - 1
+        print(f"test.py --keyframe_resample bilinear: {bilinear:.2f} s end to end; the default bicubic keyframe "
+              f"warp adds {100 * resample_cost:.1f}% per frame")
+        print(f"keyframe_resample_overhead={resample_cost:.3f}")
         if not args.skip_memory:
             m100, m1000 = memory_ratio(tmp)
             print(f"peak memory: 100 frames {m100:.0f} MiB, 1000 frames {m1000:.0f} MiB, "
