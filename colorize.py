@@ -72,6 +72,7 @@ class Options:
     amp: str = "off"                 # mixed precision on CUDA: off | bf16 | fp16 (utils.autocast_context)
     views: int = 1                   # test-time views, 1 | 2 | 4: outputs of the mirrored frame averaged (VIEWS)
     still_window: int | None = None  # the line-art flow's still window (correspond.line_flow); None: the model's own
+    keyframe_resample: str | None = None  # how a keyframe is resampled when warped (correspond.RESAMPLES); None: the model's own
 
 
 @dataclass
@@ -373,13 +374,13 @@ def join_weights(blend: str, weights: list[float], keys: list[int | None], t: in
 
 
 def warped_keyframes(lines: list[np.ndarray], keys: dict[int, np.ndarray], blend: str = DEFAULT_BLEND,
-                     mode: str = "canny", still_window: int = 0) -> list[np.ndarray]:
+                     mode: str = "canny", still_window: int = 0, resample: str = "bilinear") -> list[np.ndarray]:
     """The answer that needs no model for a shot of line art ``lines`` with coloured keyframes
     ``keys`` ({index: uint8 (S, S, 3)}, at least one): every frame gets the keyframes whose chains
     reach it (``plan``), each warped onto it along the line-art flow the chains use
-    (``correspond.warp_frame``), joined as ``blend`` joins chains; keyframes are output as they
-    are. -> uint8 (S, S, 3) per frame. What a model colouring the shot from the same keyframes
-    must beat."""
+    (``correspond.warp_frame``, resampled as ``resample``: the model's keyframe resampling),
+    joined as ``blend`` joins chains; keyframes are output as they are. -> uint8 (S, S, 3) per
+    frame. What a model colouring the shot from the same keyframes must beat."""
     jobs, weights = plan(len(lines), keys, blend)
     agreement = Agreement(lines, mode, still_window)
     out = []
@@ -388,7 +389,8 @@ def warped_keyframes(lines: list[np.ndarray], keys: dict[int, np.ndarray], blend
             out.append(keys[t])
             continue
         parts = [jobs[j].key for j, _ in weights[t]]
-        warps = [correspond.warp_frame(keys[k], line, lines[k], mode, still_window).astype(np.float32) for k in parts]
+        warps = [correspond.warp_frame(keys[k], line, lines[k], mode, still_window, resample).astype(np.float32)
+                 for k in parts]
         maps = join_weights(blend, [w for _, w in weights[t]], parts, t, agreement, line.shape)
         out.append(np.rint(sum(m[..., None] * w for m, w in zip(maps, warps))).astype(np.uint8))
     return out
@@ -427,6 +429,11 @@ class Colorizer:
         # the flow every chain computes (and the no-model warps beside it): the model's, unless the options say
         self.still_window = cfg.still_window if options.still_window is None else options.still_window
         correspond.cpu_half(cfg.correspondence, self.still_window)  # a UserError now, not at the first frame
+        # how the keyframe's warp resamples it (and the no-model warps beside it): the model's, unless the options say
+        self.keyframe_resample = correspond.check_resample(
+            cfg.keyframe_resample if options.keyframe_resample is None else options.keyframe_resample)
+        if hasattr(G, "keyframe_resample"):
+            G.keyframe_resample = self.keyframe_resample
 
     @classmethod
     def from_checkpoint(cls, path, device="auto", image_size: int | None = None, line_art: str | None = None,

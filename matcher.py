@@ -142,8 +142,8 @@ class RegionMatch(correspond.FlowWarp):
         self.prior = nn.Parameter(torch.tensor(1.0))   # weight of log(flow share + 0.01)
         self.scale = nn.Parameter(torch.tensor(0.0))   # weight of the embeddings' cosine
 
-    def forward(self, source: correspond.Source, line_t: torch.Tensor) -> correspond.Source:
-        warped = super().forward(source, line_t)                      # masked, then warped
+    def forward(self, source: correspond.Source, line_t: torch.Tensor, resample: str = "bilinear") -> correspond.Source:
+        warped = super().forward(source, line_t, resample)            # masked, then warped
         if source.flow is None or source.line is None:
             return warped
         return self.match_warped(source, warped, line_t)

@@ -86,11 +86,12 @@ class Select(correspond.FlowWarp):
         nn.init.zeros_(self.net[-1].weight)  # the mean of the three ways, until it learns
         nn.init.zeros_(self.net[-1].bias)
 
-    def ways(self, source: correspond.Source, line_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, correspond.Source]:
+    def ways(self, source: correspond.Source, line_t: torch.Tensor,
+             resample: str = "bilinear") -> tuple[torch.Tensor, torch.Tensor, correspond.Source]:
         """((B, 3 ways, 3, H, W) colours, (B, 3 ways, 1, H, W) line arts, the source matched region
         by region: the warped source with the matched colour and the matcher's matches)."""
         unmoved = source.masked()
-        warped = correspond.FlowWarp.forward(self, source, line_t)  # colour and line art, warped once
+        warped = correspond.FlowWarp.forward(self, source, line_t, resample)  # colour and line art, warped once
         matched = self.match.match_warped(source, warped, line_t)   # the warp with the matched colour
         colours = torch.stack([unmoved.colour.float(), warped.colour.float(), matched.colour.float()], 1)
         lines = torch.stack([unmoved.line.float(), warped.line.float(), matched.line.float()], 1)  # matched: the warp's
@@ -106,9 +107,9 @@ class Select(correspond.FlowWarp):
                        distance.flatten(1, 2), apart.flatten(1, 2)], 1)             # (B, 2 + 3 * 6, H, W)
         return torch.softmax(self.net(x).float(), 1)
 
-    def forward(self, source: correspond.Source, line_t: torch.Tensor) -> correspond.Source:
+    def forward(self, source: correspond.Source, line_t: torch.Tensor, resample: str = "bilinear") -> correspond.Source:
         if source.flow is None or source.line is None:
-            return correspond.FlowWarp.forward(self, source, line_t)
-        colours, lines, matched = self.ways(source, line_t)
+            return correspond.FlowWarp.forward(self, source, line_t, resample)
+        colours, lines, matched = self.ways(source, line_t, resample)
         w = self.weights(colours, lines, line_t)[:, :, None]                          # (B, 3, 1, H, W)
         return dataclasses.replace(matched, colour=(w * colours).sum(1), line=(w * lines).sum(1))

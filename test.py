@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 import FrameExtraction
 import colorize
+import correspond
 import metrics as metrics_lib
 import utils
 from colorize import Frame
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--still_window", type=int, default=None,
                    help="the line-art flow's still window (train.py --still_window): zero flow where a W x W "
                         "neighbourhood holds a line identical in both frames; default: the model's own (0: off)")
+    p.add_argument("--keyframe_resample", choices=correspond.RESAMPLES, default=None,
+                   help="how a keyframe is resampled when it is warped onto a frame (train.py --keyframe_resample); "
+                        "default: the model's own (models trained before the setting: bilinear)")
     p.add_argument("--batch_chains", type=int, default=1,
                    help="colour up to N independent chains (shots, keyframe segments) at once: faster on a GPU, "
                         "the same result; holds their shots in memory")
@@ -563,7 +567,7 @@ def main(args) -> int:
     colorizer = colorize.Colorizer.from_checkpoint(
         args.checkpoint, device, args.image_size, args.line_art, input_type=args.input_type, blend=args.blend,
         batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp, regions=args.regions,
-        views=args.views, still_window=args.still_window)
+        views=args.views, still_window=args.still_window, keyframe_resample=args.keyframe_resample)
     options = colorizer.options
     plan = plan_input(Path(args.input), args.side_by_side)
     check_network_memory(colorizer, device)
@@ -592,7 +596,8 @@ def write_output(args, colorizer: colorize.Colorizer, keyframes, plan) -> None:
         finish(out_tmp, args, per_shot, {"checkpoint": str(args.checkpoint), "generator": colorizer.cfg.generator,
                                          "image_size": options.image_size, "line_art": options.line_art,
                                          "keyframes": keyframes_given, "regions": args.regions,
-                                         "views": args.views, "still_window": colorizer.still_window},
+                                         "views": args.views, "still_window": colorizer.still_window,
+                                         "keyframe_resample": colorizer.keyframe_resample},
                video_final)
     except BaseException:
         shutil.rmtree(out_tmp, ignore_errors=True)

@@ -123,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "frames (correspond.still_mask), so a held background stays sharp beside a moving "
                         "character; recorded in the model, used by test.py and the app; 0: off (default: "
                         f"{models.STILL_WINDOW} with a correspondence that has a flow, 0 without)")
+    g.add_argument("--keyframe_resample", choices=correspond.RESAMPLES, default=None,
+                   help="how the keyframe is resampled when it is warped onto frame t (bicubic keeps its lines a "
+                        "pixel wide; the previous frame is always resampled bilinearly); recorded in the model, used "
+                        f"by test.py and the app (default: {models.KEYFRAME_RESAMPLE})")
     g.add_argument("--checkpoint_path_G", "--init_generator", dest="init_generator",
                    help="start G from these weights (ours or the original's {'generator': ...})")
     g.add_argument("--checkpoint_path_D", "--init_discriminator", dest="init_discriminator",
@@ -249,7 +253,7 @@ def model_config(args) -> models.ModelConfig:
     return models.ModelConfig(generator=args.generator, ndf=args.ndf, ngf=args.ngf, correspondence=args.correspondence,
                               copy_path=False if args.no_copy_path else None,
                               keyframe_input=False if args.no_keyframe_input else None,
-                              still_window=args.still_window)
+                              still_window=args.still_window, keyframe_resample=args.keyframe_resample)
 
 
 def run_config(args) -> dict:
@@ -519,8 +523,8 @@ def match_step(batch, run: Run, nets: runs.Nets, health: runs.Health) -> dict:
     b = data_lib.to_device({k: v for k, v in batch.items() if k != "index"}, run.device)
     module = unwrap(nets.generator).correspond
     requires_grad(module, True)
-    sources = [Source(**b["prev"])] + ([Source(**b["keyframe"])] if run.cfg.keyframe_input else [])
-    aligned = [module(s, b["line"]) for s in sources]
+    keyframe = Source(**b["keyframe"]) if run.cfg.keyframe_input else None
+    aligned = unwrap(nets.generator).aligned_sources(Sources(b["line"], Source(**b["prev"]), keyframe))
     logs = {"match": losses.match_loss([m for s in aligned for m in (s.match or [])], b["target"].float())}
     if module.trains_alignment:
         logs["aligned_l2"] = losses.aligned_l2(aligned, b["target"])
@@ -628,7 +632,8 @@ def announce(run: Run, nets: runs.Nets, total: int) -> None:
              f"{run.n_val_shots} shot(s); {run.world} process(es) on {run.device}",
              f"generator {cfg.generator}: {models.count_parameters(G) / 1e6:.2f} M parameters "
              f"(copy path {cfg.copy_path}, keyframe input {cfg.keyframe_input}, correspondence "
-             f"{cfg.correspondence}{f', still window {cfg.still_window}' if cfg.still_window else ''}); "
+             f"{cfg.correspondence}{f', still window {cfg.still_window}' if cfg.still_window else ''}"
+             f"{f', keyframe resampled {cfg.keyframe_resample}' if cfg.keyframe_input else ''}); "
              f"{total} steps of batch {args.batch_size} x {run.world}"]
     if nets.generator_ema is not None:
         lines.append(f"generator weights averaged (--ema_decay {args.ema_decay}): validation, best.pt, generator.pt "

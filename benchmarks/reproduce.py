@@ -301,7 +301,7 @@ def nearest_of_two(n: int) -> list[int]:
     return [0 if t <= (n - 1) - t else n - 1 for t in range(n)]
 
 
-def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0) -> dict:
+def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0, resample: str = "bilinear") -> dict:
     """The flow answers that need no model: ``warp_keyframe`` (the true first frame warped onto
     every frame), ``warp_chain`` (warped frame to frame, each from the one before), ``warp_blend``
     (the mean of those two: a hedge between the two sources the copy path blends, which PSNR
@@ -313,23 +313,25 @@ def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0)
     last frames each warped onto every frame, blended by distance as ``--blend linear`` blends
     chains), ``warp_2keys_agree`` (the same two warps joined as ``--blend agree`` joins chains:
     weighted pixel by pixel by each keyframe's agreement with the frame). Every flow is
-    ``correspond.line_flow`` with ``still_window``: the models' own."""
+    ``correspond.line_flow`` with ``still_window``: the models' own; every keyframe is resampled as
+    ``resample`` says (the models' ``ModelConfig.keyframe_resample``), a chain of warps bilinearly."""
     out = {}
     for shot, frames in truths.items():
         key, ln, n = frames[0], lines[shot], len(frames)
         if setting in correspond.KEYFRAME_WARPS:
-            shot_out = correspond.keyframe_warps(frames, ln, still_window=still_window)[setting]
+            shot_out = correspond.keyframe_warps(frames, ln, still_window=still_window, resample=resample)[setting]
         elif setting == "warp_regions":
             shot_out = [key] + [regions.vote(regions.segment(ln[t]), f[None].astype(np.float32),
                                              np.ones((1, *ln[t].shape), np.float32), f)[0]
-                                for t, f in enumerate(correspond.keyframe_warps(frames, ln, still_window=still_window)
+                                for t, f in enumerate(correspond.keyframe_warps(frames, ln, still_window=still_window,
+                                                                                resample=resample)
                                                       ["warp_keyframe"][1:], start=1)]
         elif setting == "warp_match":
-            shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln}, still_window)[shot]
+            shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln}, still_window, resample)[shot]
         elif setting in ("warp_2keys", "warp_2keys_agree"):
             shot_out = colorize_lib.warped_keyframes(ln, {0: key, n - 1: frames[-1]},
                                                      "agree" if setting == "warp_2keys_agree" else "linear",
-                                                     still_window=still_window)
+                                                     still_window=still_window, resample=resample)
         else:
             raise ValueError(f"{setting} is not a flow setting without a model")
         out[shot] = shot_out
@@ -337,12 +339,13 @@ def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0)
 
 
 def _aligned(module, colour: torch.Tensor, line_s: np.ndarray, line_t: np.ndarray,
-             still_window: int = 0) -> torch.Tensor:
+             still_window: int = 0, resample: str = "bilinear") -> torch.Tensor:
     """(1, 3, S, S) ``colour`` (the frame of line art ``line_s``) brought onto the frame of line art
-    ``line_t`` by the correspondence ``module``, along the project's line-art flow."""
+    ``line_t`` by the correspondence ``module``, along the project's line-art flow, its warp
+    resampling as ``resample`` says."""
     flow = correspond.flow_tensor(correspond.line_flow(line_t, line_s, still_window=still_window))[None]
     source = correspond.Source(colour, torch.ones(1), torch.from_numpy(line_s)[None, None].float() / 255, flow)
-    return module(source, torch.from_numpy(line_t)[None, None].float() / 255).colour.clamp(0, 1)
+    return module(source, torch.from_numpy(line_t)[None, None].float() / 255, resample=resample).colour.clamp(0, 1)
 
 
 def _uint8(colour: torch.Tensor) -> np.ndarray:
@@ -350,20 +353,20 @@ def _uint8(colour: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def matched_outputs(module, truths: dict, lines: dict, still_window: int = 0) -> dict:
+def matched_outputs(module, truths: dict, lines: dict, still_window: int = 0, resample: str = "bilinear") -> dict:
     """{shot: [frame 0, then the true frame 0 brought onto every frame by ``module``]}."""
     out = {}
     for shot, frames in truths.items():
         ln = lines[shot]
         key = torch.from_numpy(frames[0]).permute(2, 0, 1).float()[None] / 255
-        out[shot] = [frames[0]] + [_uint8(_aligned(module, key, ln[0], ln[t], still_window))
+        out[shot] = [frames[0]] + [_uint8(_aligned(module, key, ln[0], ln[t], still_window, resample))
                                    for t in range(1, len(frames))]
     return out
 
 
 @torch.no_grad()
 def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: int = 1,
-                         still_window: int = 0) -> dict:
+                         still_window: int = 0, resample: str = "bilinear") -> dict:
     """{shot: frames}: the tcvc pipeline with its network taken out. A tcvc model's copy path
     blends two sources, the keyframe and the chain's own previous output, each aligned onto frame t
     by its correspondence, and a fresh one starts from their mean (``models.COPY_BIAS``). Here every
@@ -382,7 +385,7 @@ def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: 
             for dims in colorize_lib.VIEWS[views]:
                 m_key, m_prev = colorize_lib.mirror(key, dims), colorize_lib.mirror(prev, dims)
                 m_ln = [colorize_lib.mirror_line(ln[i], dims) for i in (0, t - 1, t)]
-                mean = (_aligned(module, m_key, m_ln[0], m_ln[2], still_window)
+                mean = (_aligned(module, m_key, m_ln[0], m_ln[2], still_window, resample)
                         + _aligned(module, m_prev, m_ln[1], m_ln[2], still_window)) / 2
                 means.append(colorize_lib.mirror(mean, dims))
             prev = sum(means) / len(means)
@@ -392,14 +395,14 @@ def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: 
 
 
 def trivial_outputs(setting: str, truths: dict, lines: dict | None = None, views: int = 1,
-                    still_window: int = 0) -> dict:
+                    still_window: int = 0, resample: str = "bilinear") -> dict:
     """The answers that need no model, for every frame of every shot (``views``: the test-time
     views of the ``sources_mean_*`` rows, as a model is given them; ``still_window``: the flow's,
-    as the model is given it)."""
+    and ``resample``: the keyframe's resampling, as the model is given them)."""
     if setting.startswith("warp_"):
-        return warp_outputs(setting, truths, lines, still_window)
+        return warp_outputs(setting, truths, lines, still_window, resample)
     if setting.startswith("sources_mean_"):
-        return sources_mean_outputs(setting[len("sources_mean_"):], truths, lines, views, still_window)
+        return sources_mean_outputs(setting[len("sources_mean_"):], truths, lines, views, still_window, resample)
     if setting == "copy_keyframe":
         return {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     if setting == "flat_grey":
@@ -439,6 +442,18 @@ def flow_window(checkpoints: dict, args) -> int:
     return next(iter(windows.values()), 0)
 
 
+def keyframe_resample(checkpoints: dict) -> str:
+    """How the answers that need no model resample a keyframe they warp: as the models do
+    (``ModelConfig.keyframe_resample``; the tcvc model's where it is scored, else the models
+    given'), so that they warp along the very flow and with the very sampling the model is given;
+    bilinear without a model. Models that resample apart are a ``UserError``."""
+    pool = {"tcvc": checkpoints["tcvc"]} if "tcvc" in checkpoints else checkpoints
+    ways = {name: models.load_generator(path)[1].keyframe_resample for name, path in pool.items()}
+    if len(set(ways.values())) > 1:
+        raise UserError(f"these models resample their keyframes apart ({ways}): score them apart")
+    return next(iter(ways.values()), "bilinear")
+
+
 def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTINGS,
              model_settings=MODEL_SETTINGS) -> dict:
     """{setting: score(...)}; model outputs go to ``out/outputs/<setting>``, and the answers that
@@ -452,9 +467,10 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
     # the keyframe copying would give each frame: what "changed" is measured against
     first = {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     nearest = {shot: [frames[k] for k in nearest_of_two(len(frames))] for shot, frames in truths.items()}
-    window = flow_window(checkpoints, args)
+    window, resample = flow_window(checkpoints, args), keyframe_resample(checkpoints)
     if window:
         print(f"every flow with still window {window}", flush=True)
+    print(f"every keyframe warp resampled {resample}", flush=True)
     results = {}
     for setting in settings:
         if setting in model_settings:
@@ -462,7 +478,7 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
             extra = [e.format(**folders) for e in extra]
             outputs = colorize(checkpoints[model], extra, eval_root, out / "outputs" / setting, args)
         else:
-            outputs = trivial_outputs(setting, truths, lines, args.views, window)
+            outputs = trivial_outputs(setting, truths, lines, args.views, window, resample)
             save_outputs(outputs, eval_root, out / "outputs" / setting)
         two = setting in TWO_KEYS
         results[setting] = metrics_lib.score_frames(outputs, truths, inner if two else None,

@@ -206,13 +206,14 @@ def test_the_warped_keyframe_row_warps_along_the_models_own_flow(tmp_path):
     app.use_own_colours(session, 0)
     result = app.colour(session, app.Model.load(path, "cpu"))
 
-    def row(window):
+    def row(window, resample="bicubic"):  # the model's own keyframe resampling (a new model's)
         video = metrics_lib.VideoMetrics()
         for line, truth in zip(result.lines, result.truths):
-            video.update(correspond.warp_frame(result.truths[0], line, result.lines[0], "canny", window), truth)
+            video.update(correspond.warp_frame(result.truths[0], line, result.lines[0], "canny", window, resample), truth)
         return video.result()["psnr"]
 
     assert row(5) != row(0)  # the window changes the warp here
+    assert row(5) != row(5, "bilinear")  # and so does the resampling
     assert result.metrics["warped keyframe (no model)"]["psnr"] == pytest.approx(row(5))
 
 
@@ -230,7 +231,11 @@ def test_two_keyframes_add_the_no_model_row_joined_as_the_model_joins_its_chains
     name = f"keyframes warped, joined {colorize.DEFAULT_BLEND} (no model)"
     small = {k: utils.resize(frames[k], SIZE) for k in (0, 4)}
     video = metrics_lib.VideoMetrics()
-    for out, truth in zip(colorize.warped_keyframes(result.lines, small, colorize.DEFAULT_BLEND), result.truths):
+    resample = model.cfg.keyframe_resample  # the no-model row resamples the keyframes as the model does
+    assert resample == "bicubic"
+    for out, truth in zip(colorize.warped_keyframes(result.lines, small, colorize.DEFAULT_BLEND,
+                                                    still_window=model.cfg.still_window, resample=resample),
+                          result.truths):
         video.update(out, truth)
     assert result.metrics[name]["psnr"] == pytest.approx(video.result()["psnr"])
     assert result.metrics[name]["psnr"] != pytest.approx(result.metrics["warped keyframe (no model)"]["psnr"])

@@ -351,6 +351,40 @@ class FlowSpy(nn.Module):
         return models.Colouring(sources.prev.masked().colour, models.original_input(sources))
 
 
+def test_the_keyframe_is_resampled_as_the_model_was_trained_and_test_py_may_set_another(tmp_path, monkeypatch):
+    """A model resamples the keyframe it warps as it records (a new one bicubic, one saved before
+    the setting bilinear); test.py --keyframe_resample sets another, the keyframe's warp changes with
+    it and the previous frame's does not, and metrics.json says which."""
+    import correspond
+    for k in range(3):  # an outlined disc that moves by a pixel and a half a frame
+        image = np.full((48, 48, 3), 225, np.uint8)
+        cv2.circle(image, (20 + 3 * k // 2, 24), 9, (40, 60, 200), -1)
+        cv2.circle(image, (20 + 3 * k // 2, 24), 9, (0, 0, 0), 1)
+        utils.write_image(tmp_path / "in" / f"frame_{k:03d}.png", image)
+    utils.write_image(tmp_path / "key.png", utils.read_rgb(tmp_path / "in" / "frame_000.png"))
+    resamples = []
+    real = correspond.warp
+    monkeypatch.setattr(correspond, "warp", lambda image, flow, resample="bilinear":
+                        resamples.append((image.shape[1], resample)) or real(image, flow, resample))
+    for saved, flag, want in (("bicubic", [], "bicubic"), ("bilinear", [], "bilinear"),
+                              ("bicubic", ["--keyframe_resample", "bilinear"], "bilinear"),
+                              ("bilinear", ["--keyframe_resample", "bicubic"], "bicubic")):
+        cfg = models.ModelConfig(ngf=8, keyframe_resample=saved)
+        G = models.build_generator(cfg)
+        monkeypatch.setattr(models, "load_generator",
+                            lambda path, device: (G, cfg, {"image_size": 48, "line_art": "canny"}))
+        resamples.clear()
+        out = tmp_path / f"out_{saved}_{want}"
+        assert colorize_cli.main(args_for(tmp_path / "in", out, "g.pt", "--first_keyframe", str(tmp_path / "key.png"),
+                                          *flag)) == 0
+        assert json.loads((out / "metrics.json").read_text())["keyframe_resample"] == want
+        # each frame warps the previous frame (bilinear), then the keyframe (as asked): colour and line art at once
+        assert resamples == [(4, "bilinear"), (4, want)] * 3
+    with pytest.raises(SystemExit):
+        args_for(tmp_path / "in", tmp_path / "bad", "g.pt", "--keyframe_resample", "nearest")
+    assert not (tmp_path / "bad").exists()
+
+
 def test_the_chain_computes_the_models_flow_and_test_py_may_set_another(tmp_path, monkeypatch):
     """A model trained with a still window is given the windowed flow at test time, as in
     training; test.py --still_window scores it on another (0: the plain flow), and metrics.json

@@ -586,7 +586,8 @@ def test_still_flow_scores_warps_and_the_model_on_the_windowed_flow(tmp_path):
     eval_root = tmp_path / "eval"
     still_and_moving_shot(eval_root)
     torch.manual_seed(0)
-    cfg = models.ModelConfig(ngf=8, still_window=0)  # trained on the plain flow, as the stored study models were
+    # trained on the plain flow and resampling the keyframe bilinearly, as the stored study models were
+    cfg = models.ModelConfig(ngf=8, still_window=0, keyframe_resample="bilinear")
     ckpt = tmp_path / "g.pt"
     torch.save(models.generator_export(models.build_generator(cfg), cfg, 48, "canny"), ckpt)
     out = tmp_path / "still"
@@ -690,7 +691,7 @@ def test_the_no_model_rows_warp_along_the_models_own_flow(tmp_path):
     still_and_moving_shot(eval_root)
     paths = {}
     for window in (0, 5):
-        cfg = models.ModelConfig(ngf=8, still_window=window)
+        cfg = models.ModelConfig(ngf=8, still_window=window, keyframe_resample="bilinear")
         paths[window] = tmp_path / f"g{window}.pt"
         torch.save(models.generator_export(models.build_generator(cfg), cfg, 48, "canny"), paths[window])
 
@@ -710,3 +711,41 @@ def test_the_no_model_rows_warp_along_the_models_own_flow(tmp_path):
     assert np.array_equal(warped({"tcvc": paths[5], "baseline": paths[0]}, "with_baseline"), by_window[5])
     with pytest.raises(reproduce.UserError, match="different flows"):
         warped({"a": paths[5], "b": paths[0]}, "mixed")
+
+
+def test_the_no_model_rows_resample_the_keyframe_as_the_model_does(tmp_path):
+    """reproduce.evaluate resamples the keyframe of every no-model row as the tcvc model resamples
+    its own (ModelConfig.keyframe_resample): warp_keyframe is the keyframe warped bicubic for a model
+    that warps it so, bilinear for one that does not and without a model; the chained warp is
+    bilinear either way (a chain resamples its previous frame bilinearly); models that resample apart
+    are one clear line."""
+    from types import SimpleNamespace
+    import models
+    import torch
+    import utils
+    eval_root = tmp_path / "eval"
+    still_and_moving_shot(eval_root)
+    paths = {}
+    for resample in ("bilinear", "bicubic"):
+        cfg = models.ModelConfig(ngf=8, keyframe_resample=resample)
+        paths[resample] = tmp_path / f"g{resample}.pt"
+        torch.save(models.generator_export(models.build_generator(cfg), cfg, 48, "canny"), paths[resample])
+
+    def warped(checkpoints, name, setting="warp_keyframe"):
+        args = SimpleNamespace(image_size=48, device="cpu", views=1)
+        reproduce.evaluate(checkpoints, eval_root, tmp_path / name, args, settings=[setting])
+        return utils.read_rgb(utils.list_frames(tmp_path / name / f"outputs/{setting}/s0")[2])
+
+    truths = reproduce.eval_shots(eval_root, 48)["s0"]
+    lines = [reproduce.data_lib.make_line_art(f, "canny") for f in truths]
+    window = models.STILL_WINDOW
+    by_way = {r: reproduce.correspond.warp_frame(truths[0], lines[2], lines[0], still_window=window, resample=r)
+              for r in ("bilinear", "bicubic")}
+    assert not np.array_equal(by_way["bilinear"], by_way["bicubic"])
+    assert np.array_equal(warped({"tcvc": paths["bicubic"]}, "cubic"), by_way["bicubic"])
+    assert np.array_equal(warped({"tcvc": paths["bilinear"]}, "linear"), by_way["bilinear"])
+    assert np.array_equal(warped({}, "none"), reproduce.correspond.warp_frame(truths[0], lines[2], lines[0]))
+    chain = reproduce.correspond.keyframe_warps(truths, lines, still_window=window)["warp_chain"][2]
+    assert np.array_equal(warped({"tcvc": paths["bicubic"]}, "chain", "warp_chain"), chain)
+    with pytest.raises(reproduce.UserError, match="resample their keyframes apart"):
+        warped({"a": paths["bicubic"], "b": paths["bilinear"]}, "mixed")

@@ -693,6 +693,30 @@ def test_the_select_choice_learning_rate_falls_to_zero_over_the_warm_up(shots, t
     assert train.select_group(flow.opt_g, flow.generator) is None  # no selector
 
 
+def test_keyframe_resample_trains_the_warm_up_and_the_generator_with_it_and_is_recorded(shots, tmp_path, monkeypatch):
+    """--keyframe_resample: in the selector's warm-up and in the generator's steps alike, the
+    keyframe is warped with it and the previous frame bilinearly; the model records it (test.py then
+    uses it), and a resume that would change it is refused."""
+    calls = []
+    real = correspond.warp
+    monkeypatch.setattr(correspond, "warp", lambda image, flow, resample="bilinear":
+                        calls.append(resample) or real(image, flow, resample))
+    for resample in ("bilinear", "bicubic"):
+        calls.clear()
+        run_dir = tmp_path / resample
+        assert train.main(tiny_args(shots, run_dir, max_steps=3, correspondence="select", match_warmup=1,
+                                    batch_size=1, val_fraction=0, rollout_prob=0, keyframe_resample=resample)) == 0
+        # every generator call and warm-up step warps the previous frame, then the keyframe
+        assert calls and calls[0::2] == ["bilinear"] * (len(calls) // 2) and calls[1::2] == [resample] * (len(calls) // 2)
+        ckpt = torch.load(run_dir / "checkpoints" / "step_00000003.pt", weights_only=True)
+        assert ckpt["model_config"]["keyframe_resample"] == resample
+        assert models.load_generator(run_dir / "generator.pt")[1].keyframe_resample == resample
+    with pytest.raises(UserError, match="trained with"):
+        train.main(tiny_args(shots, tmp_path / "other", max_steps=4, correspondence="select", match_warmup=1,
+                             batch_size=1, val_fraction=0, resume=str(tmp_path / "bilinear" / "checkpoints" /
+                                                                     "step_00000003.pt")))
+
+
 def test_still_window_trains_on_the_windowed_flow_is_recorded_and_kept_on_resume(shots, tmp_path, monkeypatch):
     """--still_window W: every flow of training and validation is computed with W, the model
     records it (test.py then uses it), a resume that would change it is refused, and a model
