@@ -401,7 +401,11 @@ def restore(run: Run, nets: runs.Nets, path) -> runs.Progress:
     saved = runs.read_training_checkpoint(path)
     saved_cfg = models.ModelConfig.from_dict(saved["model_config"])
     if saved_cfg != run.cfg:
-        raise UserError(f"{path} was trained with {saved_cfg}, not the {run.cfg} asked for")
+        apart = [f"{f.name} {getattr(saved_cfg, f.name)!r} (asked: {getattr(run.cfg, f.name)!r})"
+                 for f in dataclasses.fields(saved_cfg) if getattr(saved_cfg, f.name) != getattr(run.cfg, f.name)]
+        raise UserError(f"{path} was trained with other model settings: {'; '.join(apart)}; give train.py the "
+                        "run's own (a model from before a setting existed reads as it was trained, e.g. "
+                        "--still_window 0 --keyframe_resample bilinear)")
     progress = runs.load_training_checkpoint(path, nets)
     set_hyperparameters(nets, run.args)
     changed = changed_options(saved.get("run_config") or {}, run_config(run.args))

@@ -711,7 +711,8 @@ def test_keyframe_resample_trains_the_warm_up_and_the_generator_with_it_and_is_r
         ckpt = torch.load(run_dir / "checkpoints" / "step_00000003.pt", weights_only=True)
         assert ckpt["model_config"]["keyframe_resample"] == resample
         assert models.load_generator(run_dir / "generator.pt")[1].keyframe_resample == resample
-    with pytest.raises(UserError, match="trained with"):
+    with pytest.raises(UserError, match=r"trained with other model settings: keyframe_resample 'bilinear' "
+                                        r"\(asked: 'bicubic'\); give train.py the run's own"):
         train.main(tiny_args(shots, tmp_path / "other", max_steps=4, correspondence="select", match_warmup=1,
                              batch_size=1, val_fraction=0, resume=str(tmp_path / "bilinear" / "checkpoints" /
                                                                      "step_00000003.pt")))
