@@ -90,8 +90,9 @@ def candidates_of(colorizer: colorize.Colorizer, chain: colorize.Chain, line: np
     named = {"generated": out.candidates[:, 0], "prev": out.candidates[:, 1], "key": out.candidates[:, 2]}
     ways = getattr(colorizer.G.correspond, "ways", None)
     if ways is not None:  # select: each source aligned each way
-        for name, source in zip(SOURCES, (sources.prev, sources.keyframe)):
-            colours = ways(source, sources.line)[0]
+        for name, source, resample in zip(SOURCES, (sources.prev, sources.keyframe),
+                                          ("bilinear", colorizer.keyframe_resample)):  # as the model aligns them
+            colours = ways(source, sources.line, resample)[0]
             named |= {f"{name}_{way}": colours[:, k] for k, way in enumerate(selector.WAYS)}
     colour = out.colour.clamp(0, 1)
     chain.prev = colorize.ChainSource(colour, line)

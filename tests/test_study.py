@@ -506,6 +506,12 @@ def test_chain_headroom_scores_the_study_s_output_and_bounds_its_candidates(tmp_
         assert psnr(made["oracle_region_all"][t], frames[t]) >= psnr(made["oracle_region_sources"][t], frames[t]) - 1e-9
     mean = (made["prev"][3].astype(int) + made["key"][3]) / 2
     assert np.abs(made["sources_mean"][3] - mean).max() <= 1
+    import correspond  # the keyframe's ways are resampled as the model resamples its keyframe (bicubic)
+    for t in (2, 4):
+        want = {r: correspond.warp_frame(frames[0], lines["e0"][t], lines["e0"][0], still_window=cfg.still_window,
+                                         resample=r).astype(int) for r in correspond.RESAMPLES}
+        assert np.abs(made["key_warped"][t] - want["bicubic"]).max() <= 1
+        assert np.abs(made["key_warped"][t] - want["bilinear"]).max() > 1
     on_lines = chain_headroom.regions.segment(lines["e0"][3]) < 0
     assert 0 < on_lines.mean() < 1
     assert (made["truth_in_regions"][3][on_lines] == made["output"][3][on_lines]).all()
