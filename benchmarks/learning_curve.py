@@ -69,7 +69,7 @@ def main(args) -> int:
                             f"{', '.join(map(str, missing))} (it has {', '.join(str(s) for s, _ in checkpoints)})")
         checkpoints = [(step, path) for step, path in checkpoints if step in args.steps]
     curve = out / "curve"
-    # the no-model rows on the run's own flow (reproduce.flow_window reads it from a checkpoint)
+    # the no-model rows on the run's own flow and keyframe resampling (reproduce.models_setting reads them)
     latest = {"tcvc": checkpoints[-1][1]} if checkpoints else {}
     results = reproduce.evaluate(latest, eval_root, curve, args, settings=args.no_model) if args.no_model else {}
     for step, path in checkpoints:  # each step in a folder of its own, under the study's setting names

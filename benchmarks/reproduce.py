@@ -424,18 +424,23 @@ def colorize(ckpt: Path, extra: list, eval_root: Path, dest: Path, args) -> dict
             for shot in utils.find_shot_dirs(eval_root)}
 
 
+def models_setting(checkpoints: dict, field: str) -> dict:
+    """{model: its ``ModelConfig.<field>``} for the models whose flow settings the answers that need
+    no model follow: the tcvc model where it is scored (the frame-by-frame baseline is never given a
+    source), else every model given."""
+    pool = {"tcvc": checkpoints["tcvc"]} if "tcvc" in checkpoints else checkpoints
+    return {name: getattr(models.load_generator(path)[1], field) for name, path in pool.items()}
+
+
 def flow_window(checkpoints: dict, args) -> int:
     """The still window of the flow every setting is scored on: ``args.still_window`` where given
-    (test.py is then given it too), else the models' own (``ModelConfig.still_window``): the tcvc
-    model's where it is scored (the frame-by-frame baseline is never given a source), else that of
-    the models given, so that the answers that need no model warp along the very flow the model is
-    given; 0 without a model. Models trained on different flows are a ``UserError``: no single
+    (test.py is then given it too), else the models' own (``models_setting``), so that the answers
+    that need no model warp along the very flow the model is given; 0 without a model. Models trained on different flows are a ``UserError``: no single
     no-model row fits both."""
     given = getattr(args, "still_window", None)
     if given is not None:
         return correspond.check_still_window(given)
-    pool = {"tcvc": checkpoints["tcvc"]} if "tcvc" in checkpoints else checkpoints
-    windows = {name: models.load_generator(path)[1].still_window for name, path in pool.items()}
+    windows = models_setting(checkpoints, "still_window")
     if len(set(windows.values())) > 1:
         raise UserError(f"these models were trained on different flows (still windows {windows}): score them "
                         "apart, or give --still_window to score all of them on one")
@@ -444,11 +449,9 @@ def flow_window(checkpoints: dict, args) -> int:
 
 def keyframe_resample(checkpoints: dict) -> str:
     """How the answers that need no model resample a keyframe they warp: as the models do
-    (``ModelConfig.keyframe_resample``; the tcvc model's where it is scored, else the models
-    given'), so that they warp along the very flow and with the very sampling the model is given;
-    bilinear without a model. Models that resample apart are a ``UserError``."""
-    pool = {"tcvc": checkpoints["tcvc"]} if "tcvc" in checkpoints else checkpoints
-    ways = {name: models.load_generator(path)[1].keyframe_resample for name, path in pool.items()}
+    (``models_setting``), so that they warp with the very sampling the model is given; bilinear
+    without a model. Models that resample apart are a ``UserError``."""
+    ways = models_setting(checkpoints, "keyframe_resample")
     if len(set(ways.values())) > 1:
         raise UserError(f"these models resample their keyframes apart ({ways}): score them apart")
     return next(iter(ways.values()), "bilinear")
