@@ -435,8 +435,8 @@ def models_setting(checkpoints: dict, field: str) -> dict:
 def flow_window(checkpoints: dict, args) -> int:
     """The still window of the flow every setting is scored on: ``args.still_window`` where given
     (test.py is then given it too), else the models' own (``models_setting``), so that the answers
-    that need no model warp along the very flow the model is given; 0 without a model. Models trained on different flows are a ``UserError``: no single
-    no-model row fits both."""
+    that need no model warp along the very flow the model is given; 0 without a model. Models
+    trained on different flows are a ``UserError``: no single no-model row fits both."""
     given = getattr(args, "still_window", None)
     if given is not None:
         return correspond.check_still_window(given)

@@ -755,3 +755,19 @@ def test_the_no_model_rows_resample_the_keyframe_as_the_model_does(tmp_path):
     assert np.array_equal(warped({"tcvc": paths["bicubic"]}, "chain", "warp_chain"), chain)
     with pytest.raises(reproduce.UserError, match="resample their keyframes apart"):
         warped({"a": paths["bicubic"], "b": paths["bilinear"]}, "mixed")
+
+
+def test_bench_infer_runs_the_variants_in_turn_and_keeps_each_ones_least_time(tmp_path, monkeypatch):
+    """bench_infer.interleaved_seconds runs test.py's variants one after the other, round after
+    round (a, b, a, b, ...), each with its own flags and output folder, and keeps the least time of
+    each: a slow spell falls on all of them, and the least disturbed run counts."""
+    import bench_infer
+    runs, times = [], iter([5.0, 9.0, 3.0, 8.0, 4.0, 7.5])
+    monkeypatch.setattr(bench_infer, "pipeline_seconds", lambda ckpt, shot, out, device, extra:
+                        runs.append((out.name, tuple(extra))) or next(times))
+    got = bench_infer.interleaved_seconds(Path("g.pt"), Path("shot"), tmp_path, "cpu",
+                                          {"plain": [], "bilinear": ["--keyframe_resample", "bilinear"]}, 3)
+    assert got == {"plain": 3.0, "bilinear": 7.5}
+    assert runs == [("out_plain_0", ()), ("out_bilinear_0", ("--keyframe_resample", "bilinear")),
+                    ("out_plain_1", ()), ("out_bilinear_1", ("--keyframe_resample", "bilinear")),
+                    ("out_plain_2", ()), ("out_bilinear_2", ("--keyframe_resample", "bilinear"))]
