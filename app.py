@@ -333,7 +333,8 @@ def colour(session: Session, model: Model, input_type: str = "colour", blend: st
     folder.mkdir(parents=True)
     truths = [f.target for f in frames] if input_type == "colour" else None
     table = (shot_metrics(results, frames, keys, colorizer.options.line_art, colorizer.still_window,
-                          colorizer.options.blend, colorizer.keyframe_resample) if truths else None)
+                          colorizer.options.blend, colorizer.keyframe_resample, colorizer.flow_scale)
+             if truths else None)
     if table:
         write_metrics(folder / "metrics.json", shot, table["model"], model.checkpoint, colorizer, keys)
     result = write_result(folder, shot, results, [f.line for f in frames], truths, speed)
@@ -368,10 +369,11 @@ def write_result(folder: Path, shot: Shot, results, lines, truths, speed: float)
 
 
 def shot_metrics(results, frames, keys: dict, line_mode: str, still_window: int = 0,
-                 blend: str = colorize.DEFAULT_BLEND, resample: str = "bilinear") -> dict:
+                 blend: str = colorize.DEFAULT_BLEND, resample: str = "bilinear", scale: int = 1) -> dict:
     """metrics.json's summary of the shot for the model and, with keyframes, the answers that
     need no model: each frame's nearest keyframe copied, and warped onto it by the line-art flow
-    (with ``still_window``: the model's flow, and ``resample``: its keyframe resampling); with two
+    (with ``still_window`` and ``scale``: the model's flow, computed on the frames' flow arts when
+    ``scale`` > 1, and ``resample``: its keyframe resampling); with two
     keyframes or more, also the keyframes
     warped onto the frames their chains reach and joined as the model's chains are (``blend``,
     ``colorize.warped_keyframes``)."""
@@ -381,11 +383,12 @@ def shot_metrics(results, frames, keys: dict, line_mode: str, still_window: int 
         small = {k: utils.resize(rgb, size) for k, rgb in keys.items()}
         nearest = [min(small, key=lambda k: (abs(k - t), k)) for t in range(len(frames))]
         rows["copy keyframe (no model)"] = [small[k] for k in nearest]
-        rows["warped keyframe (no model)"] = [warp_keyframe(small[k], frames[k].line, f.line, line_mode, still_window,
-                                                            resample) for k, f in zip(nearest, frames)]
+        arts = [f.line if f.art is None else f.art for f in frames]
+        rows["warped keyframe (no model)"] = [warp_keyframe(small[k], arts[k], arts[t], line_mode, still_window,
+                                                            resample, scale) for t, k in enumerate(nearest)]
         if len(keys) > 1:
             rows[f"keyframes warped, joined {blend} (no model)"] = colorize.warped_keyframes(
-                [f.line for f in frames], small, blend, line_mode, still_window, resample)
+                [f.line for f in frames], small, blend, line_mode, still_window, resample, scale, arts)
     table = {}
     for row, outputs in rows.items():
         video = metrics_lib.VideoMetrics()
@@ -396,9 +399,10 @@ def shot_metrics(results, frames, keys: dict, line_mode: str, still_window: int 
 
 
 def warp_keyframe(key: np.ndarray, key_line: np.ndarray, line: np.ndarray, line_mode: str,
-                  still_window: int = 0, resample: str = "bilinear") -> np.ndarray:
-    """The keyframe (uint8 (S, S, 3)) brought onto a frame by the flow between their line arts."""
-    return correspond.warp_frame(key, line, key_line, line_mode, still_window, resample)
+                  still_window: int = 0, resample: str = "bilinear", scale: int = 1) -> np.ndarray:
+    """The keyframe (uint8 (S, S, 3)) brought onto a frame by the flow between their line arts
+    (their flow arts, ``correspond.flow_art``, when ``scale`` > 1)."""
+    return correspond.warp_frame(key, line, key_line, line_mode, still_window, resample, scale)
 
 
 def write_metrics(path: Path, shot: Shot, model_row: dict, checkpoint: str, colorizer, keys: dict) -> None:
@@ -407,7 +411,8 @@ def write_metrics(path: Path, shot: Shot, model_row: dict, checkpoint: str, colo
     note = {"checkpoint": checkpoint, "generator": colorizer.cfg.generator, "image_size": colorizer.options.image_size,
             "line_art": colorizer.options.line_art, "keyframes": [shot.names[i] for i in sorted(keys)],
             "regions": colorizer.options.regions, "views": colorizer.options.views,
-            "still_window": colorizer.still_window, "keyframe_resample": colorizer.keyframe_resample}
+            "still_window": colorizer.still_window, "keyframe_resample": colorizer.keyframe_resample,
+            "flow_scale": colorizer.flow_scale}
     metrics_lib.write_metrics_json(path, per_shot, metrics_lib.summarize(per_shot), extra=note)
 
 

@@ -72,6 +72,7 @@ class Options:
     amp: str = "off"                 # mixed precision on CUDA: off | bf16 | fp16 (utils.autocast_context)
     views: int = 1                   # test-time views, 1 | 2 | 4: outputs of the mirrored frame averaged (VIEWS)
     still_window: int | None = None  # the line-art flow's still window (correspond.line_flow); None: the model's own
+    flow_scale: int | None = None    # the line-art flow's scale (correspond.flow_art); None: the model's own
     keyframe_resample: str | None = None  # how a keyframe is resampled when warped (correspond.RESAMPLES); None: the model's own
 
 
@@ -83,6 +84,8 @@ class Frame:
     line: np.ndarray                  # (S, S) uint8 line art at network resolution
     target: np.ndarray | None = None  # (S, S, 3) uint8 true colours at network resolution, when known
     rgb: np.ndarray | None = None     # the full-resolution input, uint8 (H, W, 3), when kept
+    art: np.ndarray | None = None     # what its line-art flow is computed on (correspond.flow_art); None: made
+    #                                   from ``target`` and ``line`` when a chain needs it (``Colorizer.art``)
 
 
 @dataclass
@@ -98,15 +101,23 @@ class ChainSource:
     """A coloured frame a chain takes colours from: its previous output or a keyframe."""
     colour: torch.Tensor  # (1, 3, S, S) float32 in [0, 1], on the chain's device
     line: np.ndarray      # (S, S) uint8 line art of the same frame
+    art: np.ndarray | None = None  # what the frame's line-art flow is computed on (correspond.flow_art); None: ``line``
 
     @classmethod
-    def of(cls, rgb: np.ndarray, line: np.ndarray, device) -> "ChainSource":
-        """From a uint8 RGB (S, S, 3) frame already at network resolution and its line art."""
-        return cls(data_lib.to_tensor(rgb)[None].to(device), line)
+    def of(cls, rgb: np.ndarray, line: np.ndarray, device, art: np.ndarray | None = None) -> "ChainSource":
+        """From a uint8 RGB (S, S, 3) frame already at network resolution, its line art and flow art."""
+        return cls(data_lib.to_tensor(rgb)[None].to(device), line, art)
+
+    @property
+    def flow_input(self) -> np.ndarray:
+        return self.line if self.art is None else self.art
 
     def mirrored(self, dims: tuple) -> "ChainSource":
         """This source flipped along ``dims`` (tensor dimensions -1: left-right, -2: upside down)."""
-        return ChainSource(mirror(self.colour, dims), mirror_line(self.line, dims)) if dims else self
+        if not dims:
+            return self
+        return ChainSource(mirror(self.colour, dims), mirror_line(self.line, dims),
+                           None if self.art is None else mirror_line(self.art, dims))
 
 
 def check_views(views: int) -> None:
@@ -133,11 +144,12 @@ class Chain:
     "Two keyframes joined where each keyframe's drawing lands")."""
 
     def __init__(self, G, cfg: models.ModelConfig, device, line_mode: str, autocast=None, regions=False,
-                 views: int = 1, still_window: int | None = None):
+                 views: int = 1, still_window: int | None = None, flow_scale: int | None = None):
         check_views(views)
         self.G, self.cfg, self.device, self.line_mode = G, cfg, torch.device(device), line_mode
         self.still_window = cfg.still_window if still_window is None else still_window
-        self.correspondence = correspond.cpu_half(cfg.correspondence, self.still_window)
+        self.flow_scale = cfg.flow_scale if flow_scale is None else flow_scale
+        self.correspondence = correspond.cpu_half(cfg.correspondence, self.still_window, self.flow_scale)
         self.autocast = autocast or contextlib.nullcontext()
         self.regions = regions
         self.views = VIEWS[views]
@@ -148,42 +160,51 @@ class Chain:
         self.prev = keyframe
         self.keyframe = keyframe if self.cfg.keyframe_input else None
 
-    def _source(self, source: ChainSource | None, line: np.ndarray, line_t: torch.Tensor) -> Source:
-        """One source of frame ``line`` (uint8 line art) for the generator, by name."""
+    def flow_art(self, line: np.ndarray, art: np.ndarray | None) -> np.ndarray:
+        """What a frame's flow is computed on: ``art`` when given, else its line art as the
+        correspondence takes it with no colour frame (``correspond.flow_art``)."""
+        return art if art is not None else self.correspondence.flow_art(None, line, self.line_mode)
+
+    def _source(self, source: ChainSource | None, art: np.ndarray, line_t: torch.Tensor) -> Source:
+        """One source of the frame of flow art ``art`` (``flow_art``) for the generator, by name."""
         if source is None:
             return Source.absent(line_t)
-        data = self.correspondence.pair_data(line, source.line, self.line_mode)
+        data = self.correspondence.pair_data(art, self.flow_art(source.line, source.art), self.line_mode)
         flow = None if data is None else correspond.flow_tensor(data)[None].to(self.device)
         return Source(source.colour, torch.ones(1, device=self.device),
                       data_lib.to_tensor(source.line)[None].to(self.device), flow)
 
-    def sources(self, line: np.ndarray, dims: tuple = ()) -> Sources:
-        """What the generator is given for the next frame, from its uint8 line art (S, S); with
-        ``dims``, for the frame and its sources mirrored along them (``mirror``): the line-art
-        flow is then computed on the mirrored line art too."""
+    def sources(self, line: np.ndarray, dims: tuple = (), art: np.ndarray | None = None) -> Sources:
+        """What the generator is given for the next frame, from its uint8 line art (S, S) and the
+        flow art it was made with (``flow_art``); with ``dims``, for the frame and its sources
+        mirrored along them (``mirror``): the line-art flow is then computed on the mirrored line
+        art too."""
+        art = mirror_line(self.flow_art(line, art), dims)
         line = mirror_line(line, dims)
         line_t = data_lib.to_tensor(line)[None].to(self.device)               # (1, 1, S, S)
         prev, key = (None if s is None else s.mirrored(dims) for s in (self.prev, self.keyframe))
-        keyframe = self._source(key, line, line_t) if self.cfg.keyframe_input else None
-        return Sources(line_t, self._source(prev, line, line_t), keyframe)
+        keyframe = self._source(key, art, line_t) if self.cfg.keyframe_input else None
+        return Sources(line_t, self._source(prev, art, line_t), keyframe)
 
-    def step(self, line: np.ndarray) -> torch.Tensor:
-        """Colour the next frame from its uint8 line art (S, S) -> (1, 3, S, S) in [0, 1]."""
-        return step_together([self], [line])[0]
+    def step(self, line: np.ndarray, art: np.ndarray | None = None) -> torch.Tensor:
+        """Colour the next frame from its uint8 line art (S, S) and flow art -> (1, 3, S, S) in [0, 1]."""
+        return step_together([self], [line], [art])[0]
 
 
 @torch.no_grad()
-def step_together(chains: list[Chain], lines: list[np.ndarray]) -> list[torch.Tensor]:
-    """Step independent chains (other shots, other keyframe segments): one line-art frame each ->
-    one (1, 3, S, S) colour frame each, in the same order. On a GPU they run as one batch, several
+def step_together(chains: list[Chain], lines: list[np.ndarray], arts: list | None = None) -> list[torch.Tensor]:
+    """Step independent chains (other shots, other keyframe segments): one line-art frame each
+    (and its flow art, ``Chain.flow_art``; None: made from the line art) -> one (1, 3, S, S)
+    colour frame each, in the same order. On a GPU they run as one batch, several
     times faster; every layer works on each sample alone, so the result is that of stepping them
     one at a time up to the kernels' rounding. On the CPU each chain runs on its own: batching
     buys little there, and oneDNN's batch-size-dependent kernels would change the last bits,
     which a recurrent chain carries on (4-5/255 after a few frames)."""
     lead = chains[0]
+    arts = [chain.flow_art(line, art) for chain, line, art in zip(chains, lines, arts or [None] * len(chains))]
     # every chain's views (``Chain.views``), one generator input each
     views = [(i, dims) for i, chain in enumerate(chains) for dims in chain.views]
-    sources = [chains[i].sources(lines[i], dims) for i, dims in views]
+    sources = [chains[i].sources(lines[i], dims, arts[i]) for i, dims in views]
     groups = [Sources.cat(sources)] if lead.device.type == "cuda" else sources
     outs = []
     with lead.autocast:
@@ -194,9 +215,9 @@ def step_together(chains: list[Chain], lines: list[np.ndarray]) -> list[torch.Te
                                                (out.colour, out.condition, out.weights, out.candidates))))
     outs = [average_views([(dims, out) for (j, dims), out in zip(views, outs) if j == i]) for i in range(len(chains))]
     results = []
-    for chain, line, out in zip(chains, lines, outs):
+    for chain, line, art, out in zip(chains, lines, arts, outs):
         colour = out.colour.clamp(0, 1)                                   # (1, 3, S, S)
-        chain.prev = ChainSource(colour, line)
+        chain.prev = ChainSource(colour, line, art)
         results.append(flat_regions(out, line) if chain.regions else colour)
     return results
 
@@ -294,7 +315,7 @@ def plan(n: int, keys, blend: str = "linear") -> tuple[list[Job], dict[int, list
 
 def run_jobs(jobs: list, new_chain, batch: int = 1) -> list[list[torch.Tensor]]:
     """Run independent chains, up to ``batch`` of them stepped together. ``jobs``: (line arts in
-    the order they are coloured, starting ``ChainSource`` or None) pairs; ``new_chain()`` makes a
+    the order they are coloured, starting ``ChainSource`` or None[, their flow arts]); ``new_chain()`` makes a
     ``Chain``. A chain that ends hands its place to the next job. Returns, per job, its colour
     frames (1, 3, S, S) on the CPU, in its own order."""
     results: list[list[torch.Tensor]] = [[] for _ in jobs]
@@ -313,7 +334,9 @@ def run_jobs(jobs: list, new_chain, batch: int = 1) -> list[list[torch.Tensor]]:
     refill()
     while active:
         ids = list(active)
-        outs = step_together([active[j] for j in ids], [jobs[j][0][len(results[j])] for j in ids])
+        at = [len(results[j]) for j in ids]
+        outs = step_together([active[j] for j in ids], [jobs[j][0][k] for j, k in zip(ids, at)],
+                             [jobs[j][2][k] if len(jobs[j]) > 2 else None for j, k in zip(ids, at)])
         for j, out in zip(ids, outs):
             results[j].append(out.cpu())
             if len(results[j]) == len(jobs[j][0]):
@@ -322,13 +345,16 @@ def run_jobs(jobs: list, new_chain, batch: int = 1) -> list[list[torch.Tensor]]:
     return results
 
 
-def disagreement(line_t: np.ndarray, line_key: np.ndarray, mode: str = "canny", still_window: int = 0) -> np.ndarray:
+def disagreement(line_t: np.ndarray, line_key: np.ndarray, mode: str = "canny", still_window: int = 0,
+                 scale: int = 1, art_t: np.ndarray | None = None, art_key: np.ndarray | None = None) -> np.ndarray:
     """How far a keyframe's drawing lands from frame t's, pixel by pixel: (S, S) float32, 0 where
     they agree. The keyframe's line art ``line_key`` is warped onto frame t along the line-art flow
-    the chains use, and its distance to the lines (``selector.line_distance``) is compared with
-    frame t's. Where a character has turned since the keyframe its lines do not land on frame t's;
-    where the drawing is held the two agree exactly."""
-    flow = correspond.line_flow(line_t, line_key, mode, still_window)
+    the chains use (with ``scale`` > 1, computed on the flow arts ``art_t`` and ``art_key``), and
+    its distance to the lines (``selector.line_distance``) is compared with frame t's. Where a
+    character has turned since the keyframe its lines do not land on frame t's; where the drawing
+    is held the two agree exactly."""
+    flow = correspond.line_flow(line_t if art_t is None else art_t, line_key if art_key is None else art_key,
+                                mode, still_window, scale)
     warped = correspond.warp_array(line_key, flow) / 255.0
     return np.abs(selector.line_distance_array(warped) - selector.line_distance_array(line_t))
 
@@ -343,13 +369,16 @@ class Agreement:
     folds, more change from frame to frame than the truth has). Frames are asked for in order; the
     disagreements of frames left behind are dropped."""
 
-    def __init__(self, lines: list[np.ndarray], mode: str = "canny", still_window: int = 0):
+    def __init__(self, lines: list[np.ndarray], mode: str = "canny", still_window: int = 0, scale: int = 1,
+                 arts: list[np.ndarray] | None = None):
         self.lines, self.mode, self.still_window = lines, mode, still_window
+        self.scale, self.arts = scale, (lines if arts is None else arts)
         self.cache: dict[tuple[int, int], np.ndarray] = {}
 
     def _disagreement(self, t: int, key: int) -> np.ndarray:
         if (t, key) not in self.cache:
-            self.cache[(t, key)] = disagreement(self.lines[t], self.lines[key], self.mode, self.still_window)
+            self.cache[(t, key)] = disagreement(self.lines[t], self.lines[key], self.mode, self.still_window,
+                                                self.scale, self.arts[t], self.arts[key])
         return self.cache[(t, key)]
 
     def __call__(self, t: int, key: int, a: int, b: int) -> np.ndarray:
@@ -374,23 +403,26 @@ def join_weights(blend: str, weights: list[float], keys: list[int | None], t: in
 
 
 def warped_keyframes(lines: list[np.ndarray], keys: dict[int, np.ndarray], blend: str = DEFAULT_BLEND,
-                     mode: str = "canny", still_window: int = 0, resample: str = "bilinear") -> list[np.ndarray]:
+                     mode: str = "canny", still_window: int = 0, resample: str = "bilinear", scale: int = 1,
+                     arts: list[np.ndarray] | None = None) -> list[np.ndarray]:
     """The answer that needs no model for a shot of line art ``lines`` with coloured keyframes
     ``keys`` ({index: uint8 (S, S, 3)}, at least one): every frame gets the keyframes whose chains
     reach it (``plan``), each warped onto it along the line-art flow the chains use
     (``correspond.warp_frame``, resampled as ``resample``: the model's keyframe resampling),
-    joined as ``blend`` joins chains; keyframes are output as they are. -> uint8 (S, S, 3) per
+    joined as ``blend`` joins chains; keyframes are output as they are (``scale``, ``arts``: the
+    flow's scale and the frames' flow arts, ``correspond.flow_art``). -> uint8 (S, S, 3) per
     frame. What a model colouring the shot from the same keyframes must beat."""
+    arts = lines if arts is None else arts
     jobs, weights = plan(len(lines), keys, blend)
-    agreement = Agreement(lines, mode, still_window)
+    agreement = Agreement(lines, mode, still_window, scale, arts)
     out = []
     for t, line in enumerate(lines):
         if t in keys:
             out.append(keys[t])
             continue
         parts = [jobs[j].key for j, _ in weights[t]]
-        warps = [correspond.warp_frame(keys[k], line, lines[k], mode, still_window, resample).astype(np.float32)
-                 for k in parts]
+        warps = [correspond.warp_frame(keys[k], arts[t], arts[k], mode, still_window, resample, scale)
+                 .astype(np.float32) for k in parts]
         maps = join_weights(blend, [w for _, w in weights[t]], parts, t, agreement, line.shape)
         out.append(np.rint(sum(m[..., None] * w for m, w in zip(maps, warps))).astype(np.uint8))
     return out
@@ -428,7 +460,9 @@ class Colorizer:
         self.autocast = utils.autocast_context(self.device, options.amp)
         # the flow every chain computes (and the no-model warps beside it): the model's, unless the options say
         self.still_window = cfg.still_window if options.still_window is None else options.still_window
-        correspond.cpu_half(cfg.correspondence, self.still_window)  # a UserError now, not at the first frame
+        self.flow_scale = cfg.flow_scale if options.flow_scale is None else options.flow_scale
+        # a UserError now, not at the first frame
+        self.correspondence = correspond.cpu_half(cfg.correspondence, self.still_window, self.flow_scale)
         # how the keyframe's warp resamples it (and the no-model warps beside it): the model's, unless the options say
         self.keyframe_resample = correspond.check_resample(
             cfg.keyframe_resample if options.keyframe_resample is None else options.keyframe_resample)
@@ -456,16 +490,29 @@ class Colorizer:
         small = utils.resize(rgb, self.options.image_size)
         full = rgb if keep_rgb else None
         if self.options.input_type == "colour":
-            return Frame(shot, name, data_lib.make_line_art(small, self.options.line_art), small, full)
-        return Frame(shot, name, cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), None, full)
+            frame = Frame(shot, name, data_lib.make_line_art(small, self.options.line_art), small, full)
+        else:
+            frame = Frame(shot, name, cv2.cvtColor(small, cv2.COLOR_RGB2GRAY), None, full)
+        frame.art = self.art(frame)
+        return frame
 
-    def source(self, rgb: np.ndarray, line: np.ndarray) -> ChainSource:
-        """A keyframe (uint8 RGB of any size) as a chain source, for a frame of line art ``line``."""
-        return ChainSource.of(utils.resize(rgb, self.options.image_size), line, self.device)
+    def art(self, frame: Frame) -> np.ndarray:
+        """What the frame's line-art flow is computed on (``correspond.flow_art``): its own
+        ``art`` if set, else made from its colour frame (``target``, the input at network
+        resolution that its Canny line art was made from) and its line art."""
+        if frame.art is not None:
+            return frame.art
+        colour = frame.target if self.options.line_art == "canny" else None
+        return self.correspondence.flow_art(colour, frame.line, self.options.line_art)
+
+    def source(self, rgb: np.ndarray, frame: Frame) -> ChainSource:
+        """A keyframe (uint8 RGB of any size) as a chain source, for the input frame ``frame``
+        (its line art and flow art are the frame's)."""
+        return ChainSource.of(utils.resize(rgb, self.options.image_size), frame.line, self.device, self.art(frame))
 
     def new_chain(self) -> Chain:
         return Chain(self.G, self.cfg, self.device, self.options.line_art, self.autocast, self.options.regions,
-                     self.options.views, self.still_window)
+                     self.options.views, self.still_window, self.flow_scale)
 
     # ------------------------------------------------------------------ colouring
     def colour_shot(self, frames: list[np.ndarray], keyframes: dict[int, np.ndarray] | None = None,
@@ -508,10 +555,10 @@ class Colorizer:
         chain = self.new_chain()
         for i, frame in enumerate(group):
             if i == 0:
-                chain.start(self.source(start, frame.line) if start is not None else None)
+                chain.start(self.source(start, frame) if start is not None else None)
             elif self.options.frame_by_frame:
                 chain.start(None)
-            yield frame, data_lib.to_uint8(chain.step(frame.line)[0]), None
+            yield frame, data_lib.to_uint8(chain.step(frame.line, self.art(frame))[0]), None
 
     def _planned(self, shots: list[tuple[list[Frame], ShotKeyframes]]):
         """Plan every shot's chains, run them all (``batch_chains`` at a time), blend, yield."""
@@ -526,17 +573,18 @@ class Colorizer:
             first = len(jobs)
             for job in shot_jobs:
                 if job.key is not None:
-                    start = self.source(keys[job.key], frames[job.key].line)
+                    start = self.source(keys[job.key], frames[job.key])
                 elif shot_keys.start is not None and not keys:
-                    start = self.source(shot_keys.start, frames[0].line)
+                    start = self.source(shot_keys.start, frames[0])
                 else:
                     start = None
-                jobs.append(([frames[t].line for t in job.frames], start))
+                jobs.append(([frames[t].line for t in job.frames], start, [self.art(frames[t]) for t in job.frames]))
             plans.append((frames, keys, shot_jobs, weights, first))
         results = run_jobs(jobs, self.new_chain, self.options.batch_chains)
         for frames, keys, shot_jobs, weights, first in plans:
             position = [{t: k for k, t in enumerate(job.frames)} for job in shot_jobs]
-            agreement = Agreement([f.line for f in frames], self.options.line_art, self.still_window)
+            agreement = Agreement([f.line for f in frames], self.options.line_art, self.still_window, self.flow_scale,
+                                  [self.art(f) for f in frames])
             for t, frame in enumerate(frames):
                 if t in keys:
                     yield frame, utils.resize(keys[t], self.options.image_size), keys[t]

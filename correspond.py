@@ -97,17 +97,41 @@ class Sources:
 # here. On the shared clips, chaining the first colour frame through it along the line art held
 # the colours 1-3 dB better than copying it (the ULTRAFAST and FAST presets gained about half).
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
+# how many times the network resolution the line-art flow is computed at (``flow_art``,
+# ``ModelConfig.flow_scale``, train.py --flow_scale): 1, on the network's own line art, or 2
+FLOW_SCALES = (1, 2)
 # Line art is mostly white: the distance to the nearest line (x 16, clipped to 255) gives the
 # flow a texture everywhere (16 held up better than 4 or 64 on the shared clips).
 FLOW_DISTANCE_SCALE = 16.0
 _dis = threading.local()
 
 
-def flow_settings(still_window: int = 0) -> str:
+def flow_settings(still_window: int = 0, scale: int = 1) -> str:
     """What ``line_flow`` computes with, for caches of its flows (``framecache``): a cache
     made with other settings is rebuilt."""
     plain = f"DIS preset {FLOW_PRESET}, distance scale {FLOW_DISTANCE_SCALE}, cv2 {cv2.__version__}"
-    return f"{plain}, still window {still_window}" if still_window > 0 else plain
+    plain = f"{plain}, still window {still_window}" if still_window > 0 else plain
+    return f"{plain}, flow art x{scale}" if scale > 1 else plain
+
+
+def flow_art(colour: np.ndarray | None, line: np.ndarray, mode: str = "canny", scale: int = 1) -> np.ndarray:
+    """The uint8 image a frame's line-art flow is computed on, ``scale`` times the network
+    resolution of its line art ``line`` (H, W): with ``scale`` 1 the line art itself; else, for
+    Canny line art made from a colour frame ``colour`` (H, W, 3) at network resolution, Canny
+    line art of that frame enlarged ``scale`` times (bilinear), and for any other line art (given,
+    grey, or no colour frame) the line art enlarged so. Why: Canny at network resolution places
+    every line on a whole pixel, so a character that moves by a fraction of a pixel moves its line
+    art by zero or one; an edge found in the enlarged frame lands on a half pixel, which the
+    frame's own anti-aliased grey levels decide. ``line_flow(..., scale=scale)`` brings the flow
+    back to network resolution (``FLOW_SCALE``, ``ModelConfig.flow_scale``)."""
+    if scale == 1:
+        return line
+    size = (line.shape[1] * scale, line.shape[0] * scale)
+    if mode == "canny" and colour is not None:
+        import dataset  # it builds on this module
+        big = cv2.resize(colour, size, interpolation=cv2.INTER_LINEAR)
+        return dataset.canny_line_art(cv2.cvtColor(big, cv2.COLOR_RGB2GRAY))
+    return cv2.resize(line, size, interpolation=cv2.INTER_LINEAR)
 
 
 def flow_image(line: np.ndarray, mode: str) -> np.ndarray:
@@ -131,13 +155,23 @@ def still_mask(line_t: np.ndarray, line_s: np.ndarray, window: int) -> np.ndarra
     return same & drawn
 
 
-def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny", still_window: int = 0) -> np.ndarray:
+def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny", still_window: int = 0,
+              scale: int = 1) -> np.ndarray:
     """Optical flow (H, W, 2) float32, (dx, dy) in pixels, from frame t to frame s, computed on
     their uint8 line art: ``warp(s, flow)`` brings frame s onto frame t. Identical line art (a
     held drawing) gets an exact zero flow, so that the copy is exact. With ``still_window`` W > 0
     the same holds locally: zero flow where ``still_mask`` (W x W) is True, where DIS otherwise
     spills the motion of a nearby moving part onto still lines (``ModelConfig.still_window``,
-    train.py ``--still_window``; measured by ``benchmarks/still_flow.py``)."""
+    train.py ``--still_window``; measured by ``benchmarks/still_flow.py``). With ``scale`` S > 1
+    ``line_t`` and ``line_s`` are the frames' ``flow_art`` at S times the network resolution: the
+    flow is computed there (the still window S x W pixels wide) and returned at network resolution
+    (H, W) = their size / S, averaged over each S x S block and divided by S."""
+    if scale > 1:
+        h, w = line_t.shape[0] // scale, line_t.shape[1] // scale
+        if line_t.shape != (h * scale, w * scale):
+            raise ValueError(f"flow art of {line_t.shape} is not {scale} times a network size")
+        fine = line_flow(line_t, line_s, mode, still_window * scale)
+        return cv2.resize(fine, (w, h), interpolation=cv2.INTER_AREA) / np.float32(scale)
     if np.array_equal(line_t, line_s):
         return np.zeros((*line_t.shape, 2), np.float32)
     # one engine per thread (DIS objects are not thread-safe) and per image size: an engine that
@@ -227,13 +261,14 @@ def warp(image: torch.Tensor, flow: torch.Tensor, resample: str = "bilinear") ->
 
 
 def warp_frame(image: np.ndarray, line_to: np.ndarray, line_from: np.ndarray, mode: str = "canny",
-               still_window: int = 0, resample: str = "bilinear") -> np.ndarray:
+               still_window: int = 0, resample: str = "bilinear", scale: int = 1) -> np.ndarray:
     """A uint8 RGB frame (that of line art ``line_from``) warped onto the frame of line art
     ``line_to`` along ``line_flow``: the answer that needs no model, made with the very flow and
     warp the model is given (the study's and the demo's ``warp_keyframe``; ``still_window``: the
     model's ``ModelConfig.still_window``; ``resample``: ``warp``'s, for a keyframe the model's
-    ``ModelConfig.keyframe_resample``)."""
-    flow = flow_tensor(line_flow(line_to, line_from, mode, still_window))[None]
+    ``ModelConfig.keyframe_resample``; ``scale``: the model's ``ModelConfig.flow_scale``, and
+    then ``line_to`` and ``line_from`` are the frames' ``flow_art``)."""
+    flow = flow_tensor(line_flow(line_to, line_from, mode, still_window, scale))[None]
     tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()[None] / 255.0
     out = warp(tensor, flow, resample)[0].clamp(0, 1).permute(1, 2, 0).numpy()
     return (out * 255 + 0.5).astype(np.uint8)
@@ -243,7 +278,8 @@ KEYFRAME_WARPS = ("warp_keyframe", "warp_chain", "warp_blend")
 
 
 def keyframe_warps(frames: list[np.ndarray], lines: list[np.ndarray], mode: str = "canny",
-                   still_window: int = 0, resample: str = "bilinear") -> dict[str, list[np.ndarray]]:
+                   still_window: int = 0, resample: str = "bilinear", scale: int = 1,
+                   arts: list[np.ndarray] | None = None) -> dict[str, list[np.ndarray]]:
     """The answers that need no model, made with the very flow and warp the model is given, for a
     shot whose frame 0 is the coloured keyframe: ``frames`` uint8 RGB (only frame 0 is read),
     ``lines`` the uint8 line art of every frame, ``still_window`` the model's flow setting,
@@ -256,10 +292,11 @@ def keyframe_warps(frames: list[np.ndarray], lines: list[np.ndarray], mode: str 
       aligned keyframe and the aligned chain), averaged with no model. Where either may be wrong
       the mean is a hedge, which PSNR rewards over a confident pick."""
     key = frames[0]
+    arts = lines if arts is None else arts
     direct, chain = [key], [key]
     for t in range(1, len(lines)):
-        direct.append(warp_frame(key, lines[t], lines[0], mode, still_window, resample))
-        chain.append(warp_frame(chain[-1], lines[t], lines[t - 1], mode, still_window))
+        direct.append(warp_frame(key, arts[t], arts[0], mode, still_window, resample, scale))
+        chain.append(warp_frame(chain[-1], arts[t], arts[t - 1], mode, still_window, scale=scale))
     blend = [key] + [np.rint((a.astype(np.float32) + b) / 2).astype(np.uint8) for a, b in zip(direct[1:], chain[1:])]
     return {"warp_keyframe": direct, "warp_chain": chain, "warp_blend": blend}
 
@@ -271,9 +308,15 @@ class Correspondence(nn.Module):
     trains_alignment = False  # True: train.py's warm-up also scores the aligned colour against frame t
 
     def pair_data(self, line_t: np.ndarray, line_s: np.ndarray, mode: str) -> np.ndarray | None:
-        """What the CPU computes for frame t and a source frame s from their uint8 line art:
-        here nothing (None)."""
+        """What the CPU computes for frame t and a source frame s from their uint8 line art (or,
+        for a flow at a scale above 1, their ``flow_art``): here nothing (None)."""
         return None
+
+    def flow_art(self, colour: np.ndarray | None, line: np.ndarray, mode: str) -> np.ndarray:  # noqa: ARG002
+        """What ``pair_data`` takes for a frame of line art ``line`` (uint8 (S, S)) made from the
+        colour frame ``colour`` (uint8 (S, S, 3), or None when the input is line art): here the
+        line art itself."""
+        return line
 
     def forward(self, source: Source, line_t: torch.Tensor, resample: str = "bilinear") -> Source:  # noqa: ARG002
         """``source`` aligned onto frame t (line art ``line_t`` (B, 1, H, W)); absent frames
@@ -282,16 +325,22 @@ class Correspondence(nn.Module):
 
 
 class FlowWarp(Correspondence):
-    """DIS optical flow between the line arts (``line_flow``, with ``still_window``: the model's
-    ``ModelConfig.still_window``, which only the CPU half uses), then ``warp``."""
+    """DIS optical flow between the line arts (``line_flow``, with ``still_window`` and
+    ``flow_scale``: the model's ``ModelConfig.still_window`` and ``flow_scale``, which only the CPU
+    half uses), then ``warp``. With a flow scale above 1, ``pair_data`` takes the frames'
+    ``flow_art`` (``self.flow_art``), not their line art."""
     name = "flow"
 
-    def __init__(self, still_window: int = 0):
+    def __init__(self, still_window: int = 0, flow_scale: int = 1):
         super().__init__()
         self.still_window = check_still_window(still_window)
+        self.flow_scale = check_flow_scale(flow_scale)
+
+    def flow_art(self, colour, line, mode):
+        return flow_art(colour, line, mode, self.flow_scale)
 
     def pair_data(self, line_t, line_s, mode):
-        return line_flow(line_t, line_s, mode, self.still_window)
+        return line_flow(line_t, line_s, mode, self.still_window, self.flow_scale)
 
     def forward(self, source: Source, line_t: torch.Tensor, resample: str = "bilinear") -> Source:
         source = source.masked()
@@ -321,15 +370,25 @@ def check_still_window(still_window) -> int:
     return still_window
 
 
-def cpu_half(name: str, still_window: int = 0) -> Correspondence:
+def check_flow_scale(flow_scale) -> int:
+    """``flow_scale`` if it is one of ``FLOW_SCALES``, else ``utils.UserError``."""
+    if isinstance(flow_scale, bool) or flow_scale not in FLOW_SCALES:
+        raise utils.UserError(f"the flow scale must be one of {', '.join(map(str, FLOW_SCALES))}, got {flow_scale!r}")
+    return flow_scale
+
+
+def cpu_half(name: str, still_window: int = 0, flow_scale: int = 1) -> Correspondence:
     """A correspondence for its ``pair_data`` only (the data loader, a colouring chain): no
     weights are made (a ``match`` matcher's are the generator's), and no random numbers drawn.
-    ``still_window`` > 0 (``line_flow``) needs a correspondence with a flow."""
+    ``still_window`` > 0 and ``flow_scale`` > 1 (``line_flow``) need a correspondence with a flow."""
     if name not in CHOICES:
         raise ValueError(f"unknown correspondence {name!r} (choose from {', '.join(CHOICES)})")
     if name == "none":
         if check_still_window(still_window):
             raise utils.UserError("a still window keeps parts of the line-art flow still: "
                                   "correspondence 'none' has no flow")
+        if check_flow_scale(flow_scale) != 1:
+            raise utils.UserError("a flow scale sets where the line-art flow is computed: "
+                                  "correspondence 'none' has no flow")
         return Correspondence()
-    return FlowWarp(still_window)
+    return FlowWarp(still_window, flow_scale)

@@ -366,7 +366,8 @@ class TripletDataset(Dataset):
     ``extended=True`` (what the default U-Net trains on) adds, with the same crop:
     - the previous frame's line art, and what ``correspondence`` computes on the CPU between
       frame t and it (``correspond.Correspondence.pair_data``: the DIS flow for 'flow', with the
-      model's ``still_window``; zeros for 'none');
+      model's ``still_window``, computed on the frames' ``correspond.flow_art`` at the model's
+      ``flow_scale``; zeros for 'none');
     - a keyframe with probability ``keyframe_prob``: another frame of the same shot at a random
       distance of at most ``keyframe_max_distance``, or, with probability ``self_reference_prob``
       of those, frame t itself under a random rotation, scale and shift (an augmented
@@ -407,7 +408,7 @@ class TripletDataset(Dataset):
                  keyframe_max_distance: int = 1000, rollout_prob: float = 0.0, reverse_prob: float = 0.0,
                  frame_cache=False, cache_dir=None, cached_flows: bool = False, self_reference_prob: float = 0.0,
                  prev_drift_prob: float = 0.0, rollout_frames: int = 2, prev_chain_prob: float = 0.0,
-                 still_window: int = 0):
+                 still_window: int = 0, flow_scale: int = 1):
         if line_art not in LINE_ART_MODES:
             raise _unknown_mode(line_art)
         for name, value in (("prev_prob", prev_prob), ("keyframe_prob", keyframe_prob),
@@ -431,8 +432,8 @@ class TripletDataset(Dataset):
         self.load_size = load_size_for(image_size) if train else image_size
         self.prev_prob, self.seed, self.epoch = prev_prob, seed, 0
         self.extended, self.keyframe_prob = extended, keyframe_prob
-        self.correspondence = correspond.cpu_half(correspondence, still_window)
-        self.still_window = still_window
+        self.correspondence = correspond.cpu_half(correspondence, still_window, flow_scale)
+        self.still_window, self.flow_scale = still_window, flow_scale
         self.keyframe_max_distance, self.rollout_prob = keyframe_max_distance, rollout_prob
         self.rollout_frames = rollout_frames
         self.reverse_prob, self.uint8 = reverse_prob, uint8
@@ -489,13 +490,19 @@ class TripletDataset(Dataset):
             picks = [_pick_keyframe(pos, n, self.keyframe_max_distance, u) for u in rng.random(CACHED_KEYFRAMES)]
             return [-1 if k is None else k for k in picks]
 
-        tag = (f"{self.line_art}:{CANNY_SIGMA}:{CANNY_LOW}:{CANNY_HIGH}:{correspond.flow_settings(self.still_window)}:"
+        def art_of(colour, line):
+            return self._art((colour, line))
+
+        tag = (f"{self.line_art}:{CANNY_SIGMA}:{CANNY_LOW}:{CANNY_HIGH}:"
+               f"{correspond.flow_settings(self.still_window, self.flow_scale)}:"
                f"keyframes {CACHED_KEYFRAMES} within {self.keyframe_max_distance}, seed {CACHED_KEYFRAME_SEED}")
         # keyframes drawn whatever keyframe_prob: one cache serves runs with and without them
         return framecache.open_or_build_flows(self.cache, line_of,
                                               lambda a, b: self.correspondence.pair_data(a, b, self.line_art),
                                               keys, tag, build,
-                                              variant=f"still{self.still_window}" if self.still_window else "")
+                                              variant="".join([f"still{self.still_window}" if self.still_window else "",
+                                                               f"x{self.flow_scale}" if self.flow_scale > 1 else ""]),
+                                              art_of=art_of)
 
     def _cached_flow(self, shot: int, pos: int, step, crop, slot=None) -> torch.Tensor:
         """The cached flow from frame ``pos`` to ``pos + step`` (or to its cached keyframe in
@@ -538,6 +545,13 @@ class TripletDataset(Dataset):
             image = (utils.read_grey if given else utils.read_rgb)(paths[shot][pos])
             crop = crop_in_source(image, self.load_size, top, left, size)
         return crop[:, ::-1] if flip else crop
+
+    def _art(self, view) -> np.ndarray:
+        """What a view's (colour, line art) flow is computed on (``correspond.flow_art``): its
+        line art at flow scale 1; Canny line art of its colour enlarged, or its given line art
+        enlarged, above."""
+        colour, line = view
+        return self.correspondence.flow_art(colour if self.line_art == "canny" else None, line, self.line_art)
 
     def _view(self, shot, pos, crop) -> tuple[np.ndarray, np.ndarray]:
         """(colour (S, S, 3), line art (S, S)) of one frame, uint8, under the sample's crop."""
@@ -611,25 +625,30 @@ class TripletDataset(Dataset):
             on, u = rng.random() < self.prev_chain_prob, rng.random()  # both drawn either way
             chained = u if on else None
 
-        views = {}
+        views, arts = {}, {}
 
         def view(p):
             if p not in views:
                 views[p] = self._view(shot, p, crop)
             return views[p]
 
+        def art(p):
+            if p not in arts:
+                arts[p] = self._art(view(p))
+            return arts[p]
+
         def source(p, towards, present):
             """Frame p as a source for frame ``towards`` (zeros when not ``present``)."""
             if not present:
                 return self._source(None, None)
             if key_view is not None and p == key:  # the self-reference: no cached flow is its
-                return self._source(key_view, self.correspondence.pair_data(view(towards)[1], key_view[1],
+                return self._source(key_view, self.correspondence.pair_data(art(towards), self._art(key_view),
                                                                             self.line_art))
             if self.flows is not None and abs(p - towards) == 1:
                 return self._source(view(p), self._cached_flow(shot, towards, p - towards, crop))
             if key_slot is not None and p == key and towards == pos:
                 return self._source(view(p), self._cached_flow(shot, pos, None, crop, slot=key_slot))
-            return self._source(view(p), self.correspondence.pair_data(view(towards)[1], view(p)[1], self.line_art))
+            return self._source(view(p), self.correspondence.pair_data(art(towards), art(p), self.line_art))
 
         target, line = view(pos)
         if self_ref:
@@ -645,7 +664,7 @@ class TripletDataset(Dataset):
         first = start if rollout else 1  # the true frame the chain of this sample starts from
         name = "prev" if first == 1 else f"prev{first}"
         if chained is not None and sample[name]["present"] > 0:
-            colour = self._chained(shot, chain[first], step, chained, crop, view)
+            colour = self._chained(shot, chain[first], step, chained, crop, view, art)
             if colour is not None:
                 sample[name]["colour"] = self.convert(colour)
         to_key = sample["keyframe"]["flow"]  # from frame j - 2 back (t, then the previous frame, ...)
@@ -666,7 +685,7 @@ class TripletDataset(Dataset):
             sample["rollout_start"] = torch.tensor(float(start))
         return sample
 
-    def _chained(self, shot: int, at: int, step: int, u: float, crop, view) -> np.ndarray | None:
+    def _chained(self, shot: int, at: int, step: int, u: float, crop, view, art) -> np.ndarray | None:
         """Frame ``at`` as a colouring chain would bring it: the true frame d frames further along
         ``step`` (d = 1 .. PREV_CHAIN_MAX from ``u`` in [0, 1), as far as the shot goes), warped frame
         by frame back to ``at`` along the one-step line-art flows (cached, or DIS), uint8 (S, S, 3)
@@ -688,7 +707,7 @@ class TripletDataset(Dataset):
             if self.flows is not None:
                 flow = _hwc(self._cached_flow(shot, here, step, crop))
             else:
-                flow = self.correspondence.pair_data(view(here)[1], view(here + step)[1], self.line_art)
+                flow = self.correspondence.pair_data(art(here), art(here + step), self.line_art)
             colour = correspond.warp_array(colour, flow)
         return np.clip(np.rint(colour), 0, 255).astype(np.uint8)
 

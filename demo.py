@@ -112,11 +112,14 @@ def colorize(ckpt: Path, test_dir: Path, out: Path, keys: Path, args) -> dict:
     note = json.loads((out / "frames" / "metrics.json").read_text())
     # the no-model warps on the model's own flow, the keyframe resampled as the model resamples it
     size, window, resample = note["image_size"], note["still_window"], note["keyframe_resample"]
+    scale = note["flow_scale"]
     truth = {rel: [utils.resize(utils.read_rgb(p), size) for p in frames] for rel, frames in shots.items()}
     lines = {rel: [dataset.make_line_art(f, "canny") for f in frames] for rel, frames in truth.items()}
     model = {rel: [utils.read_rgb(p) for p in utils.list_frames(out / "frames" / rel)] for rel in shots}
     copy = {rel: [frames[0]] * len(frames) for rel, frames in truth.items()}
-    warps = {rel: correspond.keyframe_warps(frames, lines[rel], still_window=window, resample=resample)
+    warps = {rel: correspond.keyframe_warps(frames, lines[rel], still_window=window, resample=resample, scale=scale,
+                                            arts=[correspond.flow_art(f, line, "canny", scale)
+                                                  for f, line in zip(frames, lines[rel])])
              for rel, frames in truth.items()}
     grey = {rel: [np.full_like(f, metrics.FLAT_GREY) for f in frames] for rel, frames in truth.items()}
     answers = {"model": model, "copy_keyframe": copy,

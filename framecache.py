@@ -328,14 +328,15 @@ class FlowCache:
 
 
 def open_or_build_flows(frames: FrameCache, line_of, pair_flow, keys, tag: str, build: bool = True,
-                        variant: str = "") -> FlowCache:
+                        variant: str = "", art_of=None) -> FlowCache:
     """The line art and flows of a complete frame cache, in a folder beside it (``lines.npy``
     (N, L, L) uint8; ``flows.npy`` (N, 2, 2, L, L) float16, to the frames before and after;
     ``keys.npy`` (N, K) int32 and ``keyflows.npy`` (N, K, 2, L, L) float16, to K keyframes of
     the same shot: 3 + 4K / 3 times the frames' bytes), built once in a hidden folder renamed
     into place when complete, and rebuilt when the frame cache or ``tag`` (how line art, flows
     and keyframes are made) changes. ``line_of(colour, shot, pos)`` gives a frame's uint8 line
-    art from its cached colour frame, ``pair_flow(line_t, line_s)`` the float32 (L, L, 2) flow
+    art from its cached colour frame, ``art_of(colour, line)`` what its flow is computed on (None:
+    the line art; ``correspond.flow_art``), ``pair_flow(art_t, art_s)`` the float32 (L, L, 2) flow
     from frame t to frame s, ``keys(shot, pos, n)`` the K keyframe positions of frame ``pos`` of
     a shot of ``n`` frames (-1: none). ``variant`` names flows of another kind (a still window) that
     live beside the plain ones in a folder of their own, so that runs of both kinds at once do not
@@ -346,11 +347,11 @@ def open_or_build_flows(frames: FrameCache, line_of, pair_flow, keys, tag: str, 
     if not _is_current(folder, index):
         if not build:
             raise utils.UserError(f"the line-art and flow cache {folder} is missing or out of date")
-        _build_flows(folder, frames, line_of, pair_flow, keys, index)
+        _build_flows(folder, frames, line_of, pair_flow, keys, index, art_of)
     return FlowCache(folder, frames.starts)
 
 
-def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, keys, index: dict) -> None:
+def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, keys, index: dict, art_of=None) -> None:
     _remove_killed_builds(folder)
     building = folder.with_name(f".{folder.name}.building-{os.getpid()}")
     shutil.rmtree(building, ignore_errors=True)
@@ -387,13 +388,19 @@ def _build_flows(folder: Path, frames: FrameCache, line_of, pair_flow, keys, ind
         def fill_flows(job, lines=lines, flows=flows, key_flows=key_flows):
             shot, pos = job
             i, n = starts[shot] + pos, starts[shot + 1] - starts[shot]
+
+            def art(p):  # frame p of the shot, as its flows are computed on (made again where needed: cheap)
+                line = lines[starts[shot] + p]
+                return line if art_of is None else art_of(np.array(frames.colour(shot, p)), np.array(line))
+
+            here = art(pos)
             for j, step in enumerate((-1, 1)):
                 if 0 <= pos + step < n:  # (L, L, 2) -> (2, L, L): a crop is then rows of one channel
-                    flows[i, j] = pair_flow(lines[i], lines[i + step]).transpose(2, 0, 1)
+                    flows[i, j] = pair_flow(here, art(pos + step)).transpose(2, 0, 1)
                 else:
                     flows[i, j] = 0
             for j, key in enumerate(key_pos[i]):
-                key_flows[i, j] = 0 if key < 0 else pair_flow(lines[i], lines[starts[shot] + key]).transpose(2, 0, 1)
+                key_flows[i, j] = 0 if key < 0 else pair_flow(here, art(int(key))).transpose(2, 0, 1)
 
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             list(pool.map(fill_line, jobs))

@@ -55,6 +55,10 @@ STILL_WINDOW = 9
 # stays bilinear: resampled bicubic too, the chained warp with no model moved by -0.48 and +0.81 dB
 # on the study's two folds, and a model by -0.01 and +0.03. README, "A sharper resampling of the keyframe".
 KEYFRAME_RESAMPLE = "bicubic"
+# How many times the network resolution a new model's line-art flow is computed at
+# (correspond.flow_art): Canny at the network resolution places every line on a whole pixel; an
+# edge of the frame enlarged twice lands on a half pixel. README, "A flow computed at twice the resolution".
+FLOW_SCALE = 2
 # Names the settings had in checkpoints written before they were renamed.
 _RENAMED = {"propagate": "copy_path", "reference": "keyframe_input", "warp": "correspondence"}
 # A U-Net config saved before the copy path existed has none of these keys: it is the plain
@@ -90,6 +94,9 @@ class ModelConfig:
     keyframe_resample: str | None = None  # how the keyframe is resampled when warped (correspond.RESAMPLES);
     #                                       None -> KEYFRAME_RESAMPLE. Checkpoints written before it
     #                                       existed were trained with 'bilinear', and read so.
+    flow_scale: int | None = None  # how many times the network resolution the line-art flow is computed at
+    #                                (correspond.flow_art, correspond.FLOW_SCALES); None -> FLOW_SCALE with a
+    #                                flow, 1 without. Checkpoints written before it existed were trained with 1.
 
     def __post_init__(self):
         if self.generator not in GENERATORS:
@@ -105,6 +112,8 @@ class ModelConfig:
             self.still_window = STILL_WINDOW if self.correspondence != "none" else 0
         if self.keyframe_resample is None:
             self.keyframe_resample = KEYFRAME_RESAMPLE
+        if self.flow_scale is None:
+            self.flow_scale = FLOW_SCALE if self.correspondence != "none" else 1
         correspond.check_resample(self.keyframe_resample)
         if self.generator == "resnet" and self.extended_inputs:
             raise utils.UserError("the resnet generator is the original network: it takes no keyframe input, "
@@ -117,14 +126,14 @@ class ModelConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name not in ("generator", "correspondence", "copy_path", "keyframe_input", "still_window",
-                                  "keyframe_resample") and (
+                                  "keyframe_resample", "flow_scale") and (
                     not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise utils.UserError(f"model setting {field.name} must be a positive "
                                       f"integer, got {value!r}")
         if self.in_channels != self.expected_in_channels:
             raise utils.UserError(f"model setting in_channels is {self.in_channels}, but these inputs "
                                   f"need {self.expected_in_channels}")
-        correspond.cpu_half(self.correspondence, self.still_window)  # a whole number, and a flow to keep still
+        correspond.cpu_half(self.correspondence, self.still_window, self.flow_scale)  # valid, and a flow to keep still
 
     @property
     def size_rule(self) -> tuple[int, int]:
@@ -163,8 +172,9 @@ class ModelConfig:
             raise utils.UserError(f"unknown model setting(s) in checkpoint: {', '.join(unknown)}")
         if "copy_path" not in d and d.get("generator", "unet") == "unet":
             d = {**_LEGACY, **d}
-        # saved before these settings: trained on the plain flow, the keyframe resampled bilinearly
-        return cls(**{"still_window": 0, "keyframe_resample": "bilinear", **d})
+        # saved before these settings: trained on the plain flow at network resolution, the keyframe
+        # resampled bilinearly
+        return cls(**{"still_window": 0, "keyframe_resample": "bilinear", "flow_scale": 1, **d})
 
 
 @dataclass

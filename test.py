@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--still_window", type=int, default=None,
                    help="the line-art flow's still window (train.py --still_window): zero flow where a W x W "
                         "neighbourhood holds a line identical in both frames; default: the model's own (0: off)")
+    p.add_argument("--flow_scale", type=int, choices=correspond.FLOW_SCALES, default=None,
+                   help="how many times the network resolution the line-art flow is computed at (train.py "
+                        "--flow_scale); default: the model's own (models trained before the setting: 1)")
     p.add_argument("--keyframe_resample", choices=correspond.RESAMPLES, default=None,
                    help="how a keyframe is resampled when it is warped onto a frame (train.py --keyframe_resample); "
                         "default: the model's own (models trained before the setting: bilinear)")
@@ -567,7 +570,8 @@ def main(args) -> int:
     colorizer = colorize.Colorizer.from_checkpoint(
         args.checkpoint, device, args.image_size, args.line_art, input_type=args.input_type, blend=args.blend,
         batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp, regions=args.regions,
-        views=args.views, still_window=args.still_window, keyframe_resample=args.keyframe_resample)
+        views=args.views, still_window=args.still_window, keyframe_resample=args.keyframe_resample,
+        flow_scale=args.flow_scale)
     options = colorizer.options
     plan = plan_input(Path(args.input), args.side_by_side)
     check_network_memory(colorizer, device)
@@ -597,7 +601,8 @@ def write_output(args, colorizer: colorize.Colorizer, keyframes, plan) -> None:
                                          "image_size": options.image_size, "line_art": options.line_art,
                                          "keyframes": keyframes_given, "regions": args.regions,
                                          "views": args.views, "still_window": colorizer.still_window,
-                                         "keyframe_resample": colorizer.keyframe_resample},
+                                         "keyframe_resample": colorizer.keyframe_resample,
+                                         "flow_scale": colorizer.flow_scale},
                video_final)
     except BaseException:
         shutil.rmtree(out_tmp, ignore_errors=True)

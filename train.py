@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "frames (correspond.still_mask), so a held background stays sharp beside a moving "
                         "character; recorded in the model, used by test.py and the app; 0: off (default: "
                         f"{models.STILL_WINDOW} with a correspondence that has a flow, 0 without)")
+    g.add_argument("--flow_scale", type=int, choices=correspond.FLOW_SCALES, default=None,
+                   help="compute the line-art flow on Canny line art of the frame enlarged this many times "
+                        "(correspond.flow_art), so that lines land on half pixels, and bring it back to the network "
+                        "resolution; recorded in the model, used by test.py and the app (default: "
+                        f"{models.FLOW_SCALE} with a correspondence that has a flow, 1 without)")
     g.add_argument("--keyframe_resample", choices=correspond.RESAMPLES, default=None,
                    help="how the keyframe is resampled when it is warped onto frame t (bicubic keeps its lines a "
                         "pixel wide; the previous frame is always resampled bilinearly); recorded in the model, used "
@@ -253,7 +258,8 @@ def model_config(args) -> models.ModelConfig:
     return models.ModelConfig(generator=args.generator, ndf=args.ndf, ngf=args.ngf, correspondence=args.correspondence,
                               copy_path=False if args.no_copy_path else None,
                               keyframe_input=False if args.no_keyframe_input else None,
-                              still_window=args.still_window, keyframe_resample=args.keyframe_resample)
+                              still_window=args.still_window, keyframe_resample=args.keyframe_resample,
+                              flow_scale=args.flow_scale)
 
 
 def run_config(args) -> dict:
@@ -280,7 +286,7 @@ def build_loader(args, cfg, train_dir, train_shots, rank, world, device):
                                  rollout_frames=args.rollout_frames,
                                  prev_drift_prob=args.prev_drift_prob if cfg.extended_inputs else 0.0,
                                  prev_chain_prob=args.prev_chain_prob, cached_flows=not args.no_flow_cache,
-                                 still_window=cfg.still_window)
+                                 still_window=cfg.still_window, flow_scale=cfg.flow_scale)
     if not args.no_frame_cache and world > 1 and rank == 0:
         torch.distributed.barrier()  # the cache is complete: the others may open it
     sampler = runs.ResumableSampler(ds, world, rank, args.seed)
@@ -405,7 +411,7 @@ def restore(run: Run, nets: runs.Nets, path) -> runs.Progress:
                  for f in dataclasses.fields(saved_cfg) if getattr(saved_cfg, f.name) != getattr(run.cfg, f.name)]
         raise UserError(f"{path} was trained with other model settings: {'; '.join(apart)}; give train.py the "
                         "run's own (a model from before a setting existed reads as it was trained, e.g. "
-                        "--still_window 0 --keyframe_resample bilinear)")
+                        "--still_window 0 --keyframe_resample bilinear --flow_scale 1)")
     progress = runs.load_training_checkpoint(path, nets)
     set_hyperparameters(nets, run.args)
     changed = changed_options(saved.get("run_config") or {}, run_config(run.args))
@@ -637,6 +643,7 @@ def announce(run: Run, nets: runs.Nets, total: int) -> None:
              f"generator {cfg.generator}: {models.count_parameters(G) / 1e6:.2f} M parameters "
              f"(copy path {cfg.copy_path}, keyframe input {cfg.keyframe_input}, correspondence "
              f"{cfg.correspondence}{f', still window {cfg.still_window}' if cfg.still_window else ''}"
+             f"{f', flow at {cfg.flow_scale}x' if cfg.flow_scale > 1 else ''}"
              f"{f', keyframe resampled {cfg.keyframe_resample}' if cfg.keyframe_input else ''}); "
              f"{total} steps of batch {args.batch_size} x {run.world}"]
     if nets.generator_ema is not None:

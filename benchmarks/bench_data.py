@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import dataset  # noqa: E402
+import models  # noqa: E402
 import utils  # noqa: E402
 
 CLIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "lvcd_sample1.mp4"
@@ -151,7 +152,8 @@ def main(args) -> float:
         start = time.perf_counter()
         sets["default sample, cached"] = dataset.TripletDataset.from_root(
             Path(tmp) / "frames", frame_cache=True, extended=True, keyframe_prob=0.5, rollout_prob=0.5,
-            reverse_prob=0.5, cached_flows=True, **common)
+            reverse_prob=0.5, cached_flows=True, still_window=models.STILL_WINDOW, flow_scale=models.FLOW_SCALE,
+            **common)  # a new model's flow: its still window, computed at its scale
         print(f"frame cache with line art and flows ready in {time.perf_counter() - start:.2f} s "
               f"({1000 * (time.perf_counter() - start) / len(png):.2f} ms a frame)")
         rates = {}

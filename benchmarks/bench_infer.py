@@ -11,7 +11,8 @@
 2. The region step: test.py ``--regions`` against plain test.py on the same shot
    (``regions_overhead`` = per-frame time with it / without - 1).
    The keyframe's bicubic resampling (the default) against ``--keyframe_resample bilinear``
-   (``keyframe_resample_overhead``, the same way).
+   (``keyframe_resample_overhead``, the same way); the flow computed at twice the resolution (the
+   default) against ``--flow_scale 1`` (``flow_scale_overhead``).
 3. Memory: peak resident memory of test.py on a 1000-frame against a 100-frame 640x480 video
    (a small generator, so that the run takes seconds: the question is whether memory grows
    with the length of the input, which the network's size does not change).
@@ -36,6 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import colorize  # noqa: E402
+import correspond  # noqa: E402
 import dataset as data_lib  # noqa: E402
 import FrameExtraction  # noqa: E402
 import models  # noqa: E402
@@ -79,16 +81,17 @@ def export(path: Path, cfg: models.ModelConfig, image_size: int) -> None:
 
 def bare_forward_seconds(ckpt: Path, shot: Path, image_size: int, device) -> float:
     G, cfg, _ = models.load_generator(ckpt, device)
-    lines = [data_lib.make_line_art(utils.resize(utils.read_rgb(p), image_size), "canny")
-             for p in utils.list_frames(shot)]
+    small = [utils.resize(utils.read_rgb(p), image_size) for p in utils.list_frames(shot)]
+    lines = [data_lib.make_line_art(f, "canny") for f in small]
+    arts = [correspond.flow_art(f, line, "canny", cfg.flow_scale) for f, line in zip(small, lines)]
     autocast = utils.autocast_context(device, "bf16")
     chain = colorize.Chain(G, cfg, device, "canny", autocast)
     chain.start(None)
-    chain.step(lines[0])  # warm-up
+    chain.step(lines[0], arts[0])  # warm-up
     chain.start(None)
     start = time.perf_counter()
-    for line in lines:
-        chain.step(line)
+    for line, art in zip(lines, arts):
+        chain.step(line, art)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -166,7 +169,8 @@ def main(args) -> int:
         full = ["--full_res"] if args.full_res else []
         timed = interleaved_seconds(ckpt, shot, tmp, args.device,
                                     {"plain": full, "regions": ["--regions"] + full,
-                                     "bilinear": ["--keyframe_resample", "bilinear"] + full}, args.repeats)
+                                     "bilinear": ["--keyframe_resample", "bilinear"] + full,
+                                     "flow_scale_1": ["--flow_scale", "1"] + full}, args.repeats)
         total = timed["plain"]
         pipeline = total - startup + forward / args.frames  # the start-up run held one frame
         if pipeline < 0.1 * total:  # two noisy wall times of about the same size: no figure in their difference
@@ -191,6 +195,11 @@ def main(args) -> int:
         print(f"test.py --keyframe_resample bilinear: {bilinear:.2f} s end to end; the default bicubic keyframe "
               f"warp adds {100 * resample_cost:.1f}% per frame")
         print(f"keyframe_resample_overhead={resample_cost:.3f}")
+        plain_flow = timed["flow_scale_1"]
+        scale_cost = pipeline / (plain_flow - startup + forward / args.frames) - 1
+        print(f"test.py --flow_scale 1: {plain_flow:.2f} s end to end; the default flow at twice the resolution "
+              f"adds {100 * scale_cost:.1f}% per frame")
+        print(f"flow_scale_overhead={scale_cost:.3f}")
         if not args.skip_memory:
             m100, m1000 = memory_ratio(tmp)
             print(f"peak memory: 100 frames {m100:.0f} MiB, 1000 frames {m1000:.0f} MiB, "

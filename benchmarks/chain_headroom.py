@@ -82,10 +82,12 @@ def oracle(candidates: list[np.ndarray], truth: np.ndarray, labels: np.ndarray |
 
 
 @torch.no_grad()
-def candidates_of(colorizer: colorize.Colorizer, chain: colorize.Chain, line: np.ndarray) -> tuple[torch.Tensor, dict]:
-    """The model's output for the chain's next frame (line art ``line``) and its candidates by
-    name; the chain moves on to that frame, as test.py's does."""
-    sources = chain.sources(line)
+def candidates_of(colorizer: colorize.Colorizer, chain: colorize.Chain, frame: colorize.Frame
+                  ) -> tuple[torch.Tensor, dict]:
+    """The model's output for the chain's next frame and its candidates by name; the chain moves
+    on to that frame, as test.py's does."""
+    line, art = frame.line, colorizer.art(frame)
+    sources = chain.sources(line, art=art)
     out = colorizer.G(sources)
     named = {"generated": out.candidates[:, 0], "prev": out.candidates[:, 1], "key": out.candidates[:, 2]}
     ways = getattr(colorizer.G.correspond, "ways", None)
@@ -95,7 +97,7 @@ def candidates_of(colorizer: colorize.Colorizer, chain: colorize.Chain, line: np
             colours = ways(source, sources.line, resample)[0]
             named |= {f"{name}_{way}": colours[:, k] for k, way in enumerate(selector.WAYS)}
     colour = out.colour.clamp(0, 1)
-    chain.prev = colorize.ChainSource(colour, line)
+    chain.prev = colorize.ChainSource(colour, line, art)
     return colour, named
 
 
@@ -105,9 +107,9 @@ def headroom(colorizer: colorize.Colorizer, truths: dict, lines: dict) -> dict:
     for shot, frames in truths.items():
         per = {}
         chain = colorizer.new_chain()
-        chain.start(colorizer.source(frames[0], lines[shot][0]))
+        chain.start(colorizer.source(frames[0], colorize.Frame(shot, "0", lines[shot][0], frames[0])))
         for t in range(1, len(frames)):
-            colour, named = candidates_of(colorizer, chain, lines[shot][t])
+            colour, named = candidates_of(colorizer, chain, colorize.Frame(shot, str(t), lines[shot][t], frames[t]))
             out = data_lib.to_uint8(colour[0])  # as test.py writes a frame
             cands = {name: data_lib.to_uint8(c[0]) for name, c in named.items()}
             mean = data_lib.to_uint8((named["prev"][0].float() + named["key"][0].float()) / 2)

@@ -301,7 +301,15 @@ def nearest_of_two(n: int) -> list[int]:
     return [0 if t <= (n - 1) - t else n - 1 for t in range(n)]
 
 
-def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0, resample: str = "bilinear") -> dict:
+def flow_arts(truths: dict, lines: dict, scale: int = 1) -> dict:
+    """{shot: what each frame's line-art flow is computed on} (``correspond.flow_art`` of its true
+    frame and Canny line art at ``scale``; the line art itself at scale 1)."""
+    return {shot: [correspond.flow_art(f, line, "canny", scale) for f, line in zip(frames, lines[shot])]
+            for shot, frames in truths.items()}
+
+
+def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0, resample: str = "bilinear",
+                 scale: int = 1) -> dict:
     """The flow answers that need no model: ``warp_keyframe`` (the true first frame warped onto
     every frame), ``warp_chain`` (warped frame to frame, each from the one before), ``warp_blend``
     (the mean of those two: a hedge between the two sources the copy path blends, which PSNR
@@ -313,25 +321,26 @@ def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0,
     last frames each warped onto every frame, blended by distance as ``--blend linear`` blends
     chains), ``warp_2keys_agree`` (the same two warps joined as ``--blend agree`` joins chains:
     weighted pixel by pixel by each keyframe's agreement with the frame). Every flow is
-    ``correspond.line_flow`` with ``still_window``: the models' own; every keyframe is resampled as
-    ``resample`` says (the models' ``ModelConfig.keyframe_resample``), a chain of warps bilinearly."""
-    out = {}
+    ``correspond.line_flow`` with ``still_window`` and ``scale``: the models' own; every keyframe is
+    resampled as ``resample`` says (the models' ``ModelConfig.keyframe_resample``), a chain of
+    warps bilinearly."""
+    out, arts = {}, flow_arts(truths, lines, scale)
     for shot, frames in truths.items():
         key, ln, n = frames[0], lines[shot], len(frames)
+        flow = {"still_window": still_window, "resample": resample, "scale": scale, "arts": arts[shot]}
         if setting in correspond.KEYFRAME_WARPS:
-            shot_out = correspond.keyframe_warps(frames, ln, still_window=still_window, resample=resample)[setting]
+            shot_out = correspond.keyframe_warps(frames, ln, **flow)[setting]
         elif setting == "warp_regions":
             shot_out = [key] + [regions.vote(regions.segment(ln[t]), f[None].astype(np.float32),
                                              np.ones((1, *ln[t].shape), np.float32), f)[0]
-                                for t, f in enumerate(correspond.keyframe_warps(frames, ln, still_window=still_window,
-                                                                                resample=resample)
+                                for t, f in enumerate(correspond.keyframe_warps(frames, ln, **flow)
                                                       ["warp_keyframe"][1:], start=1)]
         elif setting == "warp_match":
-            shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln}, still_window, resample)[shot]
+            shot_out = matched_outputs(matcher.RegionMatch(), {shot: frames}, {shot: ln}, still_window, resample,
+                                       scale)[shot]
         elif setting in ("warp_2keys", "warp_2keys_agree"):
             shot_out = colorize_lib.warped_keyframes(ln, {0: key, n - 1: frames[-1]},
-                                                     "agree" if setting == "warp_2keys_agree" else "linear",
-                                                     still_window=still_window, resample=resample)
+                                                     "agree" if setting == "warp_2keys_agree" else "linear", **flow)
         else:
             raise ValueError(f"{setting} is not a flow setting without a model")
         out[shot] = shot_out
@@ -339,11 +348,14 @@ def warp_outputs(setting: str, truths: dict, lines: dict, still_window: int = 0,
 
 
 def _aligned(module, colour: torch.Tensor, line_s: np.ndarray, line_t: np.ndarray,
-             still_window: int = 0, resample: str = "bilinear") -> torch.Tensor:
+             still_window: int = 0, resample: str = "bilinear", scale: int = 1,
+             art_s: np.ndarray | None = None, art_t: np.ndarray | None = None) -> torch.Tensor:
     """(1, 3, S, S) ``colour`` (the frame of line art ``line_s``) brought onto the frame of line art
-    ``line_t`` by the correspondence ``module``, along the project's line-art flow, its warp
-    resampling as ``resample`` says."""
-    flow = correspond.flow_tensor(correspond.line_flow(line_t, line_s, still_window=still_window))[None]
+    ``line_t`` by the correspondence ``module``, along the project's line-art flow (computed on
+    their flow arts ``art_s`` and ``art_t`` at ``scale`` > 1), its warp resampling as ``resample`` says."""
+    flow = correspond.flow_tensor(correspond.line_flow(line_t if art_t is None else art_t,
+                                                       line_s if art_s is None else art_s,
+                                                       still_window=still_window, scale=scale))[None]
     source = correspond.Source(colour, torch.ones(1), torch.from_numpy(line_s)[None, None].float() / 255, flow)
     return module(source, torch.from_numpy(line_t)[None, None].float() / 255, resample=resample).colour.clamp(0, 1)
 
@@ -353,20 +365,22 @@ def _uint8(colour: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def matched_outputs(module, truths: dict, lines: dict, still_window: int = 0, resample: str = "bilinear") -> dict:
+def matched_outputs(module, truths: dict, lines: dict, still_window: int = 0, resample: str = "bilinear",
+                    scale: int = 1) -> dict:
     """{shot: [frame 0, then the true frame 0 brought onto every frame by ``module``]}."""
-    out = {}
+    out, arts = {}, flow_arts(truths, lines, scale)
     for shot, frames in truths.items():
-        ln = lines[shot]
+        ln, art = lines[shot], arts[shot]
         key = torch.from_numpy(frames[0]).permute(2, 0, 1).float()[None] / 255
-        out[shot] = [frames[0]] + [_uint8(_aligned(module, key, ln[0], ln[t], still_window, resample))
+        out[shot] = [frames[0]] + [_uint8(_aligned(module, key, ln[0], ln[t], still_window, resample, scale,
+                                                   art[0], art[t]))
                                    for t in range(1, len(frames))]
     return out
 
 
 @torch.no_grad()
 def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: int = 1,
-                         still_window: int = 0, resample: str = "bilinear") -> dict:
+                         still_window: int = 0, resample: str = "bilinear", scale: int = 1) -> dict:
     """{shot: frames}: the tcvc pipeline with its network taken out. A tcvc model's copy path
     blends two sources, the keyframe and the chain's own previous output, each aligned onto frame t
     by its correspondence, and a fresh one starts from their mean (``models.COPY_BIAS``). Here every
@@ -375,7 +389,7 @@ def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: 
     feeds a model's output. With ``views`` (test.py's --views) each frame is made from the frame
     and its mirror images, each along its own flow, mirrored back and averaged, as a model is."""
     module = correspond.build(correspondence).eval()
-    out = {}
+    out, arts = {}, flow_arts(truths, lines, scale)
     for shot, frames in truths.items():
         ln = lines[shot]
         key = torch.from_numpy(frames[0]).permute(2, 0, 1).float()[None] / 255
@@ -385,8 +399,10 @@ def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: 
             for dims in colorize_lib.VIEWS[views]:
                 m_key, m_prev = colorize_lib.mirror(key, dims), colorize_lib.mirror(prev, dims)
                 m_ln = [colorize_lib.mirror_line(ln[i], dims) for i in (0, t - 1, t)]
-                mean = (_aligned(module, m_key, m_ln[0], m_ln[2], still_window, resample)
-                        + _aligned(module, m_prev, m_ln[1], m_ln[2], still_window)) / 2
+                m_art = [colorize_lib.mirror_line(arts[shot][i], dims) for i in (0, t - 1, t)]
+                mean = (_aligned(module, m_key, m_ln[0], m_ln[2], still_window, resample, scale, m_art[0], m_art[2])
+                        + _aligned(module, m_prev, m_ln[1], m_ln[2], still_window, "bilinear", scale, m_art[1],
+                                   m_art[2])) / 2
                 means.append(colorize_lib.mirror(mean, dims))
             prev = sum(means) / len(means)
             shot_out.append(_uint8(prev))
@@ -395,14 +411,15 @@ def sources_mean_outputs(correspondence: str, truths: dict, lines: dict, views: 
 
 
 def trivial_outputs(setting: str, truths: dict, lines: dict | None = None, views: int = 1,
-                    still_window: int = 0, resample: str = "bilinear") -> dict:
+                    still_window: int = 0, resample: str = "bilinear", scale: int = 1) -> dict:
     """The answers that need no model, for every frame of every shot (``views``: the test-time
-    views of the ``sources_mean_*`` rows, as a model is given them; ``still_window``: the flow's,
-    and ``resample``: the keyframe's resampling, as the model is given them)."""
+    views of the ``sources_mean_*`` rows, as a model is given them; ``still_window`` and ``scale``:
+    the flow's, and ``resample``: the keyframe's resampling, as the model is given them)."""
     if setting.startswith("warp_"):
-        return warp_outputs(setting, truths, lines, still_window, resample)
+        return warp_outputs(setting, truths, lines, still_window, resample, scale)
     if setting.startswith("sources_mean_"):
-        return sources_mean_outputs(setting[len("sources_mean_"):], truths, lines, views, still_window, resample)
+        return sources_mean_outputs(setting[len("sources_mean_"):], truths, lines, views, still_window, resample,
+                                    scale)
     if setting == "copy_keyframe":
         return {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     if setting == "flat_grey":
@@ -457,6 +474,15 @@ def keyframe_resample(checkpoints: dict) -> str:
     return next(iter(ways.values()), "bilinear")
 
 
+def flow_scale(checkpoints: dict) -> int:
+    """The scale of the flow the answers that need no model warp along: the models' own
+    (``models_setting``); 1 without a model. Models whose flows differ are a ``UserError``."""
+    scales = models_setting(checkpoints, "flow_scale")
+    if len(set(scales.values())) > 1:
+        raise UserError(f"these models compute their flows at different scales ({scales}): score them apart")
+    return next(iter(scales.values()), 1)
+
+
 def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTINGS,
              model_settings=MODEL_SETTINGS) -> dict:
     """{setting: score(...)}; model outputs go to ``out/outputs/<setting>``, and the answers that
@@ -470,9 +496,11 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
     # the keyframe copying would give each frame: what "changed" is measured against
     first = {shot: [frames[0]] * len(frames) for shot, frames in truths.items()}
     nearest = {shot: [frames[k] for k in nearest_of_two(len(frames))] for shot, frames in truths.items()}
-    window, resample = flow_window(checkpoints, args), keyframe_resample(checkpoints)
+    window, resample, scale = flow_window(checkpoints, args), keyframe_resample(checkpoints), flow_scale(checkpoints)
     if window:
         print(f"every flow with still window {window}", flush=True)
+    if scale > 1:
+        print(f"every flow computed at {scale} times the network resolution", flush=True)
     print(f"every keyframe warp resampled {resample}", flush=True)
     results = {}
     for setting in settings:
@@ -481,7 +509,7 @@ def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTI
             extra = [e.format(**folders) for e in extra]
             outputs = colorize(checkpoints[model], extra, eval_root, out / "outputs" / setting, args)
         else:
-            outputs = trivial_outputs(setting, truths, lines, args.views, window, resample)
+            outputs = trivial_outputs(setting, truths, lines, args.views, window, resample, scale)
             save_outputs(outputs, eval_root, out / "outputs" / setting)
         two = setting in TWO_KEYS
         results[setting] = metrics_lib.score_frames(outputs, truths, inner if two else None,

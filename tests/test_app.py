@@ -206,14 +206,17 @@ def test_the_warped_keyframe_row_warps_along_the_models_own_flow(tmp_path):
     app.use_own_colours(session, 0)
     result = app.colour(session, app.Model.load(path, "cpu"))
 
-    def row(window, resample="bicubic"):  # the model's own keyframe resampling (a new model's)
+    def row(window, resample="bicubic", scale=2):  # the model's own resampling and flow scale (a new model's)
         video = metrics_lib.VideoMetrics()
-        for line, truth in zip(result.lines, result.truths):
-            video.update(correspond.warp_frame(result.truths[0], line, result.lines[0], "canny", window, resample), truth)
+        arts = [correspond.flow_art(truth, line, "canny", scale) for line, truth in zip(result.lines, result.truths)]
+        for art, truth in zip(arts, result.truths):
+            video.update(correspond.warp_frame(result.truths[0], art, arts[0], "canny", window, resample, scale), truth)
         return video.result()["psnr"]
 
+    assert cfg.flow_scale == 2
     assert row(5) != row(0)  # the window changes the warp here
     assert row(5) != row(5, "bilinear")  # and so does the resampling
+    assert row(5) != row(5, scale=1)  # and the flow's scale
     assert result.metrics["warped keyframe (no model)"]["psnr"] == pytest.approx(row(5))
 
 
@@ -222,6 +225,7 @@ def test_two_keyframes_add_the_no_model_row_joined_as_the_model_joins_its_chains
     and joined with the colorizer's blend, scored as the model's row is; a shot with one keyframe
     has no such row."""
     import colorize
+    import correspond
     frames = [frame_factory(i) for i in range(5)]
     session = session_with(tmp_path, [app.Shot(".", [f"f{i}" for i in range(5)], frames)])
     app.use_own_colours(session, 0)
@@ -233,8 +237,12 @@ def test_two_keyframes_add_the_no_model_row_joined_as_the_model_joins_its_chains
     video = metrics_lib.VideoMetrics()
     resample = model.cfg.keyframe_resample  # the no-model row resamples the keyframes as the model does
     assert resample == "bicubic"
+    scale = model.cfg.flow_scale  # and computes the flow as the model does, on the frames' flow art
+    assert scale == 2
+    arts = [correspond.flow_art(truth, line, "canny", scale) for line, truth in zip(result.lines, result.truths)]
     for out, truth in zip(colorize.warped_keyframes(result.lines, small, colorize.DEFAULT_BLEND,
-                                                    still_window=model.cfg.still_window, resample=resample),
+                                                    still_window=model.cfg.still_window, resample=resample,
+                                                    scale=scale, arts=arts),
                           result.truths):
         video.update(out, truth)
     assert result.metrics[name]["psnr"] == pytest.approx(video.result()["psnr"])

@@ -351,6 +351,42 @@ class FlowSpy(nn.Module):
         return models.Colouring(sources.prev.masked().colour, models.original_input(sources))
 
 
+def test_the_chain_computes_the_flow_at_the_models_scale_and_test_py_may_set_another(tmp_path, monkeypatch):
+    """A model with flow_scale 2 is given, at test time as in training, the flow computed on each
+    frame's flow art (Canny line art of the frame enlarged twice) and brought back to its
+    resolution; test.py --flow_scale 1 computes it on the line art itself, and metrics.json says
+    which. The flow of a frame and its previous one is the same whichever source it is for."""
+    import correspond
+    images = []
+    for k in range(4):  # an outlined disc that moves by two thirds of a pixel a frame (drawn 6 times larger)
+        big = np.full((288, 288, 3), 225, np.uint8)
+        cv2.circle(big, (150 + 4 * k, 140), 60, (40, 60, 200), -1)
+        cv2.circle(big, (150 + 4 * k, 140), 60, (0, 0, 0), 6)
+        images.append(cv2.resize(big, (48, 48), interpolation=cv2.INTER_AREA))
+        utils.write_image(tmp_path / "in" / f"frame_{k:03d}.png", images[-1])
+    lines = [dataset.make_line_art(image) for image in images]
+    spy, cfg = FlowSpy(), models.ModelConfig(ngf=8, still_window=5)
+    assert cfg.flow_scale == 2
+    monkeypatch.setattr(models, "load_generator",
+                        lambda path, device: (spy, cfg, {"image_size": 48, "line_art": "canny"}))
+    flows = {}
+    for flag, scale in (([], 2), (["--flow_scale", "1"], 1)):
+        spy.seen.clear()
+        out = tmp_path / f"out{scale}"
+        assert colorize_cli.main(args_for(tmp_path / "in", out, "g.pt", *flag)) == 0
+        assert json.loads((out / "metrics.json").read_text())["flow_scale"] == scale
+        assert len(spy.seen) == 3
+        for t, (line_t, line_s, flow) in enumerate(spy.seen, start=1):
+            assert np.array_equal(line_t, lines[t]) and np.array_equal(line_s, lines[t - 1])
+            arts = [correspond.flow_art(images[k], lines[k], "canny", scale) for k in (t, t - 1)]
+            assert torch.equal(flow, correspond.flow_tensor(correspond.line_flow(*arts, "canny", 5, scale)))
+        flows[scale] = [flow for _, _, flow in spy.seen]
+    assert not all(torch.equal(a, b) for a, b in zip(flows[1], flows[2]))
+    with pytest.raises(SystemExit):  # argparse: one line naming the choices
+        colorize_cli.build_parser().parse_args(["--checkpoint", "g.pt", "--input", "i", "--output", "o",
+                                                "--flow_scale", "3"])
+
+
 def test_the_keyframe_is_resampled_as_the_model_was_trained_and_test_py_may_set_another(tmp_path, monkeypatch):
     """A model resamples the keyframe it warps as it records (a new one bicubic, one saved before
     the setting bilinear); test.py --keyframe_resample sets another, the keyframe's warp changes with
@@ -397,7 +433,7 @@ def test_the_chain_computes_the_models_flow_and_test_py_may_set_another(tmp_path
         cv2.circle(image, (28 + 2 * k, 30), 8, (40, 60, 200), -1)
         cv2.circle(image, (28 + 2 * k, 30), 8, (0, 0, 0), 1)
         utils.write_image(tmp_path / "in" / f"frame_{k:03d}.png", image)
-    spy, cfg = FlowSpy(), models.ModelConfig(ngf=8, still_window=5)
+    spy, cfg = FlowSpy(), models.ModelConfig(ngf=8, still_window=5, flow_scale=1)
     monkeypatch.setattr(models, "load_generator",
                         lambda path, device: (spy, cfg, {"image_size": 48, "line_art": "canny"}))
     changed = 0

@@ -296,3 +296,30 @@ def test_a_still_window_reaches_every_flow_a_sample_gets_and_is_cached_apart(tmp
         assert torch.equal(sample["prev"]["flow"], want), i
         checked += 1
     assert checked >= 3
+
+
+def test_a_flow_scale_reaches_every_flow_a_sample_gets_and_is_cached_apart(tmp_path):
+    """With flow_scale 2 every flow of a sample, computed on its crop or taken from the cache, is
+    line_flow(..., scale=2) of the two frames' flow art (Canny of the colour frame enlarged
+    twice), brought back to the sample's resolution; those flows live in a cache of their own."""
+    plain, _ = datasets(tmp_path)
+    fine, fly = datasets(tmp_path, write=False, flow_scale=2)
+    assert fine.flows.folder != plain.flows.folder and plain.flows.folder.is_dir()
+    for pos in range(1, 6):  # the cache: whole frames at the load size
+        arts = [correspond.flow_art(np.array(fine.cache.colour(0, p)), np.array(fine.flows.line(0, p)), "canny", 2)
+                for p in (pos, pos - 1)]
+        want = correspond.line_flow(*arts, "canny", 0, 2)
+        assert want.shape[:2] == fine.flows.line(0, pos).shape
+        assert np.array_equal(np.array(fine.flows.flow(0, pos, -1)), want.transpose(2, 0, 1).astype(np.float16))
+    checked = 0
+    for i in range(len(fly)):  # on the fly: each sample's crop
+        sample = fly[i]
+        if sample["prev"]["present"] == 0:
+            continue
+        arts = [correspond.flow_art((part["colour"].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
+                                    (part["line"][0].numpy() * 255).round().astype(np.uint8), "canny", 2)
+                for part in ({"colour": sample["target"], "line": sample["line"]}, sample["prev"])]
+        want = correspond.flow_tensor(correspond.line_flow(*arts, "canny", 0, 2))
+        assert torch.equal(sample["prev"]["flow"], want), i
+        checked += 1
+    assert checked >= 3

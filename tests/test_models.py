@@ -212,7 +212,7 @@ def test_config_defaults_and_legacy_configs():
     # one saved under the settings' earlier names reads as the same model
     before_renames = {**old, "in_channels": 6, "propagate": True, "reference": False, "warp": "flow"}
     assert models.ModelConfig.from_dict(before_renames) == models.ModelConfig(ngf=8, keyframe_input=False, still_window=0,
-                                                                              keyframe_resample="bilinear")
+                                                                              keyframe_resample="bilinear", flow_scale=1)
     assert models.ModelConfig.from_dict(unet.to_dict()) == unet
     with pytest.raises(utils.UserError, match="original network"):
         models.ModelConfig("resnet", keyframe_input=True)
@@ -435,3 +435,20 @@ def test_a_fresh_copy_path_starts_from_its_aligned_sources():
     with torch.no_grad():
         share = G(no_key).weights[:, 1].mean().item()
     assert abs(share - math.exp(b) / (1 + math.exp(b))) < 1e-6
+
+
+def test_the_flow_scale_is_a_model_setting_that_older_checkpoints_read_as_1():
+    """A new model with a flow computes it at FLOW_SCALE (2) times its resolution; one without a
+    flow at 1; a checkpoint saved before the setting existed was trained at 1 and reads so. Other
+    scales, and a scale for a model without a flow, are one clear line."""
+    assert models.ModelConfig().flow_scale == models.FLOW_SCALE == 2
+    assert models.ModelConfig(correspondence="none").flow_scale == models.ModelConfig("resnet").flow_scale == 1
+    plain = models.ModelConfig(ngf=8, flow_scale=1)
+    assert models.ModelConfig.from_dict(json.loads(json.dumps(plain.to_dict()))).flow_scale == 1
+    before = {k: v for k, v in models.ModelConfig(ngf=8).to_dict().items() if k != "flow_scale"}
+    assert models.ModelConfig.from_dict(before).flow_scale == 1
+    for bad in (0, 3, 1.5, True, "2"):
+        with pytest.raises(utils.UserError, match="flow scale must be one of 1, 2"):
+            models.ModelConfig(flow_scale=bad)
+    with pytest.raises(utils.UserError, match="'none' has no flow"):
+        models.ModelConfig(correspondence="none", flow_scale=2)

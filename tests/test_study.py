@@ -507,9 +507,10 @@ def test_chain_headroom_scores_the_study_s_output_and_bounds_its_candidates(tmp_
     mean = (made["prev"][3].astype(int) + made["key"][3]) / 2
     assert np.abs(made["sources_mean"][3] - mean).max() <= 1
     import correspond  # the keyframe's ways are resampled as the model resamples its keyframe (bicubic)
-    for t in (2, 4):
-        want = {r: correspond.warp_frame(frames[0], lines["e0"][t], lines["e0"][0], still_window=cfg.still_window,
-                                         resample=r).astype(int) for r in correspond.RESAMPLES}
+    arts = [correspond.flow_art(f, line, "canny", cfg.flow_scale) for f, line in zip(frames, lines["e0"])]
+    for t in (2, 4):  # along the model's flow, on the frames' flow art at its scale
+        want = {r: correspond.warp_frame(frames[0], arts[t], arts[0], still_window=cfg.still_window,
+                                         resample=r, scale=cfg.flow_scale).astype(int) for r in correspond.RESAMPLES}
         assert np.abs(made["key_warped"][t] - want["bicubic"]).max() <= 1
         assert np.abs(made["key_warped"][t] - want["bilinear"]).max() > 1
     on_lines = chain_headroom.regions.segment(lines["e0"][3]) < 0
@@ -593,7 +594,7 @@ def test_still_flow_scores_warps_and_the_model_on_the_windowed_flow(tmp_path):
     still_and_moving_shot(eval_root)
     torch.manual_seed(0)
     # trained on the plain flow and resampling the keyframe bilinearly, as the stored study models were
-    cfg = models.ModelConfig(ngf=8, still_window=0, keyframe_resample="bilinear")
+    cfg = models.ModelConfig(ngf=8, still_window=0, keyframe_resample="bilinear", flow_scale=1)
     ckpt = tmp_path / "g.pt"
     torch.save(models.generator_export(models.build_generator(cfg), cfg, 48, "canny"), ckpt)
     out = tmp_path / "still"
@@ -651,7 +652,9 @@ def test_still_flow_trains_like_a_run_on_the_windowed_flow_and_scores_it(tmp_pat
     assert still_flow.main(["--eval_data", str(tmp_path / "eval"), "--train_like", str(config), "--train_window", "7",
                             "--out", str(out), "--windows", "0", "--image_size", "32"]) == 0
     assert (out / "run" / "generator.pt").is_file() and not (tmp_path / "elsewhere").exists()
-    assert windows and set(windows) == {7}  # scored at window 0: every call was the training's
+    # scored at window 0: every call was the training's, on flow art at the flow's scale (7 pixels of
+    # the network's resolution are 14 of the enlarged art)
+    assert windows and set(windows) == {7 * reproduce.models.FLOW_SCALE}
     assert reproduce.models.load_generator(out / "run" / "generator.pt")[1].still_window == 7
     assert "tcvc_keyframe" in json.loads((out / "results.json").read_text())["0"]
     config.write_text(json.dumps({"no_such_option": 1, "data": str(data)}))
@@ -697,7 +700,7 @@ def test_the_no_model_rows_warp_along_the_models_own_flow(tmp_path):
     still_and_moving_shot(eval_root)
     paths = {}
     for window in (0, 5):
-        cfg = models.ModelConfig(ngf=8, still_window=window, keyframe_resample="bilinear")
+        cfg = models.ModelConfig(ngf=8, still_window=window, keyframe_resample="bilinear", flow_scale=1)
         paths[window] = tmp_path / f"g{window}.pt"
         torch.save(models.generator_export(models.build_generator(cfg), cfg, 48, "canny"), paths[window])
 
@@ -733,7 +736,7 @@ def test_the_no_model_rows_resample_the_keyframe_as_the_model_does(tmp_path):
     still_and_moving_shot(eval_root)
     paths = {}
     for resample in ("bilinear", "bicubic"):
-        cfg = models.ModelConfig(ngf=8, keyframe_resample=resample)
+        cfg = models.ModelConfig(ngf=8, keyframe_resample=resample, flow_scale=1)
         paths[resample] = tmp_path / f"g{resample}.pt"
         torch.save(models.generator_export(models.build_generator(cfg), cfg, 48, "canny"), paths[resample])
 
@@ -771,3 +774,39 @@ def test_bench_infer_runs_the_variants_in_turn_and_keeps_each_ones_least_time(tm
     assert runs == [("out_plain_0", ()), ("out_bilinear_0", ("--keyframe_resample", "bilinear")),
                     ("out_plain_1", ()), ("out_bilinear_1", ("--keyframe_resample", "bilinear")),
                     ("out_plain_2", ()), ("out_bilinear_2", ("--keyframe_resample", "bilinear"))]
+
+
+def test_the_no_model_rows_compute_the_flow_at_the_models_scale(tmp_path):
+    """reproduce.evaluate warps every no-model row along the flow the tcvc model computes: on the
+    frames' flow art at its ModelConfig.flow_scale (2 for a new model, 1 for one saved before the
+    setting); models whose scales differ are one clear line."""
+    from types import SimpleNamespace
+    import models
+    import torch
+    import utils
+    eval_root = tmp_path / "eval"
+    still_and_moving_shot(eval_root)
+    paths = {}
+    for scale in (1, 2):
+        cfg = models.ModelConfig(ngf=8, flow_scale=scale)
+        paths[scale] = tmp_path / f"g{scale}.pt"
+        torch.save(models.generator_export(models.build_generator(cfg), cfg, 48, "canny"), paths[scale])
+
+    def warped(checkpoints, name, setting="warp_keyframe"):
+        reproduce.evaluate(checkpoints, eval_root, tmp_path / name, SimpleNamespace(image_size=48, device="cpu", views=1),
+                           settings=[setting])
+        return utils.read_rgb(utils.list_frames(tmp_path / name / f"outputs/{setting}/s0")[2])
+
+    truths = reproduce.eval_shots(eval_root, 48)["s0"]
+    lines = [reproduce.data_lib.make_line_art(f, "canny") for f in truths]
+    by_scale = {}
+    for scale in (1, 2):
+        arts = [reproduce.correspond.flow_art(f, line, "canny", scale) for f, line in zip(truths, lines)]
+        assert arts[0].shape == (48 * scale, 48 * scale)
+        by_scale[scale] = reproduce.correspond.warp_frame(truths[0], arts[2], arts[0], still_window=models.STILL_WINDOW,
+                                                          resample="bicubic", scale=scale)
+    assert not np.array_equal(by_scale[1], by_scale[2])
+    assert np.array_equal(warped({"tcvc": paths[2]}, "two"), by_scale[2])
+    assert np.array_equal(warped({"tcvc": paths[1]}, "one"), by_scale[1])
+    with pytest.raises(reproduce.UserError, match="flows at different scales"):
+        warped({"a": paths[1], "b": paths[2]}, "mixed")

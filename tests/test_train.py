@@ -727,7 +727,7 @@ def test_still_window_trains_on_the_windowed_flow_is_recorded_and_kept_on_resume
     monkeypatch.setattr(correspond, "still_mask", lambda a, b, w: windows.append(w) or real(a, b, w))
     run_dir = tmp_path / "run"
     assert train.main(tiny_args(shots, run_dir, max_steps=1, still_window=5)) == 0
-    assert windows and set(windows) == {5}
+    assert windows and set(windows) == {5 * models.FLOW_SCALE}  # on flow art at the flow's scale
     ckpt = torch.load(run_dir / "checkpoints" / "step_00000001.pt", weights_only=True)
     assert ckpt["model_config"]["still_window"] == 5
     assert models.load_generator(run_dir / "generator.pt")[1].still_window == 5
@@ -736,4 +736,32 @@ def test_still_window_trains_on_the_windowed_flow_is_recorded_and_kept_on_resume
                              resume=str(run_dir / "checkpoints" / "step_00000001.pt")))
     with pytest.raises(UserError, match="'none' has no flow"):
         train.main(tiny_args(shots, tmp_path / "none", max_steps=1, still_window=3, correspondence="none"))
+    assert not (tmp_path / "none").exists()
+
+
+def test_flow_scale_trains_on_the_enlarged_flow_art_is_recorded_and_kept_on_resume(shots, tmp_path, monkeypatch):
+    """--flow_scale S: every flow of training and validation is computed on flow art S times the
+    image size, the model records S (test.py then uses it), a resume that would change it is
+    refused, and a model without a flow refuses S > 1 before anything is written."""
+    sizes = set()
+    real = correspond.line_flow
+
+    def spy(line_t, line_s, mode="canny", still_window=0, scale=1):
+        if scale > 1:
+            sizes.add((line_t.shape, scale))
+        return real(line_t, line_s, mode, still_window, scale)
+
+    monkeypatch.setattr(correspond, "line_flow", spy)
+    run_dir = tmp_path / "run"
+    assert train.main(tiny_args(shots, run_dir, max_steps=1, no_flow_cache=True)) == 0  # the default: 2
+    assert sizes == {((64, 64), 2)}  # the 32 x 32 crops' flow art, and the validation frames'
+    assert models.load_generator(run_dir / "generator.pt")[1].flow_scale == 2
+    sizes.clear()
+    assert train.main(tiny_args(shots, tmp_path / "plain", max_steps=1, flow_scale=1, no_flow_cache=True)) == 0
+    assert not sizes and models.load_generator(tmp_path / "plain" / "generator.pt")[1].flow_scale == 1
+    with pytest.raises(UserError, match="trained with"):
+        train.main(tiny_args(shots, tmp_path / "other", max_steps=2, flow_scale=1,
+                             resume=str(run_dir / "checkpoints" / "step_00000001.pt")))
+    with pytest.raises(UserError, match="'none' has no flow"):
+        train.main(tiny_args(shots, tmp_path / "none", max_steps=1, flow_scale=2, correspondence="none"))
     assert not (tmp_path / "none").exists()
