@@ -108,10 +108,6 @@ class ChainSource:
         """From a uint8 RGB (S, S, 3) frame already at network resolution, its line art and flow art."""
         return cls(data_lib.to_tensor(rgb)[None].to(device), line, art)
 
-    @property
-    def flow_input(self) -> np.ndarray:
-        return self.line if self.art is None else self.art
-
     def mirrored(self, dims: tuple) -> "ChainSource":
         """This source flipped along ``dims`` (tensor dimensions -1: left-right, -2: upside down)."""
         if not dims:

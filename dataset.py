@@ -502,7 +502,7 @@ class TripletDataset(Dataset):
                                               keys, tag, build,
                                               variant="".join([f"still{self.still_window}" if self.still_window else "",
                                                                f"x{self.flow_scale}" if self.flow_scale > 1 else ""]),
-                                              art_of=art_of)
+                                              art_of=art_of if self.flow_scale > 1 else None)
 
     def _cached_flow(self, shot: int, pos: int, step, crop, slot=None) -> torch.Tensor:
         """The cached flow from frame ``pos`` to ``pos + step`` (or to its cached keyframe in
