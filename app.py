@@ -383,7 +383,7 @@ def shot_metrics(results, frames, keys: dict, line_mode: str, still_window: int 
         small = {k: utils.resize(rgb, size) for k, rgb in keys.items()}
         nearest = [min(small, key=lambda k: (abs(k - t), k)) for t in range(len(frames))]
         rows["copy keyframe (no model)"] = [small[k] for k in nearest]
-        arts = [f.line if f.art is None else f.art for f in frames]
+        arts = [f.art for f in frames]  # made with each frame (colorize.Colorizer.frame)
         rows["warped keyframe (no model)"] = [warp_keyframe(small[k], arts[k], arts[t], line_mode, still_window,
                                                             resample, scale) for t, k in enumerate(nearest)]
         if len(keys) > 1:

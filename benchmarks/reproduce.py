@@ -449,6 +449,16 @@ def models_setting(checkpoints: dict, field: str) -> dict:
     return {name: getattr(models.load_generator(path)[1], field) for name, path in pool.items()}
 
 
+def agreed_setting(checkpoints: dict, field: str, default, apart: str):
+    """The ``ModelConfig.<field>`` of the models the answers that need no model follow
+    (``models_setting``), ``default`` without a model; models that differ in it are a ``UserError``
+    (``apart`` with {} for each model's value): no single no-model row fits them all."""
+    values = models_setting(checkpoints, field)
+    if len(set(values.values())) > 1:
+        raise UserError(apart.format(values))
+    return next(iter(values.values()), default)
+
+
 def flow_window(checkpoints: dict, args) -> int:
     """The still window of the flow every setting is scored on: ``args.still_window`` where given
     (test.py is then given it too), else the models' own (``models_setting``), so that the answers
@@ -457,30 +467,23 @@ def flow_window(checkpoints: dict, args) -> int:
     given = getattr(args, "still_window", None)
     if given is not None:
         return correspond.check_still_window(given)
-    windows = models_setting(checkpoints, "still_window")
-    if len(set(windows.values())) > 1:
-        raise UserError(f"these models were trained on different flows (still windows {windows}): score them "
-                        "apart, or give --still_window to score all of them on one")
-    return next(iter(windows.values()), 0)
+    return agreed_setting(checkpoints, "still_window", 0,
+                          "these models were trained on different flows (still windows {}): score them apart, "
+                          "or give --still_window to score all of them on one")
 
 
 def keyframe_resample(checkpoints: dict) -> str:
-    """How the answers that need no model resample a keyframe they warp: as the models do
-    (``models_setting``), so that they warp with the very sampling the model is given; bilinear
-    without a model. Models that resample apart are a ``UserError``."""
-    ways = models_setting(checkpoints, "keyframe_resample")
-    if len(set(ways.values())) > 1:
-        raise UserError(f"these models resample their keyframes apart ({ways}): score them apart")
-    return next(iter(ways.values()), "bilinear")
+    """How the answers that need no model resample a keyframe they warp: as the models do, so that
+    they warp with the very sampling the model is given; bilinear without a model."""
+    return agreed_setting(checkpoints, "keyframe_resample", "bilinear",
+                          "these models resample their keyframes apart ({}): score them apart")
 
 
 def flow_scale(checkpoints: dict) -> int:
-    """The scale of the flow the answers that need no model warp along: the models' own
-    (``models_setting``); 1 without a model. Models whose flows differ are a ``UserError``."""
-    scales = models_setting(checkpoints, "flow_scale")
-    if len(set(scales.values())) > 1:
-        raise UserError(f"these models compute their flows at different scales ({scales}): score them apart")
-    return next(iter(scales.values()), 1)
+    """The scale of the flow the answers that need no model warp along: the models' own; 1 without
+    a model."""
+    return agreed_setting(checkpoints, "flow_scale", 1,
+                          "these models compute their flows at different scales ({}): score them apart")
 
 
 def evaluate(checkpoints: dict, eval_root: Path, out: Path, args, settings=SETTINGS,
