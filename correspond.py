@@ -111,27 +111,39 @@ def flow_settings(still_window: int = 0, scale: int = 1) -> str:
     made with other settings is rebuilt."""
     plain = f"DIS preset {FLOW_PRESET}, distance scale {FLOW_DISTANCE_SCALE}, cv2 {cv2.__version__}"
     plain = f"{plain}, still window {still_window}" if still_window > 0 else plain
+    if scale > 1 and still_window > 0:
+        return f"{plain}, flow art x{scale}, held on the network's line art"
     return f"{plain}, flow art x{scale}" if scale > 1 else plain
 
 
 def flow_art(colour: np.ndarray | None, line: np.ndarray, mode: str = "canny", scale: int = 1) -> np.ndarray:
     """The uint8 image a frame's line-art flow is computed on, ``scale`` times the network
-    resolution of its line art ``line`` (H, W): with ``scale`` 1 the line art itself; else, for
-    Canny line art made from a colour frame ``colour`` (H, W, 3) at network resolution, Canny
-    line art of that frame enlarged ``scale`` times (bilinear), and for any other line art (given,
-    grey, or no colour frame) the line art enlarged so. Why: Canny at network resolution places
-    every line on a whole pixel, so a character that moves by a fraction of a pixel moves its line
-    art by zero or one; an edge found in the enlarged frame lands on a half pixel, which the
-    frame's own anti-aliased grey levels decide. ``line_flow(..., scale=scale)`` brings the flow
-    back to network resolution (``FLOW_SCALE``, ``ModelConfig.flow_scale``)."""
+    resolution of its line art ``line`` (H, W): with ``scale`` 1 the line art itself; else
+    (H * scale, W * scale, 2): channel 0 what the flow is computed on, channel 1 the line art
+    ``line`` itself with each pixel repeated scale x scale (``held_art`` takes it back), on which
+    ``line_flow`` tells held drawings. Channel 0: for Canny line art made from a colour frame
+    ``colour`` (H, W, 3) at network resolution, Canny line art of that frame enlarged ``scale``
+    times (bilinear), and for any other line art (given, grey, or no colour frame) the line art
+    enlarged so. Why: Canny at network resolution places every line on a whole pixel, so a
+    character that moves by a fraction of a pixel moves its line art by zero or one; an edge found
+    in the enlarged frame lands on a half pixel, which the frame's own anti-aliased grey levels
+    decide. ``line_flow(..., scale=scale)`` brings the flow back to network resolution
+    (``FLOW_SCALE``, ``ModelConfig.flow_scale``)."""
     if scale == 1:
         return line
     size = (line.shape[1] * scale, line.shape[0] * scale)
     if mode == "canny" and colour is not None:
         import dataset  # it builds on this module
         big = cv2.resize(colour, size, interpolation=cv2.INTER_LINEAR)
-        return dataset.canny_line_art(cv2.cvtColor(big, cv2.COLOR_RGB2GRAY))
-    return cv2.resize(line, size, interpolation=cv2.INTER_LINEAR)
+        fine = dataset.canny_line_art(cv2.cvtColor(big, cv2.COLOR_RGB2GRAY))
+    else:
+        fine = cv2.resize(line, size, interpolation=cv2.INTER_LINEAR)
+    return np.stack([fine, np.repeat(np.repeat(line, scale, 0), scale, 1)], -1)
+
+
+def held_art(art: np.ndarray, scale: int) -> np.ndarray:
+    """The network-resolution line art inside a ``flow_art`` of ``scale`` > 1 (its channel 1)."""
+    return np.ascontiguousarray(art[::scale, ::scale, 1])
 
 
 def flow_image(line: np.ndarray, mode: str) -> np.ndarray:
@@ -165,13 +177,24 @@ def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny", still
     train.py ``--still_window``; measured by ``benchmarks/still_flow.py``). With ``scale`` S > 1
     ``line_t`` and ``line_s`` are the frames' ``flow_art`` at S times the network resolution: the
     flow is computed there (the still window S x W pixels wide) and returned at network resolution
-    (H, W) = their size / S, averaged over each S x S block and divided by S."""
+    (H, W) = their size / S, averaged over each S x S block and divided by S; and it is zero as
+    well where the still window finds the drawing held in the frames' line art at network
+    resolution (``held_art``). Why both: Canny of the enlarged frame follows a frame's grey levels
+    closely, so the noise of a compressed video changes a held drawing's enlarged line art here and
+    there, and the flow then moved still lines by a fraction of a pixel, blurring them at every
+    frame of a chain (on the One Piece shot, a TV anime animated on twos and threes with a still
+    background, the enlarged line art found 69% of the pixels held from frame to frame, the
+    network's line art 81%)."""
     if scale > 1:
         h, w = line_t.shape[0] // scale, line_t.shape[1] // scale
-        if line_t.shape != (h * scale, w * scale):
-            raise ValueError(f"flow art of {line_t.shape} is not {scale} times a network size")
-        fine = line_flow(line_t, line_s, mode, still_window * scale)
-        return cv2.resize(fine, (w, h), interpolation=cv2.INTER_AREA) / np.float32(scale)
+        for art in (line_t, line_s):
+            if art.shape != (h * scale, w * scale, 2):
+                raise ValueError(f"flow art of {art.shape} is not a flow_art {scale} times a network size")
+        fine = line_flow(line_t[..., 0], line_s[..., 0], mode, still_window * scale)
+        flow = cv2.resize(fine, (w, h), interpolation=cv2.INTER_AREA) / np.float32(scale)
+        if still_window > 0:
+            flow[still_mask(held_art(line_t, scale), held_art(line_s, scale), still_window)] = 0
+        return flow
     if np.array_equal(line_t, line_s):
         return np.zeros((*line_t.shape, 2), np.float32)
     # one engine per thread (DIS objects are not thread-safe) and per image size: an engine that

@@ -653,8 +653,9 @@ def test_still_flow_trains_like_a_run_on_the_windowed_flow_and_scores_it(tmp_pat
                             "--out", str(out), "--windows", "0", "--image_size", "32"]) == 0
     assert (out / "run" / "generator.pt").is_file() and not (tmp_path / "elsewhere").exists()
     # scored at window 0: every call was the training's, on flow art at the flow's scale (7 pixels of
-    # the network's resolution are 14 of the enlarged art)
-    assert windows and set(windows) == {7 * reproduce.models.FLOW_SCALE}
+    # the network's resolution are 14 of the enlarged art) and on the network's line art inside it
+    # (7: where a drawing is held)
+    assert windows and set(windows) == {7 * reproduce.models.FLOW_SCALE, 7}
     assert reproduce.models.load_generator(out / "run" / "generator.pt")[1].still_window == 7
     assert "tcvc_keyframe" in json.loads((out / "results.json").read_text())["0"]
     config.write_text(json.dumps({"no_such_option": 1, "data": str(data)}))
@@ -802,7 +803,7 @@ def test_the_no_model_rows_compute_the_flow_at_the_models_scale(tmp_path):
     by_scale = {}
     for scale in (1, 2):
         arts = [reproduce.correspond.flow_art(f, line, "canny", scale) for f, line in zip(truths, lines)]
-        assert arts[0].shape == (48 * scale, 48 * scale)
+        assert arts[0].shape == ((48, 48) if scale == 1 else (96, 96, 2))
         by_scale[scale] = reproduce.correspond.warp_frame(truths[0], arts[2], arts[0], still_window=models.STILL_WINDOW,
                                                           resample="bicubic", scale=scale)
     assert not np.array_equal(by_scale[1], by_scale[2])

@@ -727,7 +727,7 @@ def test_still_window_trains_on_the_windowed_flow_is_recorded_and_kept_on_resume
     monkeypatch.setattr(correspond, "still_mask", lambda a, b, w: windows.append(w) or real(a, b, w))
     run_dir = tmp_path / "run"
     assert train.main(tiny_args(shots, run_dir, max_steps=1, still_window=5)) == 0
-    assert windows and set(windows) == {5 * models.FLOW_SCALE}  # on flow art at the flow's scale
+    assert windows and set(windows) == {5 * models.FLOW_SCALE, 5}  # on flow art at the flow's scale, and held lines
     ckpt = torch.load(run_dir / "checkpoints" / "step_00000001.pt", weights_only=True)
     assert ckpt["model_config"]["still_window"] == 5
     assert models.load_generator(run_dir / "generator.pt")[1].still_window == 5
@@ -754,7 +754,7 @@ def test_flow_scale_trains_on_the_enlarged_flow_art_is_recorded_and_kept_on_resu
     monkeypatch.setattr(correspond, "line_flow", spy)
     run_dir = tmp_path / "run"
     assert train.main(tiny_args(shots, run_dir, max_steps=1, no_flow_cache=True)) == 0  # the default: 2
-    assert sizes == {((64, 64), 2)}  # the 32 x 32 crops' flow art, and the validation frames'
+    assert sizes == {((64, 64, 2), 2)}  # the 32 x 32 crops' flow art (and their line art inside), and the validation frames'
     assert models.load_generator(run_dir / "generator.pt")[1].flow_scale == 2
     sizes.clear()
     assert train.main(tiny_args(shots, tmp_path / "plain", max_steps=1, flow_scale=1, no_flow_cache=True)) == 0
