@@ -111,9 +111,7 @@ def flow_settings(still_window: int = 0, scale: int = 1) -> str:
     made with other settings is rebuilt."""
     plain = f"DIS preset {FLOW_PRESET}, distance scale {FLOW_DISTANCE_SCALE}, cv2 {cv2.__version__}"
     plain = f"{plain}, still window {still_window}" if still_window > 0 else plain
-    if scale > 1 and still_window > 0:
-        return f"{plain}, flow art x{scale}, held on the network's line art"
-    return f"{plain}, flow art x{scale}" if scale > 1 else plain
+    return f"{plain}, flow art x{scale}, held on the network's line art" if scale > 1 else plain
 
 
 def flow_art(colour: np.ndarray | None, line: np.ndarray, mode: str = "canny", scale: int = 1) -> np.ndarray:
@@ -177,23 +175,26 @@ def line_flow(line_t: np.ndarray, line_s: np.ndarray, mode: str = "canny", still
     train.py ``--still_window``; measured by ``benchmarks/still_flow.py``). With ``scale`` S > 1
     ``line_t`` and ``line_s`` are the frames' ``flow_art`` at S times the network resolution: the
     flow is computed there (the still window S x W pixels wide) and returned at network resolution
-    (H, W) = their size / S, averaged over each S x S block and divided by S; and it is zero as
-    well where the still window finds the drawing held in the frames' line art at network
-    resolution (``held_art``). Why both: Canny of the enlarged frame follows a frame's grey levels
-    closely, so the noise of a compressed video changes a held drawing's enlarged line art here and
-    there, and the flow then moved still lines by a fraction of a pixel, blurring them at every
-    frame of a chain (on the One Piece shot, a TV anime animated on twos and threes with a still
-    background, the enlarged line art found 69% of the pixels held from frame to frame, the
-    network's line art 81%)."""
+    (H, W) = their size / S, averaged over each S x S block and divided by S; and held drawings
+    are told on the frames' line art at network resolution as well (``held_art``): identical there,
+    the flow is zero, and it is zero where the still window finds the drawing held there. Why
+    both: Canny of the enlarged frame follows a frame's grey levels closely, so the noise of a
+    compressed video changes a held drawing's enlarged line art here and there, and the flow then
+    moved still lines by a fraction of a pixel, blurring them at every frame of a chain (on the One
+    Piece shot, a TV anime animated on twos and threes with a still background, the enlarged line
+    art found 69% of the pixels held from frame to frame, the network's line art 81%)."""
     if scale > 1:
         h, w = line_t.shape[0] // scale, line_t.shape[1] // scale
         for art in (line_t, line_s):
             if art.shape != (h * scale, w * scale, 2):
                 raise ValueError(f"flow art of {art.shape} is not a flow_art {scale} times a network size")
+        held_t, held_s = held_art(line_t, scale), held_art(line_s, scale)
+        if np.array_equal(held_t, held_s):
+            return np.zeros((h, w, 2), np.float32)
         fine = line_flow(line_t[..., 0], line_s[..., 0], mode, still_window * scale)
         flow = cv2.resize(fine, (w, h), interpolation=cv2.INTER_AREA) / np.float32(scale)
         if still_window > 0:
-            flow[still_mask(held_art(line_t, scale), held_art(line_s, scale), still_window)] = 0
+            flow[still_mask(held_t, held_s, still_window)] = 0
         return flow
     if np.array_equal(line_t, line_s):
         return np.zeros((*line_t.shape, 2), np.float32)

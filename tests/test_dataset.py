@@ -582,7 +582,8 @@ def _held_and_moved_frame(dx: int) -> np.ndarray:
 
 def test_a_flow_at_twice_the_resolution_keeps_lines_held_in_the_networks_line_art_still():
     """At flow scale 2 a drawing held in the line art at network resolution gets a zero flow even
-    where the enlarged line art the flow is computed on differs (as the noise of a compressed
+    where the enlarged line art the flow is computed on differs, locally (the still window) and
+    over the whole frame (as the noise of a compressed
     video makes it differ): here the held disc's enlarged lines are moved by one enlarged pixel.
     The square that moved is still followed; the flow art carries the network's line art."""
     f0, f1 = _held_and_moved_frame(0), _held_and_moved_frame(24)  # the square moves 3 pixels
@@ -606,8 +607,15 @@ def test_a_flow_at_twice_the_resolution_keeps_lines_held_in_the_networks_line_ar
     assert abs(np.median(flow[square][:, 0]) + 3) < 0.5    # the square's 3 pixels, followed
     warped = correspond.warp_frame(f0, a1, a0, "canny", 9, "bicubic", 2)
     assert np.array_equal(warped[held], f0[held])            # held lines copied as they are
-    # with no still window nothing is held: the enlarged line art alone decides
+    # with no still window nothing is held locally: the enlarged line art alone decides
     assert np.abs(correspond.line_flow(a1, a0, "canny", 0, 2)[disc_lines]).mean() > 0.1
+    # the whole drawing held in the network's line art, its enlarged line art not: a zero flow
+    # everywhere (flat areas too), with or without a still window, as identical line art gets at scale 1
+    b0 = correspond.flow_art(f0, l0, "canny", 2)
+    b0[..., 0] = np.roll(b0[..., 0], 1, axis=1)
+    assert not np.array_equal(b0, a0) and np.abs(correspond.line_flow(b0[..., 0], a0[..., 0], "canny")).max() > 0.1
+    for window in (0, 9):
+        assert not correspond.line_flow(b0, a0, "canny", window, 2).any()
 
 
 def test_a_flow_does_not_depend_on_the_flows_computed_before_it():
