@@ -345,12 +345,14 @@ def disagreement(line_t: np.ndarray, line_key: np.ndarray, mode: str = "canny", 
                  scale: int = 1, art_t: np.ndarray | None = None, art_key: np.ndarray | None = None) -> np.ndarray:
     """How far a keyframe's drawing lands from frame t's, pixel by pixel: (S, S) float32, 0 where
     they agree. The keyframe's line art ``line_key`` is warped onto frame t along the line-art flow
-    the chains use (with ``scale`` > 1, computed on the flow arts ``art_t`` and ``art_key``), and
+    the chains use (with ``scale`` > 1, computed on the flow arts ``art_t`` and ``art_key``, made from
+    the line art alone where not given: ``correspond.flow_arts``), and
     its distance to the lines (``selector.line_distance``) is compared with frame t's. Where a
     character has turned since the keyframe its lines do not land on frame t's; where the drawing
     is held the two agree exactly."""
-    flow = correspond.line_flow(line_t if art_t is None else art_t, line_key if art_key is None else art_key,
-                                mode, still_window, scale)
+    if art_t is None or art_key is None:
+        art_t, art_key = correspond.flow_arts([line_t, line_key], mode, scale)
+    flow = correspond.line_flow(art_t, art_key, mode, still_window, scale)
     warped = correspond.warp_array(line_key, flow) / 255.0
     return np.abs(selector.line_distance_array(warped) - selector.line_distance_array(line_t))
 
@@ -368,7 +370,7 @@ class Agreement:
     def __init__(self, lines: list[np.ndarray], mode: str = "canny", still_window: int = 0, scale: int = 1,
                  arts: list[np.ndarray] | None = None):
         self.lines, self.mode, self.still_window = lines, mode, still_window
-        self.scale, self.arts = scale, (lines if arts is None else arts)
+        self.scale, self.arts = scale, (correspond.flow_arts(lines, mode, scale) if arts is None else arts)
         self.cache: dict[tuple[int, int], np.ndarray] = {}
 
     def _disagreement(self, t: int, key: int) -> np.ndarray:
@@ -408,7 +410,7 @@ def warped_keyframes(lines: list[np.ndarray], keys: dict[int, np.ndarray], blend
     joined as ``blend`` joins chains; keyframes are output as they are (``scale``, ``arts``: the
     flow's scale and the frames' flow arts, ``correspond.flow_art``). -> uint8 (S, S, 3) per
     frame. What a model colouring the shot from the same keyframes must beat."""
-    arts = lines if arts is None else arts
+    arts = correspond.flow_arts(lines, mode, scale) if arts is None else arts
     jobs, weights = plan(len(lines), keys, blend)
     agreement = Agreement(lines, mode, still_window, scale, arts)
     out = []

@@ -139,6 +139,14 @@ def flow_art(colour: np.ndarray | None, line: np.ndarray, mode: str = "canny", s
     return np.stack([fine, np.repeat(np.repeat(line, scale, 0), scale, 1)], -1)
 
 
+def flow_arts(lines: list[np.ndarray], mode: str = "canny", scale: int = 1,
+              colours: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """``flow_art`` of every frame of line art ``lines``, made from its colour frame ``colours``
+    where given (Canny line art), else from the line art alone."""
+    return [flow_art(None if colours is None else c, line, mode, scale)
+            for c, line in zip(colours or [None] * len(lines), lines)]
+
+
 def held_art(art: np.ndarray, scale: int) -> np.ndarray:
     """The network-resolution line art inside a ``flow_art`` of ``scale`` > 1 (its channel 1)."""
     return np.ascontiguousarray(art[::scale, ::scale, 1])
@@ -308,7 +316,8 @@ def keyframe_warps(frames: list[np.ndarray], lines: list[np.ndarray], mode: str 
     shot whose frame 0 is the coloured keyframe: ``frames`` uint8 RGB (only frame 0 is read),
     ``lines`` the uint8 line art of every frame, ``still_window`` the model's flow setting,
     ``resample`` the model's keyframe resampling (``warp_keyframe`` only: a chain of warps is
-    resampled bilinearly, as a model resamples its previous frame).
+    resampled bilinearly, as a model resamples its previous frame), ``scale`` the model's flow
+    scale and ``arts`` the frames' ``flow_art`` (None: made from the line art alone, ``flow_arts``).
     -> {name: [frame 0 .. N-1]}, frame 0 the keyframe:
     - ``warp_keyframe``: the keyframe warped onto every frame (``warp_frame``);
     - ``warp_chain``: warped frame to frame, each from the one before;
@@ -316,7 +325,7 @@ def keyframe_warps(frames: list[np.ndarray], lines: list[np.ndarray], mode: str 
       aligned keyframe and the aligned chain), averaged with no model. Where either may be wrong
       the mean is a hedge, which PSNR rewards over a confident pick."""
     key = frames[0]
-    arts = lines if arts is None else arts
+    arts = flow_arts(lines, mode, scale) if arts is None else arts
     direct, chain = [key], [key]
     for t in range(1, len(lines)):
         direct.append(warp_frame(key, arts[t], arts[0], mode, still_window, resample, scale))

@@ -118,8 +118,7 @@ def colorize(ckpt: Path, test_dir: Path, out: Path, keys: Path, args) -> dict:
     model = {rel: [utils.read_rgb(p) for p in utils.list_frames(out / "frames" / rel)] for rel in shots}
     copy = {rel: [frames[0]] * len(frames) for rel, frames in truth.items()}
     warps = {rel: correspond.keyframe_warps(frames, lines[rel], still_window=window, resample=resample, scale=scale,
-                                            arts=[correspond.flow_art(f, line, "canny", scale)
-                                                  for f, line in zip(frames, lines[rel])])
+                                            arts=correspond.flow_arts(lines[rel], "canny", scale, frames))
              for rel, frames in truth.items()}
     grey = {rel: [np.full_like(f, metrics.FLAT_GREY) for f in frames] for rel, frames in truth.items()}
     answers = {"model": model, "copy_keyframe": copy,

@@ -83,7 +83,7 @@ def bare_forward_seconds(ckpt: Path, shot: Path, image_size: int, device) -> flo
     G, cfg, _ = models.load_generator(ckpt, device)
     small = [utils.resize(utils.read_rgb(p), image_size) for p in utils.list_frames(shot)]
     lines = [data_lib.make_line_art(f, "canny") for f in small]
-    arts = [correspond.flow_art(f, line, "canny", cfg.flow_scale) for f, line in zip(small, lines)]
+    arts = correspond.flow_arts(lines, "canny", cfg.flow_scale, small)
     autocast = utils.autocast_context(device, "bf16")
     chain = colorize.Chain(G, cfg, device, "canny", autocast)
     chain.start(None)

@@ -304,7 +304,7 @@ def nearest_of_two(n: int) -> list[int]:
 def flow_arts(truths: dict, lines: dict, scale: int = 1) -> dict:
     """{shot: what each frame's line-art flow is computed on} (``correspond.flow_art`` of its true
     frame and Canny line art at ``scale``; the line art itself at scale 1)."""
-    return {shot: [correspond.flow_art(f, line, "canny", scale) for f, line in zip(frames, lines[shot])]
+    return {shot: correspond.flow_arts(lines[shot], "canny", scale, frames)
             for shot, frames in truths.items()}
 
 

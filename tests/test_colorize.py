@@ -454,3 +454,35 @@ def test_the_chain_computes_the_models_flow_and_test_py_may_set_another(tmp_path
     with pytest.raises(UserError, match="'none' has no flow"):
         colorize_cli.main(args_for(tmp_path / "in", tmp_path / "bad", "g.pt", "--still_window", "3"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_no_model_warps_without_flow_art_make_it_from_the_line_art_at_any_scale():
+    """``correspond.flow_arts`` makes every frame's flow art (from its colour frame where given,
+    else from its line art alone), and the answers that need no model, given no flow art, make it
+    from the line art: at scale 2 they equal the same answers given that flow art, and differ from
+    those given the frames' own (Canny of the enlarged colour frame)."""
+    import colorize
+    import correspond
+    frames = []
+    for k in range(4):  # an outlined disc moving by a pixel and a half a frame
+        big = np.full((384, 384, 3), 225, np.uint8)
+        cv2.circle(big, (160 + 12 * k, 192), 72, (40, 60, 200), -1)
+        cv2.circle(big, (160 + 12 * k, 192), 72, (0, 0, 0), 8)
+        frames.append(cv2.resize(big, (48, 48), interpolation=cv2.INTER_AREA))
+    lines = [dataset.make_line_art(f) for f in frames]
+    own = correspond.flow_arts(lines, "canny", 2, frames)
+    assert all(np.array_equal(a, correspond.flow_art(f, line, "canny", 2)) for a, f, line in zip(own, frames, lines))
+    plain = correspond.flow_arts(lines, "canny", 2)
+    assert all(np.array_equal(a, correspond.flow_art(None, line, "canny", 2)) for a, line in zip(plain, lines))
+    assert correspond.flow_arts(lines, "canny", 1, frames) == lines
+    made = correspond.keyframe_warps(frames, lines, still_window=5, scale=2)
+    given = correspond.keyframe_warps(frames, lines, still_window=5, scale=2, arts=plain)
+    theirs = correspond.keyframe_warps(frames, lines, still_window=5, scale=2, arts=own)
+    assert all(np.array_equal(a, b) for a, b in zip(made["warp_chain"], given["warp_chain"]))
+    assert not all(np.array_equal(a, b) for a, b in zip(made["warp_keyframe"][1:], theirs["warp_keyframe"][1:]))
+    keys = {0: frames[0], 3: frames[3]}
+    assert all(np.array_equal(a, b) for a, b in zip(colorize.warped_keyframes(lines, keys, "agree", scale=2),
+                                                    colorize.warped_keyframes(lines, keys, "agree", scale=2,
+                                                                              arts=plain)))
+    assert np.array_equal(colorize.disagreement(lines[2], lines[0], scale=2),
+                          colorize.disagreement(lines[2], lines[0], scale=2, art_t=plain[2], art_key=plain[0]))
