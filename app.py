@@ -412,7 +412,7 @@ def write_metrics(path: Path, shot: Shot, model_row: dict, checkpoint: str, colo
             "line_art": colorizer.options.line_art, "keyframes": [shot.names[i] for i in sorted(keys)],
             "regions": colorizer.options.regions, "views": colorizer.options.views,
             "still_window": colorizer.still_window, "keyframe_resample": colorizer.keyframe_resample,
-            "flow_scale": colorizer.flow_scale}
+            "flow_scale": colorizer.flow_scale, "source_split": colorizer.source_split}
     metrics_lib.write_metrics_json(path, per_shot, metrics_lib.summarize(per_shot), extra=note)
 
 

@@ -74,6 +74,7 @@ class Options:
     still_window: int | None = None  # the line-art flow's still window (correspond.line_flow); None: the model's own
     flow_scale: int | None = None    # the line-art flow's scale (correspond.flow_art); None: the model's own
     keyframe_resample: str | None = None  # how a keyframe is resampled when warped (correspond.RESAMPLES); None: the model's own
+    source_split: str | None = None  # how the copy path shares its copied weight (models.SOURCE_SPLITS); None: the model's own
 
 
 @dataclass
@@ -466,6 +467,11 @@ class Colorizer:
             cfg.keyframe_resample if options.keyframe_resample is None else options.keyframe_resample)
         if hasattr(G, "keyframe_resample"):
             G.keyframe_resample = self.keyframe_resample
+        # how the copy path shares what it copies between the aligned sources: the model's, unless the options say
+        self.source_split = models.check_source_split(
+            cfg.source_split if options.source_split is None else options.source_split)
+        if hasattr(G, "source_split"):
+            G.source_split = self.source_split
 
     @classmethod
     def from_checkpoint(cls, path, device="auto", image_size: int | None = None, line_art: str | None = None,

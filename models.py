@@ -55,6 +55,27 @@ STILL_WINDOW = 9
 # stays bilinear: resampled bicubic too, the chained warp with no model moved by -0.48 and +0.81 dB
 # on the study's two folds, and a model by -0.01 and +0.03. README, "A sharper resampling of the keyframe".
 KEYFRAME_RESAMPLE = "bicubic"
+# How a new model's copy path shares the copied weight between its aligned sources (``blend_sources``):
+# 'even', the network chooses, per pixel, only how much of its generated colour to use, and the rest
+# is split equally between the aligned previous frame and keyframe; 'learned', the network also
+# chooses the split. A new ``select`` model splits evenly: after the selector's warm-up its U-Net
+# gets the study's 46 GAN steps, in which the learned split fell below the plain mean of the two
+# sources on both folds and both seeds (the previous frame it learns to trust in training is a true
+# or freshly rolled-out frame, not a chain that has drifted for a hundred frames). Every other model
+# learns the split: `make demo`'s ``flow`` model, all of whose steps train the U-Net, scored 23.87 dB
+# with the even split against 24.30-24.32 with the learned one. README, "An even split between the
+# previous frame and the keyframe".
+SOURCE_SPLITS = ("learned", "even")
+EVEN_SPLIT_CORRESPONDENCES = ("select",)
+
+
+def check_source_split(split) -> str:
+    """``split`` if it is one of SOURCE_SPLITS, else one clear line (``UserError``)."""
+    if split not in SOURCE_SPLITS:
+        raise utils.UserError(f"unknown source split {split!r} (choose from {', '.join(SOURCE_SPLITS)})")
+    return split
+
+
 # How many times the network resolution a new model's line-art flow is computed at
 # (correspond.flow_art): Canny at the network resolution places every line on a whole pixel; an
 # edge of the frame enlarged twice lands on a half pixel. README, "A flow computed at twice the resolution".
@@ -97,6 +118,10 @@ class ModelConfig:
     flow_scale: int | None = None  # how many times the network resolution the line-art flow is computed at
     #                                (correspond.flow_art, correspond.FLOW_SCALES); None -> FLOW_SCALE with a
     #                                flow, 1 without. Checkpoints written before it existed were trained with 1.
+    source_split: str | None = None  # copy path: how the copied weight is shared between the aligned sources
+    #                                  (SOURCE_SPLITS, blend_sources); None -> 'even' for the correspondences of
+    #                                  EVEN_SPLIT_CORRESPONDENCES, 'learned' for the others. Checkpoints written
+    #                                  before it existed were trained with 'learned', and read so.
 
     def __post_init__(self):
         if self.generator not in GENERATORS:
@@ -114,6 +139,9 @@ class ModelConfig:
             self.keyframe_resample = KEYFRAME_RESAMPLE
         if self.flow_scale is None:
             self.flow_scale = FLOW_SCALE if self.correspondence != "none" else 1
+        if self.source_split is None:
+            self.source_split = "even" if self.correspondence in EVEN_SPLIT_CORRESPONDENCES else "learned"
+        check_source_split(self.source_split)
         correspond.check_resample(self.keyframe_resample)
         if self.generator == "resnet" and self.extended_inputs:
             raise utils.UserError("the resnet generator is the original network: it takes no keyframe input, "
@@ -126,7 +154,7 @@ class ModelConfig:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name not in ("generator", "correspondence", "copy_path", "keyframe_input", "still_window",
-                                  "keyframe_resample", "flow_scale") and (
+                                  "keyframe_resample", "flow_scale", "source_split") and (
                     not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise utils.UserError(f"model setting {field.name} must be a positive "
                                       f"integer, got {value!r}")
@@ -173,8 +201,9 @@ class ModelConfig:
         if "copy_path" not in d and d.get("generator", "unet") == "unet":
             d = {**_LEGACY, **d}
         # saved before these settings: trained on the plain flow at network resolution, the keyframe
-        # resampled bilinearly
-        return cls(**{"still_window": 0, "keyframe_resample": "bilinear", "flow_scale": 1, **d})
+        # resampled bilinearly, the sources' split learned
+        return cls(**{"still_window": 0, "keyframe_resample": "bilinear", "flow_scale": 1, "source_split": "learned",
+                      **d})
 
 
 @dataclass
@@ -193,7 +222,8 @@ def build_generator(cfg: ModelConfig) -> nn.Module:
         return ResNetGenerator(cfg.in_channels, cfg.out_channels, cfg.ngf, cfg.n_blocks)
     return UNetGenerator(cfg.in_channels, cfg.out_channels, cfg.ngf, cfg.depth, cfg.n_blocks,
                          copy_path=cfg.copy_path, keyframe_input=cfg.keyframe_input,
-                         correspondence=cfg.correspondence, keyframe_resample=cfg.keyframe_resample)
+                         correspondence=cfg.correspondence, keyframe_resample=cfg.keyframe_resample,
+                         source_split=cfg.source_split)
 
 
 def build_discriminator(cfg: ModelConfig) -> nn.Module:
@@ -370,15 +400,18 @@ class UNetGenerator(nn.Module):
     previous frame, aligned keyframe}: output = w_g * generated + w_p * previous + w_k *
     keyframe (vid2vid's composition, with the keyframe as a third source). A source that is
     absent gets weight 0. Where the line art did not change, the network can pass the previous
-    colours through exactly.
+    colours through exactly. With ``source_split='even'`` (a new ``select`` model's) the network sets only
+    w_g, and w_p = w_k = (1 - w_g) / 2 (``blend_sources``).
 
     Defaults: 7.26 M parameters, 26.8 GFLOPs per 256x256 frame (``gflops_per_frame``; the
     original: 10.77 M, 97.4). H and W: multiples of 2**depth, at least 2**(depth + 1).
     """
 
     def __init__(self, in_channels=4, out_channels=3, ngf=32, depth=4, n_blocks=2,
-                 copy_path=False, keyframe_input=False, correspondence="none", keyframe_resample="bilinear"):
+                 copy_path=False, keyframe_input=False, correspondence="none", keyframe_resample="bilinear",
+                 source_split="learned"):
         super().__init__()
+        self.source_split = check_source_split(source_split)  # test.py may set another
         self.in_channels, self.copy_path, self.keyframe_input = in_channels, copy_path, keyframe_input
         self.keyframe_resample = correspond.check_resample(keyframe_resample)  # test.py may set another
         self.extended = copy_path or keyframe_input or correspondence != "none"
@@ -437,17 +470,26 @@ class UNetGenerator(nn.Module):
         if not self.copy_path:
             return Colouring((torch.tanh(self.head(h)) + 1) / 2, condition, matches=matches)  # (B, 3, H, W)
         out = self.head(torch.cat([h, x], 1)).float()  # (B, 3 + 1 + n_sources, H, W)
-        return dataclasses.replace(blend_sources(out, aligned, condition), matches=matches)
+        return dataclasses.replace(blend_sources(out, aligned, condition, self.source_split), matches=matches)
 
 
-def blend_sources(head_out: torch.Tensor, aligned: list[Source], condition: torch.Tensor) -> Colouring:
+def blend_sources(head_out: torch.Tensor, aligned: list[Source], condition: torch.Tensor,
+                  split: str = "learned") -> Colouring:
     """The copy path: (B, 3 + 1 + S, H, W) head output -> a per-pixel convex blend of the
     generated colour (tanh of the first 3 channels) and the S aligned sources. Logits of absent
-    sources are pushed to -1e4 (weight 0). fp32."""
+    sources are pushed to -1e4 (weight 0). ``split`` (``SOURCE_SPLITS``): 'learned', the softmax
+    of the 1 + S logits is the blend; 'even', the generated colour keeps its softmax weight g and
+    the present sources share 1 - g equally (the sources' logits then only set g). fp32."""
     colour = (torch.tanh(head_out[:, :3]) + 1) / 2                    # (B, 3, H, W)
     logits = head_out[:, 3:]                                          # (B, 1 + S, H, W)
-    absent = torch.cat([torch.zeros_like(logits[:, :1])] + [1 - s.plane() for s in aligned], 1)
+    present = torch.cat([s.plane() for s in aligned], 1)              # (B, S, H, W)
+    absent = torch.cat([torch.zeros_like(logits[:, :1]), 1 - present], 1)
     weights = torch.softmax(logits - 1e4 * absent, dim=1)             # (B, 1 + S, H, W)
+    if split == "even":
+        generated = weights[:, :1]
+        weights = torch.cat([generated, (1 - generated) * present / present.sum(1, keepdim=True).clamp(min=1)], 1)
+    elif split != "learned":
+        raise ValueError(f"unknown source split {split!r}")
     out = weights[:, :1] * colour
     for k, source in enumerate(aligned, start=1):
         out = out + weights[:, k:k + 1] * source.colour

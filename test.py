@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyframe_resample", choices=correspond.RESAMPLES, default=None,
                    help="how a keyframe is resampled when it is warped onto a frame (train.py --keyframe_resample); "
                         "default: the model's own (models trained before the setting: bilinear)")
+    p.add_argument("--source_split", choices=colorize.models.SOURCE_SPLITS, default=None,
+                   help="how the copy path shares the weight it copies between the aligned previous frame and the "
+                        "keyframe (train.py --source_split): 'even' or 'learned'; by default the model's own (models "
+                        "trained before the setting existed: learned)")
     p.add_argument("--batch_chains", type=int, default=1,
                    help="colour up to N independent chains (shots, keyframe segments) at once: faster on a GPU, "
                         "the same result; holds their shots in memory")
@@ -571,7 +575,7 @@ def main(args) -> int:
         args.checkpoint, device, args.image_size, args.line_art, input_type=args.input_type, blend=args.blend,
         batch_chains=args.batch_chains, frame_by_frame=args.frame_by_frame, amp=amp, regions=args.regions,
         views=args.views, still_window=args.still_window, keyframe_resample=args.keyframe_resample,
-        flow_scale=args.flow_scale)
+        flow_scale=args.flow_scale, source_split=args.source_split)
     options = colorizer.options
     plan = plan_input(Path(args.input), args.side_by_side)
     check_network_memory(colorizer, device)
@@ -602,7 +606,8 @@ def write_output(args, colorizer: colorize.Colorizer, keyframes, plan) -> None:
                                          "keyframes": keyframes_given, "regions": args.regions,
                                          "views": args.views, "still_window": colorizer.still_window,
                                          "keyframe_resample": colorizer.keyframe_resample,
-                                         "flow_scale": colorizer.flow_scale},
+                                         "flow_scale": colorizer.flow_scale,
+                                         "source_split": colorizer.source_split},
                video_final)
     except BaseException:
         shutil.rmtree(out_tmp, ignore_errors=True)

@@ -132,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the keyframe is resampled when it is warped onto frame t (bicubic keeps its lines a "
                         "pixel wide; the previous frame is always resampled bilinearly); recorded in the model, used "
                         f"by test.py and the app (default: {models.KEYFRAME_RESAMPLE})")
+    g.add_argument("--source_split", choices=models.SOURCE_SPLITS, default=None,
+                   help="copy path: how the weight the network gives its aligned sources is shared between the "
+                        "previous frame and the keyframe: 'even' (the network chooses only how much of its generated "
+                        "colour to use) or 'learned' (it chooses the split too); recorded in the model "
+                        "(default: even for --correspondence select, whose U-Net trains only after the selector's "
+                        "warm-up; learned for the others)")
     g.add_argument("--checkpoint_path_G", "--init_generator", dest="init_generator",
                    help="start G from these weights (ours or the original's {'generator': ...})")
     g.add_argument("--checkpoint_path_D", "--init_discriminator", dest="init_discriminator",
@@ -259,7 +265,7 @@ def model_config(args) -> models.ModelConfig:
                               copy_path=False if args.no_copy_path else None,
                               keyframe_input=False if args.no_keyframe_input else None,
                               still_window=args.still_window, keyframe_resample=args.keyframe_resample,
-                              flow_scale=args.flow_scale)
+                              flow_scale=args.flow_scale, source_split=args.source_split)
 
 
 def run_config(args) -> dict:
@@ -411,7 +417,7 @@ def restore(run: Run, nets: runs.Nets, path) -> runs.Progress:
                  for f in dataclasses.fields(saved_cfg) if getattr(saved_cfg, f.name) != getattr(run.cfg, f.name)]
         raise UserError(f"{path} was trained with other model settings: {'; '.join(apart)}; give train.py the "
                         "run's own (a model from before a setting existed reads as it was trained, e.g. "
-                        "--still_window 0 --keyframe_resample bilinear --flow_scale 1)")
+                        "--still_window 0 --keyframe_resample bilinear --flow_scale 1 --source_split learned)")
     progress = runs.load_training_checkpoint(path, nets)
     set_hyperparameters(nets, run.args)
     changed = changed_options(saved.get("run_config") or {}, run_config(run.args))
@@ -644,7 +650,8 @@ def announce(run: Run, nets: runs.Nets, total: int) -> None:
              f"(copy path {cfg.copy_path}, keyframe input {cfg.keyframe_input}, correspondence "
              f"{cfg.correspondence}{f', still window {cfg.still_window}' if cfg.still_window else ''}"
              f"{f', flow at {cfg.flow_scale}x' if cfg.flow_scale > 1 else ''}"
-             f"{f', keyframe resampled {cfg.keyframe_resample}' if cfg.keyframe_input else ''}); "
+             f"{f', keyframe resampled {cfg.keyframe_resample}' if cfg.keyframe_input else ''}"
+             f"{f', sources split {cfg.source_split}' if cfg.copy_path and cfg.keyframe_input else ''}); "
              f"{total} steps of batch {args.batch_size} x {run.world}"]
     if nets.generator_ema is not None:
         lines.append(f"generator weights averaged (--ema_decay {args.ema_decay}): validation, best.pt, generator.pt "

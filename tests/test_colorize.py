@@ -387,17 +387,34 @@ def test_the_chain_computes_the_flow_at_the_models_scale_and_test_py_may_set_ano
                                                 "--flow_scale", "3"])
 
 
+def _moving_disc_shot(tmp_path, half_pixels: int) -> None:
+    """tmp_path/in: three frames of an outlined disc that moves ``half_pixels`` / 2 pixels a frame;
+    tmp_path/key.png: its first frame, as a keyframe."""
+    for k in range(3):
+        image = np.full((48, 48, 3), 225, np.uint8)
+        cv2.circle(image, (20 + half_pixels * k // 2, 24), 9, (40, 60, 200), -1)
+        cv2.circle(image, (20 + half_pixels * k // 2, 24), 9, (0, 0, 0), 1)
+        utils.write_image(tmp_path / "in" / f"frame_{k:03d}.png", image)
+    utils.write_image(tmp_path / "key.png", utils.read_rgb(tmp_path / "in" / "frame_000.png"))
+
+
+def _colour_with_setting(tmp_path, monkeypatch, setting: str, saved: str, flag: list, out) -> dict:
+    """test.py from the keyframe with a small fresh model whose ModelConfig ``setting`` is ``saved``,
+    given ``flag``; -> its metrics.json."""
+    cfg = models.ModelConfig(ngf=8, **{setting: saved})
+    G = models.build_generator(cfg)
+    monkeypatch.setattr(models, "load_generator", lambda path, device: (G, cfg, {"image_size": 48, "line_art": "canny"}))
+    assert colorize_cli.main(args_for(tmp_path / "in", out, "g.pt", "--first_keyframe", str(tmp_path / "key.png"),
+                                      *flag)) == 0
+    return json.loads((out / "metrics.json").read_text())
+
+
 def test_the_keyframe_is_resampled_as_the_model_was_trained_and_test_py_may_set_another(tmp_path, monkeypatch):
     """A model resamples the keyframe it warps as it records (a new one bicubic, one saved before
     the setting bilinear); test.py --keyframe_resample sets another, the keyframe's warp changes with
     it and the previous frame's does not, and metrics.json says which."""
     import correspond
-    for k in range(3):  # an outlined disc that moves by a pixel and a half a frame
-        image = np.full((48, 48, 3), 225, np.uint8)
-        cv2.circle(image, (20 + 3 * k // 2, 24), 9, (40, 60, 200), -1)
-        cv2.circle(image, (20 + 3 * k // 2, 24), 9, (0, 0, 0), 1)
-        utils.write_image(tmp_path / "in" / f"frame_{k:03d}.png", image)
-    utils.write_image(tmp_path / "key.png", utils.read_rgb(tmp_path / "in" / "frame_000.png"))
+    _moving_disc_shot(tmp_path, 3)  # a pixel and a half a frame
     resamples = []
     real = correspond.warp
     monkeypatch.setattr(correspond, "warp", lambda image, flow, resample="bilinear":
@@ -405,19 +422,35 @@ def test_the_keyframe_is_resampled_as_the_model_was_trained_and_test_py_may_set_
     for saved, flag, want in (("bicubic", [], "bicubic"), ("bilinear", [], "bilinear"),
                               ("bicubic", ["--keyframe_resample", "bilinear"], "bilinear"),
                               ("bilinear", ["--keyframe_resample", "bicubic"], "bicubic")):
-        cfg = models.ModelConfig(ngf=8, keyframe_resample=saved)
-        G = models.build_generator(cfg)
-        monkeypatch.setattr(models, "load_generator",
-                            lambda path, device: (G, cfg, {"image_size": 48, "line_art": "canny"}))
         resamples.clear()
-        out = tmp_path / f"out_{saved}_{want}"
-        assert colorize_cli.main(args_for(tmp_path / "in", out, "g.pt", "--first_keyframe", str(tmp_path / "key.png"),
-                                          *flag)) == 0
-        assert json.loads((out / "metrics.json").read_text())["keyframe_resample"] == want
+        note = _colour_with_setting(tmp_path, monkeypatch, "keyframe_resample", saved, flag,
+                                    tmp_path / f"out_{saved}_{want}")
+        assert note["keyframe_resample"] == want
         # each frame warps the previous frame (bilinear), then the keyframe (as asked): colour and line art at once
         assert resamples == [(4, "bilinear"), (4, want)] * 3
     with pytest.raises(SystemExit):
         args_for(tmp_path / "in", tmp_path / "bad", "g.pt", "--keyframe_resample", "nearest")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_the_sources_are_split_as_the_model_was_trained_and_test_py_may_set_another(tmp_path, monkeypatch):
+    """The copy path shares its copied weight between the previous frame and the keyframe as the
+    model records (evenly or learned); test.py --source_split sets another, the generator blends
+    with it (the split of every blend made) and metrics.json says which."""
+    _moving_disc_shot(tmp_path, 2)  # a pixel a frame
+    splits = []
+    real = models.blend_sources
+    monkeypatch.setattr(models, "blend_sources", lambda head, aligned, condition, split="learned":
+                        splits.append(split) or real(head, aligned, condition, split))
+    for saved, flag, want in (("even", [], "even"), ("learned", [], "learned"),
+                              ("even", ["--source_split", "learned"], "learned"),
+                              ("learned", ["--source_split", "even"], "even")):
+        splits.clear()
+        note = _colour_with_setting(tmp_path, monkeypatch, "source_split", saved, flag, tmp_path / f"out_{saved}_{want}")
+        assert note["source_split"] == want
+        assert splits == [want] * 3
+    with pytest.raises(SystemExit):
+        args_for(tmp_path / "in", tmp_path / "bad", "g.pt", "--source_split", "mean")
     assert not (tmp_path / "bad").exists()
 
 

@@ -212,7 +212,8 @@ def test_config_defaults_and_legacy_configs():
     # one saved under the settings' earlier names reads as the same model
     before_renames = {**old, "in_channels": 6, "propagate": True, "reference": False, "warp": "flow"}
     assert models.ModelConfig.from_dict(before_renames) == models.ModelConfig(ngf=8, keyframe_input=False, still_window=0,
-                                                                              keyframe_resample="bilinear", flow_scale=1)
+                                                                              keyframe_resample="bilinear", flow_scale=1,
+                                                                              source_split="learned")
     assert models.ModelConfig.from_dict(unet.to_dict()) == unet
     with pytest.raises(utils.UserError, match="original network"):
         models.ModelConfig("resnet", keyframe_input=True)
@@ -368,6 +369,61 @@ def test_absent_source_gets_no_weight():
     out = models.blend_sources(head, aligned, torch.zeros(1, 4, 4, 4))
     assert torch.allclose(out.colour, torch.full_like(out.colour, 0.25), atol=1e-4)  # half black, half keyframe
     assert out.weights[:, 1].max() < 1e-6
+
+
+def test_an_even_split_shares_the_copied_weight_equally_between_the_present_sources():
+    """With split 'even' the generated colour keeps its softmax weight and the present sources share
+    the rest equally, whatever their own logits say; an absent source still gets nothing; with
+    'learned' the logits set the split. The sources' logits still reach the generated weight."""
+    white, grey = torch.ones(1, 3, 4, 4), 0.5 * torch.ones(1, 3, 4, 4)
+    both = [Source(white, torch.ones(1)), Source(grey, torch.ones(1))]
+    head = torch.zeros(1, 6, 4, 4)
+    head[:, :3] = -20.0                  # generated colour ~0 (black)
+    head[:, 3] = 1.0                     # generated logit
+    head[:, 4], head[:, 5] = 4.0, 1.0    # the previous frame's logit far above the keyframe's
+    learned = models.blend_sources(head, both, torch.zeros(1, 4, 4, 4), "learned")
+    even = models.blend_sources(head, both, torch.zeros(1, 4, 4, 4), "even")
+    soft = torch.softmax(torch.tensor([1.0, 4.0, 1.0]), 0)
+    assert torch.allclose(learned.weights[0, :, 0, 0], soft, atol=1e-6)
+    g = soft[0]
+    assert torch.allclose(even.weights[0, :, 0, 0], torch.stack([g, (1 - g) / 2, (1 - g) / 2]), atol=1e-6)
+    assert torch.allclose(even.colour, (1 - g) * (white + grey) / 2, atol=1e-4)      # not the learned 0.87 white
+    assert not torch.allclose(learned.colour, even.colour, atol=1e-2)
+    assert torch.allclose(even.weights.sum(1), torch.ones(1, 4, 4))
+    # an absent previous frame: the keyframe takes all that the generated colour leaves
+    absent = [Source(white, torch.zeros(1)), Source(grey, torch.ones(1))]
+    one = models.blend_sources(head, absent, torch.zeros(1, 4, 4, 4), "even")
+    g1 = torch.softmax(torch.tensor([1.0, 1.0]), 0)[0]
+    assert one.weights[:, 1].max() < 1e-6
+    assert torch.allclose(one.weights[0, :, 0, 0], torch.stack([g1, torch.tensor(0.0), 1 - g1]), atol=1e-6)
+    # the sources' logits move the generated weight, so the network still learns how much to copy
+    head.requires_grad_(True)
+    models.blend_sources(head, both, torch.zeros(1, 4, 4, 4), "even").weights[:, 0].sum().backward()
+    assert head.grad[:, 4].abs().sum() > 0 and head.grad[:, 3].abs().sum() > 0
+    with pytest.raises(ValueError, match="unknown source split"):
+        models.blend_sources(head, both, torch.zeros(1, 4, 4, 4), "mean")
+
+
+def test_the_source_split_is_a_model_setting_that_older_checkpoints_read_as_learned():
+    """A new select model splits evenly, a new model of any other correspondence learns the split,
+    one saved before the setting existed reads as 'learned' (how it was trained), a choice
+    round-trips and reaches the generator, and an unknown one is one clear line."""
+    assert models.EVEN_SPLIT_CORRESPONDENCES == ("select",)
+    assert models.ModelConfig(correspondence="select").source_split == "even"
+    for other in ("flow", "match", "none"):
+        assert models.ModelConfig(correspondence=other).source_split == "learned"
+    assert models.ModelConfig().source_split == "learned"  # the default correspondence, flow
+    chosen = models.ModelConfig(ngf=8, source_split="even")
+    assert models.ModelConfig.from_dict(json.loads(json.dumps(chosen.to_dict()))).source_split == "even"
+    assert models.build_generator(chosen).source_split == "even"
+    assert models.build_generator(models.ModelConfig(ngf=8)).source_split == "learned"
+    select = models.ModelConfig(ngf=8, correspondence="select")
+    assert models.ModelConfig.from_dict(select.to_dict()).source_split == "even"
+    before = {k: v for k, v in select.to_dict().items() if k != "source_split"}
+    assert models.ModelConfig.from_dict(before).source_split == "learned"
+    for bad in ("mean", "", "Even", 1):
+        with pytest.raises(utils.UserError, match="unknown source split"):
+            models.ModelConfig(source_split=bad)
 
 
 def _flat_colour_images(n, size, seed):
