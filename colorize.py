@@ -346,13 +346,13 @@ def disagreement(line_t: np.ndarray, line_key: np.ndarray, mode: str = "canny", 
                  scale: int = 1, art_t: np.ndarray | None = None, art_key: np.ndarray | None = None) -> np.ndarray:
     """How far a keyframe's drawing lands from frame t's, pixel by pixel: (S, S) float32, 0 where
     they agree. The keyframe's line art ``line_key`` is warped onto frame t along the line-art flow
-    the chains use (with ``scale`` > 1, computed on the flow arts ``art_t`` and ``art_key``, made from
-    the line art alone where not given: ``correspond.flow_arts``), and
+    the chains use (with ``scale`` > 1, computed on the flow arts ``art_t`` and ``art_key``, each made from
+    its line art alone where not given: ``correspond.flow_art``), and
     its distance to the lines (``selector.line_distance``) is compared with frame t's. Where a
     character has turned since the keyframe its lines do not land on frame t's; where the drawing
     is held the two agree exactly."""
-    if art_t is None or art_key is None:
-        art_t, art_key = correspond.flow_arts([line_t, line_key], mode, scale)
+    art_t = correspond.flow_art(None, line_t, mode, scale) if art_t is None else art_t
+    art_key = correspond.flow_art(None, line_key, mode, scale) if art_key is None else art_key
     flow = correspond.line_flow(art_t, art_key, mode, still_window, scale)
     warped = correspond.warp_array(line_key, flow) / 255.0
     return np.abs(selector.line_distance_array(warped) - selector.line_distance_array(line_t))
